@@ -1,0 +1,81 @@
+"""Datasets from a config: the embedded generator's cache or real COCO on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlpkd.config import DataConfig
+from rlpkd.data.coco import CocoDetectionDataset
+from rlpkd.data.embedded import ensure_embedded_dataset
+from rlpkd.errors import ConfigError
+
+__all__ = ["DetectionDatasets", "build_datasets", "dataset_paths"]
+
+
+@dataclass
+class DetectionDatasets:
+    """The training and validation splits of one experiment."""
+
+    train: CocoDetectionDataset
+    val: CocoDetectionDataset
+
+    @property
+    def num_classes(self) -> int:
+        """Number of object classes."""
+        return self.train.num_classes
+
+
+def dataset_paths(data: DataConfig, progress: bool = True) -> tuple[Path, Path, Path, Path]:
+    """(train images, train annotations, val images, val annotations); generates embedded data."""
+    if data.source == "embedded":
+        root = ensure_embedded_dataset(
+            Path(data.root),
+            data.num_train,
+            data.num_val,
+            data.image_size,
+            data.seed,
+            data.regime,
+            progress=progress,
+        )
+        return (
+            root / "images" / "train",
+            root / "annotations" / "train.json",
+            root / "images" / "val",
+            root / "annotations" / "val.json",
+        )
+    missing = [
+        key
+        for key in ("train_images", "train_annotations", "val_images", "val_annotations")
+        if not getattr(data, key)
+    ]
+    if missing:
+        raise ConfigError(f"data.source is 'coco' but data.{missing[0]} is not set")
+    return (
+        Path(data.train_images),
+        Path(data.train_annotations),
+        Path(data.val_images),
+        Path(data.val_annotations),
+    )
+
+
+def build_datasets(data: DataConfig, progress: bool = True) -> DetectionDatasets:
+    """Both splits, validated (missing files and corrupt images raise DataError)."""
+    train_images, train_annotations, val_images, val_annotations = dataset_paths(data, progress)
+    train = CocoDetectionDataset(
+        train_images,
+        train_annotations,
+        data.image_size,
+        train=True,
+        hflip_prob=data.hflip_prob,
+        preload=data.preload,
+    )
+    val = CocoDetectionDataset(
+        val_images, val_annotations, data.image_size, train=False, preload=data.preload
+    )
+    if train.category_ids != val.category_ids:
+        raise ConfigError(
+            f"{train_annotations} and {val_annotations} have different categories; "
+            "both splits must share one category list"
+        )
+    return DetectionDatasets(train=train, val=val)

@@ -1,0 +1,86 @@
+"""Method tables: one row per method, mean ± std over seeds, as JSON and Markdown."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rlpkd.rundir import atomic_write_text, write_json
+
+__all__ = ["REPORT_METRICS", "summarise_methods", "format_markdown_table", "write_report"]
+
+REPORT_METRICS: tuple[str, ...] = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "kd_gflops",
+    "wall_time_s",
+)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.fmean(finite), std
+
+
+def summarise_methods(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group per-seed run metrics by ``method``: {method, seeds, n, <metric>_mean, <metric>_std}."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[run["method"]].append(run)
+    rows = []
+    for method, members in groups.items():
+        row: dict[str, Any] = {
+            "method": method,
+            "seeds": sorted(run["seed"] for run in members),
+            "n": len(members),
+        }
+        for metric in REPORT_METRICS:
+            mean, std = _mean_std([run.get(metric, math.nan) for run in members])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+        rows.append(row)
+    return rows
+
+
+def _cell(row: dict[str, Any], metric: str) -> str:
+    mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+    if not math.isfinite(mean):
+        return "n/a"
+    if metric.startswith("AP"):
+        return f"{100 * mean:.1f} ± {100 * std:.1f}" if row["n"] > 1 else f"{100 * mean:.1f}"
+    if metric == "kd_gflops":
+        return f"{mean:.3f}"
+    return f"{mean:.0f}"
+
+
+def format_markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table (AP columns in %, mean ± std over seeds)."""
+    header = ["method", "seeds", *REPORT_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["method"], ",".join(map(str, row["seeds"]))]
+        cells += [_cell(row, metric) for metric in REPORT_METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, title: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """``report.json`` (rows + extra) and ``report.md`` (title, table, extra as a list)."""
+    write_json(out / "report.json", {"methods": rows, **extra})
+    lines = [f"# {title}", "", format_markdown_table(rows), ""]
+    lines.append(
+        "AP columns are COCO AP in %, mean ± std over seeds; kd_gflops per training image."
+    )
+    for key, value in extra.items():
+        if isinstance(value, (int, float, str)):
+            lines.append(f"- {key}: {value}")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

@@ -1,0 +1,79 @@
+"""The substrate's experiment: teacher, then students with fixed level sets over seeds, then a report.
+
+Phase 0 data -> Phase 1 teacher (reused if trained for this config) -> students for every
+``experiment.level_sets`` x ``experiment.seeds`` and every ``experiment.ablation`` x
+``experiment.ablation_seeds`` -> ``report.json`` / ``report.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rlpkd.config import Config, config_fingerprint
+from rlpkd.data.build import build_datasets
+from rlpkd.flops.kd_flops import flops_model_from_config
+from rlpkd.report.tables import summarise_methods, write_report
+from rlpkd.rundir import RunDirectory, read_json
+from rlpkd.training.runtime import configure_runtime
+from rlpkd.training.student_phase import run_student
+from rlpkd.training.teacher_phase import load_or_train_teacher
+
+__all__ = ["planned_student_runs", "run_fixed_level_comparison"]
+
+
+def planned_student_runs(config: Config) -> list[tuple[str, int]]:
+    """(level spec, seed) of every student run, main comparison first, without duplicates."""
+    runs: list[tuple[str, int]] = []
+    for spec in config.experiment.level_sets:
+        runs += [(spec, seed) for seed in config.experiment.seeds]
+    for spec in config.experiment.ablation:
+        runs += [(spec, seed) for seed in config.experiment.ablation_seeds]
+    return list(dict.fromkeys(runs))
+
+
+def _run_name(spec: str, seed: int) -> str:
+    return f"{spec.replace(',', '+').replace(':', '-')}-seed{seed}"
+
+
+def run_fixed_level_comparison(config: Config) -> dict[str, Any]:
+    """Run the whole comparison into ``config.runtime.out``; returns the report."""
+    start = time.perf_counter()
+    progress = config.runtime.progress
+    device = configure_runtime(config.runtime)
+    datasets = build_datasets(config.data, progress)  # validates before anything is written
+    run_dir = RunDirectory(config.runtime.out).prepare(config)
+    print(f"[phase 1] teacher -> {run_dir.checkpoints / 'teacher.pt'}")
+    teacher, teacher_metrics = load_or_train_teacher(config, datasets, device, run_dir, progress)
+    print(f"[phase 1] teacher val AP = {100 * teacher_metrics['AP']:.1f}")
+    flops = flops_model_from_config(config, datasets.num_classes)
+    runs = []
+    for index, (spec, seed) in enumerate(planned_student_runs(config)):
+        student_dir = RunDirectory(run_dir.path / "students" / _run_name(spec, seed))
+        metrics_file = student_dir.path / "metrics.json"
+        print(f"[students {index + 1}] levels={spec} seed={seed} -> {student_dir.path}")
+        if metrics_file.is_file():
+            previous = read_json(metrics_file)
+            if previous.get("config_fingerprint") == config_fingerprint(config):
+                print("    reusing the finished run")
+                runs.append(previous)
+                continue
+        metrics = run_student(
+            config, datasets, teacher, spec, seed, student_dir, flops, device, progress
+        )
+        print(f"    AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}")
+        runs.append(metrics)
+    rows = summarise_methods(runs)
+    extra = {
+        "teacher_AP": teacher_metrics["AP"],
+        "teacher_train_time_s": teacher_metrics.get("train_time_s"),
+        "student_train_gflops": flops.student_train_flops() / 1e9,
+        "kd_gflops_all_levels": flops.kd_flops(("P2", "P3", "P4", "P5")) / 1e9,
+        "wall_time_s": time.perf_counter() - start,
+        "teacher": teacher_metrics,
+    }
+    write_report(run_dir.path, "Fixed-level KD comparison", rows, extra)
+    run_dir.write_metrics(
+        {**teacher_metrics, "wall_time_s": extra["wall_time_s"], "role": "teacher"}
+    )
+    return {"methods": rows, **extra}

@@ -1,0 +1,73 @@
+"""Who decides which levels each sample distils: fixed sets, random subsets (and, later, a policy)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from rlpkd.data.batch import DetectionBatch
+from rlpkd.errors import ConfigError
+from rlpkd.levels import NUM_LEVELS, format_levels, levels_to_mask, parse_levels
+
+__all__ = [
+    "LevelSelector",
+    "FixedLevels",
+    "RandomLevels",
+    "parse_level_spec",
+]
+
+
+class LevelSelector(Protocol):
+    """Chooses a [B, 4] bool level mask for a batch (the decision unit is one sample)."""
+
+    name: str
+
+    def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
+        """The mask for ``batch`` at training progress in [0, 1]."""
+        ...
+
+
+class FixedLevels:
+    """The same level set for every sample."""
+
+    def __init__(self, levels: tuple[str, ...]) -> None:
+        self.levels = levels
+        self.name = format_levels(levels)
+        self._mask = levels_to_mask(levels)
+
+    def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
+        """The fixed mask repeated over the batch."""
+        return self._mask.expand(len(batch), NUM_LEVELS).clone()
+
+
+class RandomLevels:
+    """Independent per-sample, per-level coin flips with inclusion probability ``probability``.
+
+    ``probability`` is chosen (``FlopsModel.inclusion_prob_for_fraction``) so that the expected KD
+    FLOPs are a given fraction of all-level KD: the matched-FLOPs random baseline.
+    """
+
+    def __init__(self, probability: float, fraction: float, seed: int) -> None:
+        self.probability = probability
+        self.name = f"random:{fraction:g}"
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
+        """Fresh random subsets for every sample."""
+        draws = torch.rand(len(batch), NUM_LEVELS, generator=self._generator)
+        return draws < self.probability
+
+
+def parse_level_spec(spec: str) -> tuple[str, tuple[str, ...] | float]:
+    """'none' / 'all' / 'P2,P4' -> ('fixed', levels); 'random:0.5' -> ('random', 0.5)."""
+    text = spec.strip()
+    if text.lower().startswith("random:"):
+        try:
+            fraction = float(text.split(":", 1)[1])
+        except ValueError:
+            fraction = -1.0
+        if not 0.0 <= fraction <= 1.0:
+            raise ConfigError(f"--levels {spec!r}: random:FRACTION needs a fraction in [0, 1]")
+        return "random", fraction
+    return "fixed", parse_levels(text)

@@ -1,0 +1,52 @@
+"""Device, seeding, threads and mixed precision: the runtime knobs every phase shares."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+from rlpkd.config import RuntimeConfig
+from rlpkd.errors import ConfigError
+
+__all__ = ["resolve_device", "seed_everything", "configure_runtime", "autocast_for"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available else CPU; 'cuda' without a GPU is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"runtime.device is {name!r} but no CUDA GPU is visible; use 'cpu'")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"runtime.device {name!r} is not a torch device") from None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_runtime(runtime: RuntimeConfig) -> torch.device:
+    """Apply thread settings and return the device of this run."""
+    if runtime.num_threads > 0:
+        torch.set_num_threads(runtime.num_threads)
+    device = resolve_device(runtime.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; a no-op context on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,94 @@
+"""Train and evaluate one student for a level spec and seed, writing its run directory."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from rlpkd.config import Config, config_fingerprint
+from rlpkd.data.build import DetectionDatasets
+from rlpkd.evaluation.evaluate import evaluate_detector
+from rlpkd.flops.kd_flops import FlopsModel
+from rlpkd.levels import index_to_subset
+from rlpkd.models.detector import PyramidDetector
+from rlpkd.rundir import RunDirectory
+from rlpkd.training.distill_run import distill_student
+from rlpkd.training.level_selection import (
+    FixedLevels,
+    LevelSelector,
+    RandomLevels,
+    parse_level_spec,
+)
+
+__all__ = ["subset_flops_vector", "selector_from_spec", "run_student"]
+
+
+def subset_flops_vector(flops: FlopsModel) -> torch.Tensor:
+    """kd FLOPs per image of the 16 level subsets, indexed by ``subset_to_index``."""
+    return torch.tensor(
+        [flops.kd_flops(index_to_subset(i)) for i in range(16)], dtype=torch.float64
+    )
+
+
+def selector_from_spec(spec: str, flops: FlopsModel, seed: int) -> LevelSelector:
+    """A LevelSelector for 'none' / 'all' / 'P2,P4' / 'random:FRACTION'."""
+    kind, value = parse_level_spec(spec)
+    if kind == "random":
+        return RandomLevels(flops.inclusion_prob_for_fraction(value), value, seed)
+    return FixedLevels(value)
+
+
+def run_student(
+    config: Config,
+    datasets: DetectionDatasets,
+    teacher: PyramidDetector,
+    level_spec: str,
+    seed: int,
+    run_dir: RunDirectory,
+    flops: FlopsModel,
+    device: torch.device,
+    progress: bool = True,
+) -> dict:
+    """Distil a fresh student with ``level_spec`` and seed ``seed``; write and return its metrics."""
+    start = time.perf_counter()
+    run_dir.prepare(config)
+    selector = selector_from_spec(level_spec, flops, seed)
+    writer = SummaryWriter(str(run_dir.tensorboard))
+    student, objective, stats = distill_student(
+        config,
+        datasets,
+        teacher,
+        selector,
+        seed,
+        device,
+        subset_flops_vector(flops),
+        writer=writer,
+        progress=progress,
+    )
+    metrics, predictions = evaluate_detector(
+        student, datasets.val, config.eval, device, config.runtime.amp, progress
+    )
+    for name, value in metrics.items():
+        writer.add_scalar(f"eval/{name}", value, stats.images)
+    writer.close()
+    run_dir.save_checkpoint(
+        "student.pt", {"model": student.state_dict(), "kd": objective.state_dict()}
+    )
+    result = {
+        **metrics,
+        "kd_gflops": stats.kd_gflops_per_image,
+        "student_train_gflops": flops.student_train_flops() / 1e9,
+        "wall_time_s": time.perf_counter() - start,
+        "train_time_s": stats.train_time_s,
+        "method": selector.name,
+        "levels": level_spec,
+        "seed": seed,
+        "selection_rates": stats.selection_rates,
+        "kd_loss": config.distill.loss,
+        "config_fingerprint": config_fingerprint(config),
+    }
+    run_dir.write_predictions(predictions)
+    run_dir.write_metrics(result)
+    return result

@@ -1,0 +1,98 @@
+"""Phase 1: the teacher — trained once per (data, architecture, schedule, seed), then reused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from rlpkd.config import Config, config_to_dict
+from rlpkd.data.build import DetectionDatasets
+from rlpkd.errors import UserError
+from rlpkd.evaluation.evaluate import evaluate_detector
+from rlpkd.models.detector import PyramidDetector
+from rlpkd.models.lazy_pyramid import freeze_teacher
+from rlpkd.rundir import RunDirectory
+from rlpkd.training.detector_training import train_detector
+from rlpkd.training.model_factory import build_teacher
+from rlpkd.training.runtime import seed_everything
+
+__all__ = ["teacher_fingerprint", "load_teacher", "load_or_train_teacher"]
+
+
+def teacher_fingerprint(config: Config) -> str:
+    """A hash of everything that determines the trained teacher."""
+    relevant = {
+        "data": config_to_dict(config.data),
+        "teacher": config_to_dict(config.teacher),
+        "schedule": config_to_dict(config.teacher_schedule),
+        "seed": config.runtime.seed,
+    }
+    for key in ("preload", "num_workers"):
+        relevant["data"].pop(key)
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_teacher(path: Path, config: Config, num_classes: int) -> tuple[PyramidDetector, dict]:
+    """A frozen teacher from ``path`` (``torch.load(weights_only=True)``) and its stored metrics."""
+    if not path.is_file():
+        raise UserError(f"teacher checkpoint not found: {path}; run scripts/train_teacher.py first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        teacher = build_teacher(config, num_classes)
+        teacher.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as error:
+        raise UserError(
+            f"teacher checkpoint {path} does not match the config's teacher "
+            f"({str(error).splitlines()[0]})"
+        ) from None
+    return freeze_teacher(teacher), state.get("metrics", {})
+
+
+def load_or_train_teacher(
+    config: Config,
+    datasets: DetectionDatasets,
+    device: torch.device,
+    run_dir: RunDirectory,
+    progress: bool = True,
+) -> tuple[PyramidDetector, dict]:
+    """The teacher at ``<out>/checkpoints/teacher.pt``, trained first unless one exists for this
+    config (same fingerprint). Returns the frozen teacher and its metrics (val AP, wall time)."""
+    path = run_dir.checkpoints / "teacher.pt"
+    fingerprint = teacher_fingerprint(config)
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") == fingerprint:
+            teacher, metrics = load_teacher(path, config, datasets.num_classes)
+            return teacher.to(device), metrics
+    seed_everything(config.runtime.seed)
+    teacher = build_teacher(config, datasets.num_classes)
+    writer = SummaryWriter(str(run_dir.tensorboard / "teacher"))
+    start = time.perf_counter()
+    train_detector(
+        teacher,
+        datasets.train,
+        config.teacher_schedule,
+        device,
+        seed=config.runtime.seed,
+        writer=writer,
+        amp=config.runtime.amp,
+        progress=progress,
+    )
+    train_time = time.perf_counter() - start
+    metrics, predictions = evaluate_detector(
+        teacher, datasets.val, config.eval, device, config.runtime.amp, progress
+    )
+    for name, value in metrics.items():
+        writer.add_scalar(f"teacher/eval/{name}", value, 0)
+    writer.close()
+    metrics = {**metrics, "train_time_s": train_time}
+    run_dir.save_checkpoint(
+        "teacher.pt",
+        {"model": teacher.state_dict(), "fingerprint": fingerprint, "metrics": metrics},
+    )
+    return freeze_teacher(teacher), metrics

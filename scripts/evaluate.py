@@ -1,0 +1,55 @@
+"""Evaluate a teacher.pt / student.pt checkpoint with pycocotools COCOeval.
+
+The checkpoint's architecture comes from the config (--config, or the config.yaml next to the
+checkpoint's run directory); --role says whether it is the config's teacher or student.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rlpkd.cli import config_argument_parser, run_cli
+from rlpkd.config import load_config
+from rlpkd.data.build import build_datasets
+from rlpkd.errors import UserError
+from rlpkd.evaluation.evaluate import evaluate_detector
+from rlpkd.rundir import RunDirectory
+from rlpkd.training.checkpoints import load_detector_checkpoint
+from rlpkd.training.runtime import configure_runtime
+
+
+def main() -> int:
+    parser = config_argument_parser(__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="teacher.pt or student.pt")
+    parser.add_argument("--role", choices=["teacher", "student"], default=None)
+    args = parser.parse_args()
+    if args.out is None:
+        raise UserError("--out is required: the run directory to write metrics.json into")
+    config_path = args.config or args.checkpoint.resolve().parent.parent / "config.yaml"
+    overrides = [*args.overrides, f"runtime.out={args.out}"]
+    config = load_config(config_path, overrides)
+    role = args.role or ("teacher" if args.checkpoint.name.startswith("teacher") else "student")
+    device = configure_runtime(config.runtime)
+    datasets = build_datasets(config.data, config.runtime.progress)
+    model = load_detector_checkpoint(args.checkpoint, config, role, datasets.num_classes)
+    start = time.perf_counter()
+    metrics, predictions = evaluate_detector(
+        model.to(device), datasets.val, config.eval, device, config.runtime.amp
+    )
+    run_dir = RunDirectory(config.runtime.out).prepare(config)
+    run_dir.write_predictions(predictions)
+    run_dir.write_metrics(
+        {
+            **metrics,
+            "checkpoint": str(args.checkpoint),
+            "role": role,
+            "wall_time_s": time.perf_counter() - start,
+        }
+    )
+    print(" ".join(f"{k}={100 * v:.1f}" for k, v in metrics.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,18 @@
+"""The fixed-level KD comparison: teacher, then students (none / all levels / single levels)."""
+
+from __future__ import annotations
+
+from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from rlpkd.training.fixed_level_comparison import run_fixed_level_comparison
+
+
+def main() -> int:
+    parser = config_argument_parser(__doc__)
+    config = config_from_args(parser.parse_args())
+    report = run_fixed_level_comparison(config)
+    print(f"report: {config.runtime.out}/report.md  (wall time {report['wall_time_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

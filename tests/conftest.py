@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny detectors and a tiny embedded dataset (generated once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlpkd.config import load_config
+from rlpkd.data.embedded import ensure_embedded_dataset
+from rlpkd.models.detector import DetectorSpec, build_detector
+
+REPO = Path(__file__).resolve().parent.parent
+THRESHOLDS = (4.0, 8.0, 16.0)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_teacher():
+    torch.manual_seed(0)
+    return build_detector(DetectorSpec(18, 0.25, 32, 1), 3, THRESHOLDS)
+
+
+@pytest.fixture
+def tiny_student():
+    torch.manual_seed(1)
+    return build_detector(DetectorSpec(18, 0.125, 16, 1), 3, THRESHOLDS)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    ensure_embedded_dataset(root, 24, 12, 64, 0, "mixed", progress=False)
+    return root
+
+
+@pytest.fixture
+def tiny_config(tiny_data_root, tmp_path):
+    return load_config(
+        REPO / "configs" / "debug.yaml",
+        [
+            f"data.root={tiny_data_root}",
+            "data.num_train=24",
+            "data.num_val=12",
+            "student_schedule.batch_size=8",
+            "teacher_schedule.batch_size=8",
+            "teacher_schedule.epochs=1",
+            "runtime.progress=false",
+            f"runtime.out={tmp_path / 'run'}",
+        ],
+    )
