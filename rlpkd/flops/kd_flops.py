@@ -85,8 +85,11 @@ class FlopsModel:
         self._cache: dict[tuple[str, ...], float] = {}
 
     def breakdown(self, levels: Sequence[str] | str) -> dict[str, float]:
-        """Per-image FLOPs of ``levels`` by component: teacher body, FPN laterals, FPN outputs,
-        teacher class branch and KD loss (all 0 for the empty set)."""
+        """Per-image FLOPs of ``levels`` by component (all 0 for the empty set).
+
+        Keys: ``teacher_body``, ``fpn_lateral``, ``fpn_output``, ``teacher_class_branch``,
+        ``kd_loss``; their sum is ``kd_flops(levels)``.
+        """
         chosen = parse_levels(levels)
         parts = {
             "teacher_body": 0.0,

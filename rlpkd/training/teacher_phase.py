@@ -12,11 +12,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets
-from rlpkd.errors import UserError
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.rundir import RunDirectory
+from rlpkd.training.checkpoints import load_detector_checkpoint
 from rlpkd.training.detector_training import train_detector
 from rlpkd.training.model_factory import build_teacher
 from rlpkd.training.runtime import seed_everything
@@ -39,18 +39,9 @@ def teacher_fingerprint(config: Config) -> str:
 
 def load_teacher(path: Path, config: Config, num_classes: int) -> tuple[PyramidDetector, dict]:
     """A frozen teacher from ``path`` (``torch.load(weights_only=True)``) and its stored metrics."""
-    if not path.is_file():
-        raise UserError(f"teacher checkpoint not found: {path}; run scripts/train_teacher.py first")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        teacher = build_teacher(config, num_classes)
-        teacher.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as error:
-        raise UserError(
-            f"teacher checkpoint {path} does not match the config's teacher "
-            f"({str(error).splitlines()[0]})"
-        ) from None
-    return freeze_teacher(teacher), state.get("metrics", {})
+    teacher = load_detector_checkpoint(path, config, "teacher", num_classes)
+    metrics = torch.load(path, map_location="cpu", weights_only=True).get("metrics", {})
+    return freeze_teacher(teacher), metrics
 
 
 def load_or_train_teacher(

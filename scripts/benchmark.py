@@ -1,0 +1,60 @@
+"""Speed of the KD training step, side by side in one run (DESIGN §9); prints ratios and TFLOP/s.
+
+Default (GPU): R50-FPN teacher -> R18-FPN student at 512 px, all levels vs P4-P5 vs no KD, against
+torchvision's FCOS KD loop. --cpu-preset shrinks it to run on a CPU in about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rlpkd.bench.kd_step_speed import benchmark_kd_steps
+from rlpkd.cli import run_cli
+from rlpkd.models.detector import DetectorSpec
+from rlpkd.training.runtime import resolve_device
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--kd-loss", default="mse")
+    parser.add_argument("--no-torchvision", action="store_true")
+    parser.add_argument("--cpu-preset", action="store_true", help="128 px, batch 4, 3 steps")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.cpu_preset:
+        args.image_size, args.batch_size, args.steps, args.warmup = 128, 4, 3, 1
+    device = resolve_device(args.device)
+    result = benchmark_kd_steps(
+        DetectorSpec(depth=50),
+        DetectorSpec(depth=18),
+        args.image_size,
+        args.batch_size,
+        device,
+        steps=args.steps,
+        warmup=args.warmup,
+        kd_loss=args.kd_loss,
+        with_torchvision=not args.no_torchvision,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"device={device} image={args.image_size} batch={args.batch_size} steps={args.steps}")
+    print(f"{'step':32s} {'ms':>9s} {'img/s':>9s} {'GFLOP/img':>10s} {'TFLOP/s':>8s}")
+    for t in result["timings"]:
+        print(
+            f"{t['name']:32s} {t['step_ms']:9.1f} {t['images_per_s']:9.2f} "
+            f"{t['gflops_per_image']:10.1f} {t['achieved_tflops']:8.3f}"
+        )
+    for name, value in result["ratios"].items():
+        print(f"{name}: {value:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
