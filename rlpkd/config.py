@@ -26,6 +26,8 @@ __all__ = [
     "DistillConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "RLConfig",
+    "MetaConfig",
     "RuntimeConfig",
     "Config",
     "load_config",
@@ -163,6 +165,64 @@ class ExperimentConfig:
 
 
 @dataclass
+class RLConfig:
+    """Phase 2: the per-sample level-selection decision process and PPO (DESIGN §5-6)."""
+
+    lam: float = 0.5
+    """λ: weight of the FLOPs penalty kd_flops(levels) / kd_flops(all) in each sample's reward."""
+    slots: int = 8
+    """Decisions per student update: the env's distillation batch size B (one agent per slot)."""
+    episode_steps: int = 8
+    """Student updates per episode."""
+    snapshot_fractions: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])
+    """Training stages (fractions of the student schedule) of the snapshot pool episodes start from."""
+    flops_budget: float = 0.0
+    """Per-episode KD GFLOPs budget shown in the observation (0 = no budget)."""
+    iterations: int = 20
+    """PPO training iterations."""
+    train_batch_size: int = 256
+    """Decisions per PPO iteration."""
+    minibatch_size: int = 64
+    """PPO minibatch size."""
+    num_epochs: int = 4
+    """PPO epochs per iteration."""
+    lr: float = 3e-4
+    """PPO learning rate."""
+    gamma: float = 0.9
+    """Discount factor."""
+    entropy_coeff: float = 0.01
+    """Entropy bonus."""
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """MLP hidden layers of the policy and value networks."""
+    num_env_runners: int = 0
+    """RLlib env runners (0 = sample in the driver; needed on 2 CPUs)."""
+    num_learners: int = 0
+    """RLlib learner workers (0 = learn in the driver)."""
+    num_gpus_per_learner: float = 0.0
+    """GPUs per RLlib learner."""
+
+
+@dataclass
+class MetaConfig:
+    """MAML-style warm start: first-order meta-learning (Reptile) of the policy's weights."""
+
+    warm_start: str = ""
+    """Path of a meta-checkpoint to load before PPO ('' = start from scratch)."""
+    regimes: list[str] = field(default_factory=lambda: ["small", "large", "mixed"])
+    """Embedded-dataset regimes of the task distribution."""
+    lambdas: list[float] = field(default_factory=lambda: [0.1, 0.5, 1.0])
+    """λ values of the task distribution."""
+    student_depths: list[int] = field(default_factory=lambda: [18])
+    """Student ResNet depths of the task distribution."""
+    meta_iterations: int = 4
+    """Outer Reptile iterations (one sampled task each)."""
+    inner_iterations: int = 2
+    """PPO iterations on a task per outer iteration."""
+    meta_lr: float = 0.5
+    """Reptile step size ε: θ ← θ + ε (θ_task − θ)."""
+
+
+@dataclass
 class RuntimeConfig:
     """Where and how a run executes."""
 
@@ -204,6 +264,10 @@ class Config:
     """Evaluation."""
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     """The fixed-level comparison."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    """Phase 2: the decision process and PPO."""
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    """The meta-learned warm start."""
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     """Execution."""
 

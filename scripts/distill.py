@@ -14,7 +14,7 @@ from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.rundir import RunDirectory
 from rlpkd.training.level_selection import parse_level_spec
 from rlpkd.training.runtime import configure_runtime
-from rlpkd.training.student_phase import run_student
+from rlpkd.training.student_phase import run_student, selector_from_spec
 from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
 
 
@@ -41,7 +41,15 @@ def main() -> int:
         )
     flops = flops_model_from_config(config, datasets.num_classes)
     metrics = run_student(
-        config, datasets, teacher, levels, seed, run_dir, flops, device, config.runtime.progress
+        config,
+        datasets,
+        teacher,
+        selector_from_spec(levels, flops, seed),
+        seed,
+        run_dir,
+        flops,
+        device,
+        config.runtime.progress,
     )
     print(
         f"student levels={levels} seed={seed}: AP = {100 * metrics['AP']:.1f}, "

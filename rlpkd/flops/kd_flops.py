@@ -11,11 +11,12 @@ All numbers are analytic (``rlpkd.flops.analytic``), 2 FLOPs per multiply-add, a
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
 
-from rlpkd.config import Config, ModelConfig
+from rlpkd.config import Config
 from rlpkd.distill.losses import LevelKDLoss, build_kd_loss
 from rlpkd.errors import ConfigError
 from rlpkd.flops.analytic import (
@@ -28,7 +29,8 @@ from rlpkd.flops.analytic import (
     resnet_stem_conv_flops,
 )
 from rlpkd.levels import LEVELS, NUM_LEVELS, all_subsets, parse_levels
-from rlpkd.models.detector import DetectorSpec, PyramidDetector, build_detector
+from rlpkd.models.detector import PyramidDetector
+from rlpkd.training.model_factory import build_student, build_teacher
 
 __all__ = ["FlopsModel", "level_set_key", "flops_model_from_config", "default_num_classes"]
 
@@ -177,16 +179,6 @@ def default_num_classes(config: Config) -> int:
     return 6 if config.data.source == "embedded" else 80
 
 
-def _detector_spec(model: ModelConfig) -> DetectorSpec:
-    return DetectorSpec(
-        depth=model.depth,
-        width=model.width,
-        fpn_channels=model.fpn_channels,
-        head_convs=model.head_convs,
-        pretrained=False,
-    )
-
-
 def flops_model_from_config(config: Config, num_classes: int | None = None) -> FlopsModel:
     """A FlopsModel for the config's teacher, student, KD loss and image size.
 
@@ -197,9 +189,14 @@ def flops_model_from_config(config: Config, num_classes: int | None = None) -> F
         num_classes = default_num_classes(config)
     if num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes}")
-    thresholds = tuple(config.data.level_thresholds)
-    teacher = build_detector(_detector_spec(config.teacher), num_classes, thresholds)
-    student = build_detector(_detector_spec(config.student), num_classes, thresholds)
+    # Only the architecture matters: never read pretrained weights here.
+    config = dataclasses.replace(
+        config,
+        teacher=dataclasses.replace(config.teacher, pretrained=False),
+        student=dataclasses.replace(config.student, pretrained=False),
+    )
+    teacher = build_teacher(config, num_classes)
+    student = build_student(config, num_classes)
     kd_loss = build_kd_loss(
         config.distill.loss,
         config.student.fpn_channels,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rlpkd.config import Config
+from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.objective import DistillationObjective
@@ -21,8 +25,9 @@ from rlpkd.training.model_factory import build_student
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
 from rlpkd.training.runtime import seed_everything
 
-__all__ = ["DistillationStats", "distill_student"]
+__all__ = ["DistillationStats", "StepHook", "distill_student"]
 
+StepHook = Callable[[int, DetectionBatch, torch.Tensor], None]
 _SUBSET_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
 
 
@@ -59,12 +64,17 @@ def distill_student(
     subset_kd_flops: torch.Tensor,
     writer: SummaryWriter | None = None,
     progress: bool = True,
+    on_step: StepHook | None = None,
+    checkpoint_path: Path | None = None,
 ) -> tuple[PyramidDetector, DistillationObjective, DistillationStats]:
     """Train a fresh student for ``config.student_schedule`` with KD at the selector's levels.
 
     Args:
         subset_kd_flops: [16] kd FLOPs per image of each level subset (``FlopsModel.table``
             order, index bit i = LEVELS[i]); counted per sample as the run goes.
+        on_step: called after every update with (step, batch, mask) — e.g. a decision log.
+        checkpoint_path: saved at the end of every epoch; if it exists at the start, the run
+            resumes after its last finished epoch (same data order, RNG and optimiser state).
     """
     seed_everything(seed)
     schedule = config.student_schedule
@@ -86,9 +96,23 @@ def distill_student(
     stats = DistillationStats()
     amp = config.runtime.amp
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=f"student {selector.name}", disable=not progress)
-    step = 0
-    for _ in range(schedule.epochs):
+    step, first_epoch = 0, 0
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        student.load_state_dict(state["student"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        loader.generator.set_state(state["loader_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if hasattr(selector, "load_state_dict"):
+            selector.load_state_dict(state["selector"])
+        stats = DistillationStats(**state["stats"])
+        step, first_epoch = state["step"], state["epoch"] + 1
+    bar = tqdm(
+        total=total_steps, initial=step, desc=f"student {selector.name}", disable=not progress
+    )
+    for epoch in range(first_epoch, schedule.epochs):
         for batch in loader:
             batch = batch.to(device, non_blocking=True)
             mask = selector.select(batch, step / max(total_steps, 1)).cpu()
@@ -112,8 +136,35 @@ def distill_student(
                     )
                 writer.add_scalar("gradnorm/weight_detection", float(terms.level_weights[0]), step)
                 writer.add_scalar("charts/lr", scheduler.get_last_lr()[0], step)
+            if on_step is not None:
+                on_step(step, batch, mask)
             bar.update(1)
             bar.set_postfix(det=f"{float(terms.detection):.3f}")
+        if checkpoint_path is not None:
+            stats.train_time_s += time.perf_counter() - start
+            start = time.perf_counter()
+            _save_resume_state(
+                checkpoint_path,
+                {
+                    "student": student.state_dict(),
+                    "objective": objective.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "loader_rng": loader.generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "selector": selector.state_dict() if hasattr(selector, "state_dict") else {},
+                    "stats": asdict(stats),
+                    "step": step,
+                    "epoch": epoch,
+                },
+            )
     bar.close()
-    stats.train_time_s = time.perf_counter() - start
+    stats.train_time_s += time.perf_counter() - start
     return student, objective, stats
+
+
+def _save_resume_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

@@ -16,7 +16,7 @@ from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.report.tables import summarise_methods, write_report
 from rlpkd.rundir import RunDirectory, read_json
 from rlpkd.training.runtime import configure_runtime
-from rlpkd.training.student_phase import run_student
+from rlpkd.training.student_phase import run_student, selector_from_spec
 from rlpkd.training.teacher_phase import load_or_train_teacher
 
 __all__ = ["planned_student_runs", "run_fixed_level_comparison"]
@@ -59,7 +59,15 @@ def run_fixed_level_comparison(config: Config) -> dict[str, Any]:
                 runs.append(previous)
                 continue
         metrics = run_student(
-            config, datasets, teacher, spec, seed, student_dir, flops, device, progress
+            config,
+            datasets,
+            teacher,
+            selector_from_spec(spec, flops, seed),
+            seed,
+            student_dir,
+            flops,
+            device,
+            progress,
         )
         print(f"    AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}")
         runs.append(metrics)

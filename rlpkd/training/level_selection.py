@@ -53,6 +53,14 @@ class RandomLevels:
         self.name = f"random:{fraction:g}"
         self._generator = torch.Generator().manual_seed(seed)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The RNG state (for resuming a run)."""
+        return {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the RNG state."""
+        self._generator.set_state(state["generator"])
+
     def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
         """Fresh random subsets for every sample."""
         draws = torch.rand(len(batch), NUM_LEVELS, generator=self._generator)

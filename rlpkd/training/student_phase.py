@@ -14,7 +14,7 @@ from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import index_to_subset
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory
-from rlpkd.training.distill_run import distill_student
+from rlpkd.training.distill_run import StepHook, distill_student
 from rlpkd.training.level_selection import (
     FixedLevels,
     LevelSelector,
@@ -44,17 +44,20 @@ def run_student(
     config: Config,
     datasets: DetectionDatasets,
     teacher: PyramidDetector,
-    level_spec: str,
+    selector: LevelSelector,
     seed: int,
     run_dir: RunDirectory,
     flops: FlopsModel,
     device: torch.device,
     progress: bool = True,
+    on_step: StepHook | None = None,
 ) -> dict:
-    """Distil a fresh student with ``level_spec`` and seed ``seed``; write and return its metrics."""
+    """Distil a fresh student whose levels ``selector`` picks; write and return its metrics.
+
+    The run resumes from ``checkpoints/student_resume.pt`` if an earlier attempt was interrupted.
+    """
     start = time.perf_counter()
     run_dir.prepare(config)
-    selector = selector_from_spec(level_spec, flops, seed)
     writer = SummaryWriter(str(run_dir.tensorboard))
     student, objective, stats = distill_student(
         config,
@@ -66,6 +69,8 @@ def run_student(
         subset_flops_vector(flops),
         writer=writer,
         progress=progress,
+        on_step=on_step,
+        checkpoint_path=run_dir.checkpoints / "student_resume.pt",
     )
     metrics, predictions = evaluate_detector(
         student, datasets.val, config.eval, device, config.runtime.amp, progress
@@ -83,7 +88,7 @@ def run_student(
         "wall_time_s": time.perf_counter() - start,
         "train_time_s": stats.train_time_s,
         "method": selector.name,
-        "levels": level_spec,
+        "levels": selector.name,
         "seed": seed,
         "selection_rates": stats.selection_rates,
         "kd_loss": config.distill.loss,

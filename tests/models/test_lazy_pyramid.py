@@ -27,7 +27,9 @@ def test_lazy_pyramid_equals_full_fpn_at_selected_levels(tiny_teacher):
     for level, entry in lazy.items():
         expected_rows = mask[:, LEVELS.index(level)].nonzero().flatten()
         assert sorted(entry.sample_index.tolist()) == expected_rows.tolist()
-        torch.testing.assert_close(entry.features, full[level][entry.sample_index], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            entry.features, full[level][entry.sample_index], rtol=1e-4, atol=1e-4
+        )
         torch.testing.assert_close(
             entry.class_logits, full_logits[level][entry.sample_index], rtol=1e-4, atol=1e-4
         )

@@ -1,0 +1,185 @@
+"""Moving the shared policy's weights: into and out of an RLlib algorithm, and to and from a file.
+
+RLlib keeps two copies of an RLModule: the learner's (trained) and each env runner's (acting). A
+warm start must reach both, otherwise the first PPO iteration samples with the random init: so
+``load_module_weights`` sets the learner group and then pushes the same state into every env runner
+(the local one included) with ``EnvRunnerGroup.foreach_env_runner``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+
+from policies.level_policy_module import (
+    DEFAULT_HIDDEN_SIZES,
+    SHARED_MODULE_ID,
+    LevelSelectionModule,
+    build_level_module,
+)
+from rlpkd.errors import UserError
+
+__all__ = [
+    "ModuleState",
+    "WeightsFile",
+    "to_torch_state",
+    "module_state",
+    "load_module_weights",
+    "env_runner_module_state",
+    "save_weights_file",
+    "read_weights_file",
+    "module_from_weights_file",
+]
+
+ModuleState = dict[str, torch.Tensor]
+"""A module's ``state_dict``: parameter name -> CPU tensor."""
+
+WEIGHTS_FORMAT = "rlpkd-level-policy-v1"
+
+
+def to_torch_state(state: Mapping[str, Any]) -> ModuleState:
+    """CPU float tensors of a state dict whose values are tensors or numpy arrays."""
+    return {
+        name: (value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value))
+        .clone()
+        .contiguous()
+        for name, value in state.items()
+    }
+
+
+def module_state(algo: Algorithm, module_id: str = SHARED_MODULE_ID) -> ModuleState:
+    """The learner group's (i.e. the trained) weights of the shared module."""
+    weights = algo.learner_group.get_weights(module_ids=[module_id])
+    return to_torch_state(weights[module_id])
+
+
+def load_module_weights(
+    algo: Algorithm, state: Mapping[str, Any], module_id: str = SHARED_MODULE_ID
+) -> None:
+    """Set the shared module's weights on the learner group and on every env runner.
+
+    The learner's optimizer keeps its parameter tensors (weights are copied in place). Raises
+    UserError when ``state`` does not match the module's parameter names and shapes.
+    """
+    current = module_state(algo, module_id)
+    _check_compatible(current, state)
+    numpy_state = {name: np.asarray(to_torch_state({name: v})[name]) for name, v in state.items()}
+    algo.learner_group.set_weights({module_id: numpy_state})
+
+    def _set_env_runner_module(env_runner: Any) -> bool:
+        env_runner.module[module_id].set_state(numpy_state)
+        return True
+
+    algo.env_runner_group.foreach_env_runner(_set_env_runner_module, local_env_runner=True)
+
+
+def env_runner_module_state(
+    algo: Algorithm, module_id: str = SHARED_MODULE_ID
+) -> list[ModuleState]:
+    """The weights every env runner acts with (the local runner first, when it has a module)."""
+
+    def _get_env_runner_module(env_runner: Any) -> dict[str, Any] | None:
+        module = getattr(env_runner, "module", None)
+        if module is None:
+            return None
+        return module[module_id].get_state()
+
+    states = algo.env_runner_group.foreach_env_runner(
+        _get_env_runner_module, local_env_runner=True
+    )
+    return [to_torch_state(state) for state in states if state is not None]
+
+
+def _check_compatible(reference: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+    missing = sorted(set(reference) - set(state))
+    unexpected = sorted(set(state) - set(reference))
+    if missing or unexpected:
+        raise UserError(
+            "policy weights do not match the level-selection module "
+            f"(missing {missing or 'none'}, unexpected {unexpected or 'none'}); "
+            "were they saved for another rl.hidden_sizes?"
+        )
+    for name, value in reference.items():
+        shape = tuple(np.shape(state[name]))
+        if shape != tuple(value.shape):
+            raise UserError(
+                f"policy weight '{name}' has shape {shape}, the module expects "
+                f"{tuple(value.shape)}; were the weights saved for another observation size "
+                "or rl.hidden_sizes?"
+            )
+
+
+@dataclass
+class WeightsFile:
+    """A module-weights checkpoint: the state dict and what is needed to rebuild the module."""
+
+    state: ModuleState
+    """Parameter name -> tensor."""
+    obs_dim: int
+    """Observation size the module was built for."""
+    hidden_sizes: list[int]
+    """MLP hidden layers."""
+    metadata: dict[str, Any]
+    """Free-form facts (tasks, iterations, ...), plain Python values."""
+
+
+def save_weights_file(
+    path: Path,
+    state: Mapping[str, Any],
+    obs_dim: int,
+    hidden_sizes: Sequence[int],
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically ``torch.save`` a module-weights checkpoint (loadable with weights_only=True)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": WEIGHTS_FORMAT,
+        "module_id": SHARED_MODULE_ID,
+        "state": to_torch_state(state),
+        "obs_dim": int(obs_dim),
+        "hidden_sizes": [int(h) for h in hidden_sizes],
+        "metadata": dict(metadata or {}),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_weights_file(path: Path) -> WeightsFile:
+    """Read a module-weights checkpoint written by ``save_weights_file``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"policy weights not found: {path} (build them with scripts/meta_train.py)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise UserError(f"cannot read policy weights {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        raise UserError(f"{path} is not a level-policy weights file (no '{WEIGHTS_FORMAT}' tag)")
+    return WeightsFile(
+        state=to_torch_state(payload["state"]),
+        obs_dim=int(payload["obs_dim"]),
+        hidden_sizes=list(payload.get("hidden_sizes", DEFAULT_HIDDEN_SIZES)),
+        metadata=dict(payload.get("metadata", {})),
+    )
+
+
+def module_from_weights_file(path: Path) -> LevelSelectionModule:
+    """A stand-alone LevelSelectionModule (eval mode) with the weights stored at ``path``."""
+    weights = read_weights_file(path)
+    module = build_level_module(weights.obs_dim, weights.hidden_sizes)
+    _check_compatible(to_torch_state(module.state_dict()), weights.state)
+    module.load_state_dict(weights.state)
+    module.eval()
+    return module
