@@ -1,0 +1,157 @@
+"""What a level-selection decision sees: only what is known before the teacher runs (DESIGN §5).
+
+One row per training sample, ``OBS_DIM`` float32 values, all O(1):
+
+====== ===================== ==================================================================
+index  name                  meaning
+====== ===================== ==================================================================
+0-3    student_abs_P2..P5    log(1 + mean |x|) of the student's own FPN level on this sample
+4-7    student_std_P2..P5    log(1 + std x) of the same level
+8-11   boxes_P2..P5          fraction of the sample's ground-truth boxes that the FCOS range rule
+                             assigns to each level (all 0 for a sample without boxes)
+12     log_box_count         log(1 + number of ground-truth boxes)
+13-16  running_gap_P2..P5    log(1 + running average of the raw per-level KD loss), shared by the
+                             batch; updated only from levels some sample distilled, as in Phase 3
+17     progress              student training progress in [0, 1]
+18     budget_left           fraction of the FLOPs budget left, in [0, 1]; 0 when no budget is set
+====== ===================== ==================================================================
+
+The student statistics come from a no-grad forward of the student's pyramid in eval mode; nothing
+here needs the teacher, so a frozen policy can use the same function during policy-guided
+distillation (Phase 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlpkd.data.batch import DetectionBatch
+from rlpkd.distill.normalise import RunningLevelScale
+from rlpkd.levels import LEVELS, NUM_LEVELS
+from rlpkd.models.detector import PyramidDetector
+from rlpkd.models.fcos_loss import box_pyramid_levels
+
+__all__ = [
+    "OBSERVATION_FEATURES",
+    "OBS_DIM",
+    "RUNNING_GAP_MOMENTUM",
+    "new_running_gap",
+    "pyramid_statistics",
+    "object_scale_histogram",
+    "observations_from_features",
+    "sample_observations",
+]
+
+OBSERVATION_FEATURES: tuple[str, ...] = (
+    *(f"student_abs_{level}" for level in LEVELS),
+    *(f"student_std_{level}" for level in LEVELS),
+    *(f"boxes_{level}" for level in LEVELS),
+    "log_box_count",
+    *(f"running_gap_{level}" for level in LEVELS),
+    "progress",
+    "budget_left",
+)
+"""Name of every observation column, in order."""
+OBS_DIM = len(OBSERVATION_FEATURES)
+"""Length of one sample's observation (19)."""
+RUNNING_GAP_MOMENTUM = 0.9
+"""EMA momentum of the running per-level KD gap shown in the observation."""
+
+
+def new_running_gap() -> RunningLevelScale:
+    """The running per-level KD gap: an EMA of raw per-sample KD losses over distilled entries.
+
+    Its ``scale`` buffer [4] is the running gap (1 at a level never distilled yet). Update it with
+    ``update(kd_raw, mask)`` after each student step, in the env and in Phase 3 alike.
+    """
+    return RunningLevelScale(momentum=RUNNING_GAP_MOMENTUM)
+
+
+def pyramid_statistics(features: dict[str, Tensor]) -> Tensor:
+    """[B, 8]: log(1 + mean |x|) then log(1 + std x) of each level P2..P5, per sample."""
+    mean_abs = torch.stack([features[level].float().abs().mean(dim=(1, 2, 3)) for level in LEVELS])
+    std = torch.stack([features[level].float().flatten(1).std(dim=1) for level in LEVELS])
+    return torch.cat([mean_abs.T.log1p(), std.T.log1p()], dim=1)
+
+
+def object_scale_histogram(
+    boxes: Tensor, labels: Tensor, thresholds: Sequence[float]
+) -> Tensor:
+    """[B, 5]: fraction of each sample's boxes assigned to P2..P5, then log(1 + box count).
+
+    Args:
+        boxes: [B, M, 4] padded xyxy boxes in input pixels.
+        labels: [B, M] class indices, -1 on padding rows (ignored).
+        thresholds: the FCOS regression-distance boundaries (px) between P2|P3, P3|P4, P4|P5.
+    """
+    valid = (labels >= 0).float()
+    level = box_pyramid_levels(boxes.float(), tuple(float(t) for t in thresholds))
+    one_hot = torch.nn.functional.one_hot(level, NUM_LEVELS).float() * valid[..., None]
+    counts = one_hot.sum(dim=1)  # [B, 4]
+    total = counts.sum(dim=1, keepdim=True)
+    return torch.cat([counts / total.clamp_min(1.0), total.log1p()], dim=1)
+
+
+def observations_from_features(
+    features: dict[str, Tensor],
+    batch: DetectionBatch,
+    running_gap: Tensor,
+    progress: float,
+    budget_left: float,
+    thresholds: Sequence[float],
+) -> np.ndarray:
+    """Observations [B, OBS_DIM] float32 from the student's pyramid ``features`` of ``batch``.
+
+    Use this when a student forward of the batch already exists (detach it first); otherwise
+    ``sample_observations`` runs one.
+    """
+    size = len(batch)
+    shared = torch.cat(
+        [
+            running_gap.detach().float().cpu().clamp_min(0.0).log1p(),
+            torch.tensor([float(progress), float(budget_left)]),
+        ]
+    )
+    rows = torch.cat(
+        [
+            pyramid_statistics(features).cpu(),
+            object_scale_histogram(batch.boxes, batch.labels, thresholds).cpu(),
+            shared.expand(size, -1),
+        ],
+        dim=1,
+    )
+    return rows.numpy().astype(np.float32)
+
+
+def sample_observations(
+    student: PyramidDetector,
+    batch: DetectionBatch,
+    running_gap: Tensor,
+    progress: float,
+    budget_left: float,
+    thresholds: Sequence[float],
+) -> np.ndarray:
+    """Observations [B, OBS_DIM] float32 of the samples of ``batch`` (see the module docstring).
+
+    Args:
+        student: the student being distilled; run in eval mode under no_grad, mode restored.
+        batch: the samples about to be distilled.
+        running_gap: [4] running per-level KD gap (``new_running_gap().scale``).
+        progress: training progress of the student in [0, 1].
+        budget_left: fraction of the FLOPs budget left in [0, 1]; 0 when no budget is set.
+        thresholds: the FCOS level boundaries (``config.data.level_thresholds``).
+    """
+    was_training = student.training
+    student.eval()
+    try:
+        with torch.no_grad():
+            features = student.pyramid(batch.images)
+    finally:
+        student.train(was_training)
+    return observations_from_features(
+        features, batch, running_gap, progress, budget_left, thresholds
+    )

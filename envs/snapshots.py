@@ -1,0 +1,235 @@
+"""The snapshot pool episodes start from: one all-level KD student saved at several training stages.
+
+Why: a sample's reward is the drop of its teacher–student gap over one student update, and that
+drop depends strongly on how far the student is in its training (early on every level's gap falls
+fast; later the gaps are small and distilling buys less). Episodes that always started from a fresh
+student would teach the policy only the first steps of a run, while Phase 3 applies it over a whole
+schedule. So one student is distilled at all levels over ``config.student_schedule`` (the same
+seed, data order and learning-rate schedule as the fixed all-level baseline) and its state is saved
+at each fraction in ``config.rl.snapshot_fractions`` (0.0 = the fresh initialisation). An episode
+loads one of them — student, KD objective (adapters, running level scales), optimiser moments,
+learning-rate position and the running per-level gap — and continues that run for
+``config.rl.episode_steps`` updates with the policy's masks.
+
+Files are named by a fingerprint of everything that determines them and reused when present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlpkd.config import Config, config_to_dict
+from rlpkd.data.build import DetectionDatasets
+from rlpkd.data.coco import build_dataloader
+from rlpkd.distill.normalise import RunningLevelScale
+from rlpkd.distill.objective import DistillationObjective
+from rlpkd.errors import ConfigError, UserError
+from rlpkd.levels import NUM_LEVELS
+from rlpkd.models.detector import PyramidDetector
+from rlpkd.training.kd_step import kd_training_step
+from rlpkd.training.model_factory import build_student
+from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
+
+from envs.observation import new_running_gap
+
+__all__ = [
+    "StudentTrainingState",
+    "new_training_state",
+    "snapshot_fingerprint",
+    "snapshot_path",
+    "build_snapshot_pool",
+    "load_snapshot",
+]
+
+
+@dataclass
+class StudentTrainingState:
+    """A student in the middle of its KD run: everything an episode continues from."""
+
+    student: PyramidDetector
+    objective: DistillationObjective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    running_gap: RunningLevelScale
+    """EMA of the raw per-level KD loss (the observation's running gap)."""
+    step: int
+    """Student updates done so far."""
+    total_steps: int
+    """Updates of the whole student schedule."""
+
+    @property
+    def progress(self) -> float:
+        """Training progress ``step / total_steps`` in [0, 1]."""
+        return min(self.step / self.total_steps, 1.0) if self.total_steps > 0 else 0.0
+
+
+def _schedule_steps(config: Config, datasets: DetectionDatasets) -> int:
+    """Updates in the student schedule (drop_last batches per epoch x epochs)."""
+    schedule = config.student_schedule
+    return schedule.epochs * (len(datasets.train) // schedule.batch_size)
+
+
+def new_training_state(
+    config: Config, num_classes: int, total_steps: int, device: torch.device
+) -> StudentTrainingState:
+    """A fresh student, KD objective, optimiser and LR schedule, as ``distill_student`` builds them."""
+    schedule = config.student_schedule
+    student = build_student(config, num_classes).to(device)
+    objective = DistillationObjective(
+        config.distill, config.student.fpn_channels, config.teacher.fpn_channels, num_classes
+    ).to(device)
+    optimizer = build_optimizer([*student.parameters(), *objective.trainable_parameters()], schedule)
+    scheduler = warmup_cosine_schedule(optimizer, total_steps, schedule.warmup_steps)
+    return StudentTrainingState(
+        student, objective, optimizer, scheduler, new_running_gap().to(device), 0, total_steps
+    )
+
+
+def snapshot_fingerprint(config: Config) -> str:
+    """A hash of everything that determines the snapshot student (data, models, schedule, KD, seed)."""
+    data = config_to_dict(config.data)
+    for key in ("preload", "num_workers"):
+        data.pop(key)
+    relevant = {
+        "data": data,
+        "teacher": config_to_dict(config.teacher),
+        "teacher_schedule": config_to_dict(config.teacher_schedule),
+        "student": config_to_dict(config.student),
+        "student_schedule": config_to_dict(config.student_schedule),
+        "distill": config_to_dict(config.distill),
+        "seed": config.runtime.seed,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def snapshot_path(out_dir: Path, fingerprint: str, fraction: float) -> Path:
+    """``<out_dir>/student_<fingerprint>_f<fraction>.pt``."""
+    return Path(out_dir) / f"student_{fingerprint}_f{fraction:.4f}.pt"
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    """torch.save through a temporary file and a rename (parallel env runners may read it)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _snapshot_state(
+    state: StudentTrainingState, fingerprint: str, fraction: float
+) -> dict[str, object]:
+    return {
+        "fingerprint": fingerprint,
+        "fraction": float(fraction),
+        "step": state.step,
+        "total_steps": state.total_steps,
+        "model": state.student.state_dict(),
+        "kd": state.objective.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "running_gap": state.running_gap.state_dict(),
+    }
+
+
+def build_snapshot_pool(
+    config: Config,
+    datasets: DetectionDatasets,
+    teacher: PyramidDetector,
+    out_dir: Path,
+    progress: bool = False,
+) -> list[Path]:
+    """The snapshot files of ``config.rl.snapshot_fractions`` (in that order), trained if missing.
+
+    Trains one student with all-level KD from ``config.runtime.seed`` up to the last missing
+    fraction (on the teacher's device; torch's global RNG is left as it was) and saves its state at
+    each missing fraction; existing files with the same fingerprint are reused untouched.
+    """
+    fractions = [float(f) for f in config.rl.snapshot_fractions]
+    if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
+        raise ConfigError(f"rl.snapshot_fractions must be fractions in [0, 1], got {fractions}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = snapshot_fingerprint(config)
+    paths = [snapshot_path(out_dir, fingerprint, f) for f in fractions]
+    total_steps = _schedule_steps(config, datasets)
+    missing = {
+        round(f * total_steps): f for f, p in zip(fractions, paths, strict=True) if not p.is_file()
+    }
+    if not missing:
+        return paths
+    device = next(teacher.parameters()).device
+    schedule = config.student_schedule
+    seed = config.runtime.seed
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        state = new_training_state(config, datasets.num_classes, total_steps, device)
+        loader = build_dataloader(
+            datasets.train, schedule.batch_size, shuffle=True, seed=seed, drop_last=True
+        )
+        all_levels = torch.ones(schedule.batch_size, NUM_LEVELS, dtype=torch.bool)
+        last_step = max(missing)
+        done = False
+        while not done:
+            for batch in loader:
+                if state.step in missing:
+                    fraction = missing[state.step]
+                    _save_atomic(
+                        _snapshot_state(state, fingerprint, fraction),
+                        snapshot_path(out_dir, fingerprint, fraction),
+                    )
+                if state.step >= last_step:
+                    done = True
+                    break
+                terms = kd_training_step(
+                    state.student,
+                    teacher,
+                    state.objective,
+                    state.optimizer,
+                    batch.to(device),
+                    all_levels,
+                    schedule.grad_clip,
+                    config.runtime.amp,
+                )
+                state.scheduler.step()
+                state.running_gap.update(terms.kd_raw, all_levels)
+                state.step += 1
+                if progress:
+                    print(f"snapshot pool: step {state.step}/{last_step}", flush=True)
+            if total_steps == 0:  # no full batch at all: only the fresh init can be saved
+                break
+    # fractions that round to one step share a file written above; any other gap is a bug
+    for path, f in zip(paths, fractions, strict=True):
+        if not path.is_file():
+            raise RuntimeError(f"snapshot {path} (fraction {f}) was not written")
+    return paths
+
+
+def load_snapshot(
+    path: Path, config: Config, num_classes: int, device: torch.device
+) -> StudentTrainingState:
+    """The training state saved at ``path`` (``torch.load(weights_only=True)``), ready to continue.
+
+    The optimiser is a new object holding the saved moments; the LR schedule resumes at the saved
+    step.
+    """
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"snapshot {path} not found; build it with build_snapshot_pool") from None
+    if saved.get("fingerprint") != snapshot_fingerprint(config):
+        raise UserError(f"snapshot {path} was made from a different config; delete it to rebuild")
+    state = new_training_state(config, num_classes, int(saved["total_steps"]), device)
+    state.student.load_state_dict(saved["model"])
+    state.objective.load_state_dict(saved["kd"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.running_gap.load_state_dict(saved["running_gap"])
+    state.step = int(saved["step"])
+    # LambdaLR recomputes lr = initial_lr * factor(last_epoch) on each step from here
+    state.scheduler.last_epoch = state.step
+    return state

@@ -1,0 +1,339 @@
+"""PPO on the level-selection decision process through RLlib (new API stack).
+
+Every agent slot of the env (one sample of the distillation batch each) maps to one shared
+LevelSelectionModule; PPO counts agent steps, so ``rl.train_batch_size`` is the number of per-sample
+decisions per iteration. ``train_policy`` is the Phase-2 loop: build, optionally warm-start, optionally
+resume from the last algorithm checkpoint, then train with a checkpoint after every iteration.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
+from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+from tqdm.auto import tqdm
+
+from policies.level_policy_module import SHARED_MODULE_ID, LevelSelectionModule
+from policies.weights import load_module_weights, read_weights_file
+from rlpkd.config import Config
+from rlpkd.errors import UserError
+from rlpkd.levels import LEVELS
+from rlpkd.rundir import read_json, write_json
+
+__all__ = [
+    "DEFAULT_ENV_NAME",
+    "SELECTION_METRICS",
+    "ENV_METRICS",
+    "map_to_shared_module",
+    "level_module_spec",
+    "build_ppo_config",
+    "log_selection_metrics",
+    "SelectionMetricsCallback",
+    "ensure_ray",
+    "build_algorithm",
+    "iteration_summary",
+    "train_policy",
+]
+
+DEFAULT_ENV_NAME = "rlpkd_level_selection"
+"""Name under which ``envs.register_envs()`` registers the decision process."""
+SELECTION_METRICS = "level_selection"
+"""RLlib metrics namespace of the per-decision statistics (``env_runners/level_selection/...``)."""
+ENV_METRICS = "level_selection_env"
+"""RLlib metrics namespace of the env's own ``metrics()`` at episode ends."""
+PROGRESS_FILE = "progress.json"
+
+
+def map_to_shared_module(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
+    """Policy mapping: every sample slot acts with the one shared module."""
+    return SHARED_MODULE_ID
+
+
+def level_module_spec(config: Config) -> MultiRLModuleSpec:
+    """A MultiRLModuleSpec holding the one shared LevelSelectionModule (spaces come from the env)."""
+    return MultiRLModuleSpec(
+        rl_module_specs={
+            SHARED_MODULE_ID: RLModuleSpec(
+                module_class=LevelSelectionModule,
+                model_config={"hidden_sizes": list(config.rl.hidden_sizes)},
+            )
+        }
+    )
+
+
+def _episodes_per_iteration(config: Config) -> int:
+    decisions_per_episode = max(1, config.rl.slots * config.rl.episode_steps)
+    return max(1, math.ceil(config.rl.train_batch_size / decisions_per_episode))
+
+
+def build_ppo_config(
+    config: Config, env_config: dict[str, Any], env_name: str = DEFAULT_ENV_NAME
+) -> PPOConfig:
+    """The PPOConfig of Phase 2: one shared module, resources and hyperparameters from ``config.rl``.
+
+    Defaults sample and learn in the driver (``num_env_runners=0``, ``num_learners=0``), which
+    is what fits on 2 CPUs; RLlib's own defaults ask for more CPUs than that and hang.
+    """
+    rl = config.rl
+    learners = max(1, rl.num_learners)
+    seed = int(env_config.get("seed", config.runtime.seed))
+    return (
+        PPOConfig()
+        .framework("torch")
+        .environment(env=env_name, env_config=dict(env_config), disable_env_checking=True)
+        .env_runners(
+            num_env_runners=rl.num_env_runners,
+            num_envs_per_env_runner=1,
+            num_cpus_per_env_runner=1,
+            num_gpus_per_env_runner=0,
+        )
+        .learners(
+            num_learners=rl.num_learners,
+            num_gpus_per_learner=rl.num_gpus_per_learner,
+        )
+        .multi_agent(
+            policies={SHARED_MODULE_ID},
+            policy_mapping_fn=map_to_shared_module,
+            count_steps_by="agent_steps",
+        )
+        .rl_module(rl_module_spec=level_module_spec(config))
+        .training(
+            train_batch_size_per_learner=max(1, rl.train_batch_size // learners),
+            minibatch_size=rl.minibatch_size,
+            num_epochs=rl.num_epochs,
+            lr=rl.lr,
+            gamma=rl.gamma,
+            entropy_coeff=rl.entropy_coeff,
+        )
+        .callbacks(SelectionMetricsCallback)
+        .reporting(metrics_num_episodes_for_smoothing=_episodes_per_iteration(config))
+        .debugging(seed=seed, log_level="ERROR")
+    )
+
+
+def _numeric_items(values: Any, prefix: str = "") -> dict[str, float]:
+    """Flatten scalars of a (nested) dict/list into 'a/b'- or 'a_0'-named floats."""
+    items: dict[str, float] = {}
+    if isinstance(values, dict):
+        for key, value in values.items():
+            items.update(_numeric_items(value, f"{prefix}/{key}" if prefix else str(key)))
+    elif isinstance(values, (list, tuple)) or (
+        isinstance(values, np.ndarray) and values.ndim == 1
+    ):
+        for index, value in enumerate(values):
+            items.update(_numeric_items(value, f"{prefix}_{index}"))
+    elif isinstance(values, (bool, int, float, np.number)) or (
+        isinstance(values, np.ndarray) and values.ndim == 0
+    ):
+        value = float(values)
+        if math.isfinite(value):
+            items[prefix] = value
+    return items
+
+
+def log_selection_metrics(
+    *, episode: Any, metrics_logger: MetricsLogger | None = None, **kwargs: Any
+) -> None:
+    """``on_episode_step``: log the decisions of the env step just taken.
+
+    Logs, averaged over the step's sample slots (and then over the iteration):
+    ``rate_P2..rate_P5`` (fraction of decisions choosing each level), ``levels_per_decision``,
+    ``reward_per_decision`` and the mean of every numeric entry of the agents' info dicts (the
+    env reports there e.g. each sample's KD gap and its KD FLOPs).
+    """
+    if metrics_logger is None:
+        return
+    actions = episode.get_actions(-1)
+    if not actions:
+        return
+    rewards = episode.get_rewards(-1)
+    infos = episode.get_infos(-1)
+    chosen = np.array([int(a) for a in actions.values()], dtype=np.int64)
+    bits = (chosen[:, None] >> np.arange(len(LEVELS))) & 1
+    values: dict[str, float] = {
+        f"rate_{level}": float(bits[:, i].mean()) for i, level in enumerate(LEVELS)
+    }
+    values["levels_per_decision"] = float(bits.sum(axis=1).mean())
+    if rewards:
+        values["reward_per_decision"] = float(np.mean([float(r) for r in rewards.values()]))
+    per_key: dict[str, list[float]] = {}
+    for agent_id in actions:
+        for key, value in _numeric_items((infos or {}).get(agent_id, {})).items():
+            per_key.setdefault(key, []).append(value)
+    for key, samples in per_key.items():
+        values.setdefault(key, float(np.mean(samples)))
+    for key, value in values.items():
+        metrics_logger.log_value((SELECTION_METRICS, key), value, reduce="mean")
+
+
+class SelectionMetricsCallback(RLlibCallback):
+    """RLlib callback: per-decision selection statistics and the env's ``metrics()``.
+
+    Results appear under ``env_runners/level_selection/*`` (per decision, see
+    ``log_selection_metrics``) and ``env_runners/level_selection_env/*`` (the numeric entries of
+    the env's ``metrics()`` at episode ends, e.g. selection counts).
+    """
+
+    def on_episode_step(self, **kwargs: Any) -> None:
+        """Per-decision statistics of the step just taken."""
+        log_selection_metrics(**kwargs)
+
+    def on_episode_end(
+        self,
+        *,
+        env: Any = None,
+        env_index: int = 0,
+        metrics_logger: MetricsLogger | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """The env's own ``metrics()`` (when it has one)."""
+        if metrics_logger is None or env is None:
+            return
+        sub_envs = getattr(env, "envs", None)
+        single = (sub_envs[env_index] if sub_envs else env).unwrapped
+        metrics = getattr(single, "metrics", None)
+        if not callable(metrics):
+            return
+        for key, value in _numeric_items(metrics()).items():
+            metrics_logger.log_value((ENV_METRICS, key), value, reduce="mean")
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Start a local Ray (no dashboard) unless one is already running."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def _register_env(env_name: str) -> None:
+    if env_name == DEFAULT_ENV_NAME:
+        import envs  # the colleague package; imported late so policies/ imports without it
+
+        envs.register_envs()
+
+
+def build_algorithm(
+    config: Config, env_config: dict[str, Any], env_name: str = DEFAULT_ENV_NAME
+) -> Algorithm:
+    """A PPO Algorithm built from ``build_ppo_config`` (starts Ray and registers the env if needed)."""
+    ensure_ray()
+    _register_env(env_name)
+    return build_ppo_config(config, env_config, env_name).build_algo()
+
+
+def iteration_summary(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one ``algo.train()`` result worth keeping (NaN where not measured yet)."""
+    runners = result.get(ENV_RUNNER_RESULTS, {})
+    summary = {
+        "iteration": float(result.get("training_iteration", float("nan"))),
+        "episode_return_mean": float(runners.get(EPISODE_RETURN_MEAN, float("nan"))),
+    }
+    for namespace in (SELECTION_METRICS, ENV_METRICS):
+        for key, value in _numeric_items(runners.get(namespace, {})).items():
+            summary[f"{namespace}/{key}"] = value
+    return summary
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    progress_path = checkpoint_dir / PROGRESS_FILE
+    if not progress_path.is_file():
+        return None
+    progress = read_json(progress_path)
+    path = checkpoint_dir / progress["checkpoint"]
+    if not path.is_dir():
+        raise UserError(
+            f"{progress_path} names the missing checkpoint {path}; delete {checkpoint_dir} "
+            "to start Phase 2 over"
+        )
+    return path, progress
+
+
+def _save_checkpoint(algo: Algorithm, checkpoint_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Save ``iteration_NNNN/``, then point progress.json at it, then drop older checkpoints."""
+    name = f"iteration_{algo.iteration:04d}"
+    algo.save_to_path(str((checkpoint_dir / name).resolve()))
+    write_json(
+        checkpoint_dir / PROGRESS_FILE,
+        {"iteration": algo.iteration, "checkpoint": name, "history": history},
+    )
+    for old in checkpoint_dir.glob("iteration_*"):
+        if old.name != name and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def train_policy(
+    config: Config,
+    env_config: dict[str, Any],
+    iterations: int,
+    checkpoint_dir: Path,
+    warm_start: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    env_name: str = DEFAULT_ENV_NAME,
+) -> tuple[Algorithm, list[dict[str, Any]]]:
+    """Phase 2: PPO for ``iterations`` iterations, checkpointing after each one.
+
+    Args:
+        config: The experiment (``config.rl`` holds PPO's settings).
+        env_config: The env's ``env_config``.
+        iterations: Total PPO iterations wanted (a resumed run only does the missing ones).
+        checkpoint_dir: Where ``iteration_NNNN/`` (an RLlib algorithm checkpoint) and
+            ``progress.json`` (iteration count and history) are kept.
+        warm_start: Module-weights file (e.g. the Reptile meta-init) loaded before the first
+            iteration; ignored when resuming from a checkpoint, which holds newer weights.
+        resume: Continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
+        progress: Show a tqdm bar.
+        env_name: Registered env name.
+
+    Returns:
+        The algorithm (the caller stops it) and the per-iteration history (``iteration_summary``
+        plus ``time_s``), including iterations done before a resume.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    algo = build_algorithm(config, env_config, env_name)
+    history: list[dict[str, Any]] = []
+    latest = _latest_checkpoint(checkpoint_dir) if resume else None
+    if latest is not None:
+        path, saved = latest
+        algo.restore_from_path(str(path.resolve()))
+        history = list(saved.get("history", []))
+        if algo.iteration != saved["iteration"]:
+            raise UserError(
+                f"checkpoint {path} restored iteration {algo.iteration}, progress.json says "
+                f"{saved['iteration']}; delete {checkpoint_dir} to start Phase 2 over"
+            )
+    elif warm_start is not None:
+        load_module_weights(algo, read_weights_file(Path(warm_start)).state)
+
+    bar = tqdm(
+        total=iterations, initial=min(algo.iteration, iterations), desc="PPO", disable=not progress
+    )
+    try:
+        while algo.iteration < iterations:
+            start = time.perf_counter()
+            result = algo.train()
+            summary: dict[str, Any] = iteration_summary(result)
+            summary["iteration"] = algo.iteration
+            summary["time_s"] = time.perf_counter() - start
+            history.append(summary)
+            _save_checkpoint(algo, checkpoint_dir, history)
+            bar.update(1)
+            bar.set_postfix(
+                ret=f"{summary['episode_return_mean']:.3g}",
+                levels=f"{summary.get(f'{SELECTION_METRICS}/levels_per_decision', float('nan')):.2f}",
+            )
+    finally:
+        bar.close()
+    return algo, history

@@ -1,0 +1,104 @@
+"""Layer-selection heatmaps: selection rate per level x object-size bin, x class, x training progress."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rlpkd.levels import LEVELS  # noqa: E402
+from rlpkd.report.decision_log import SIZE_BINS  # noqa: E402
+
+__all__ = ["SelectionTable", "selection_tables", "plot_selection_heatmap", "write_heatmaps"]
+
+
+class SelectionTable:
+    """Counts of decisions per column and of level selections per (level, column)."""
+
+    def __init__(self, name: str, columns: Sequence[str]) -> None:
+        self.name = name
+        self.columns = list(columns)
+        self.decisions = np.zeros(len(self.columns), dtype=np.int64)
+        self.selected = np.zeros((len(LEVELS), len(self.columns)), dtype=np.int64)
+
+    def add(self, column: str, levels: Sequence[str]) -> None:
+        """Count one decision in ``column`` that chose ``levels``."""
+        j = self.columns.index(column)
+        self.decisions[j] += 1
+        for level in levels:
+            self.selected[LEVELS.index(level), j] += 1
+
+    @property
+    def rates(self) -> np.ndarray:
+        """[4, columns] selection rate (NaN where a column has no decisions)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.decisions > 0, self.selected / self.decisions, np.nan)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counts and rates."""
+        return {
+            "columns": self.columns,
+            "decisions": self.decisions.tolist(),
+            "selected": {lv: self.selected[i].tolist() for i, lv in enumerate(LEVELS)},
+        }
+
+
+def selection_tables(
+    decisions: list[dict[str, Any]], class_names: Sequence[str], progress_bins: int = 10
+) -> dict[str, SelectionTable]:
+    """The three tables of a decision log: by size bin, by class, by training progress."""
+    size = SelectionTable("size", [*SIZE_BINS, "none"])
+    by_class = SelectionTable("class", class_names)
+    edges = [f"{i / progress_bins:.1f}" for i in range(progress_bins)]
+    progress = SelectionTable("progress", edges)
+    for record in decisions:
+        size.add(record["size_bin"], record["levels"])
+        for name in record["classes"]:
+            by_class.add(name, record["levels"])
+        column = min(int(record["progress"] * progress_bins), progress_bins - 1)
+        progress.add(edges[column], record["levels"])
+    return {"size": size, "class": by_class, "progress": progress}
+
+
+def plot_selection_heatmap(table: SelectionTable, title: str) -> plt.Figure:
+    """A level x column heatmap of selection rates, annotated with rate and decision count."""
+    rates = table.rates
+    figure, axes = plt.subplots(figsize=(1.1 * len(table.columns) + 2, 3.2))
+    image = axes.imshow(np.nan_to_num(rates, nan=0.0), vmin=0, vmax=1, cmap="viridis")
+    axes.set_xticks(range(len(table.columns)), table.columns, rotation=30, ha="right")
+    axes.set_yticks(range(len(LEVELS)), LEVELS)
+    for i in range(len(LEVELS)):
+        for j in range(len(table.columns)):
+            text = "–" if np.isnan(rates[i, j]) else f"{rates[i, j]:.2f}"
+            axes.text(j, i, text, ha="center", va="center", color="w", fontsize=8)
+    axes.set_title(title, fontsize=10)
+    axes.set_xlabel(f"{table.name} (decisions: {', '.join(map(str, table.decisions))})", fontsize=7)
+    figure.colorbar(image, ax=axes, label="selection rate")
+    figure.tight_layout()
+    return figure
+
+
+def write_heatmaps(
+    decisions: list[dict[str, Any]], class_names: Sequence[str], out_dir: Path, writer=None
+) -> dict[str, dict[str, Any]]:
+    """``selection_by_{size,class,progress}.png`` under ``out_dir`` (and TensorBoard); the counts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = selection_tables(decisions, class_names)
+    titles = {
+        "size": "Selection rate per level x dominant object size",
+        "class": "Selection rate per level x class",
+        "progress": "Selection rate per level x training progress",
+    }
+    for key, table in tables.items():
+        figure = plot_selection_heatmap(table, titles[key])
+        figure.savefig(out_dir / f"selection_by_{key}.png", dpi=120)
+        if writer is not None:
+            writer.add_figure(f"heatmaps/selection_by_{key}", figure)
+        plt.close(figure)
+    return {key: table.to_dict() for key, table in tables.items()}
