@@ -78,9 +78,7 @@ def pyramid_statistics(features: dict[str, Tensor]) -> Tensor:
     return torch.cat([mean_abs.T.log1p(), std.T.log1p()], dim=1)
 
 
-def object_scale_histogram(
-    boxes: Tensor, labels: Tensor, thresholds: Sequence[float]
-) -> Tensor:
+def object_scale_histogram(boxes: Tensor, labels: Tensor, thresholds: Sequence[float]) -> Tensor:
     """[B, 5]: fraction of each sample's boxes assigned to P2..P5, then log(1 + box count).
 
     Args:

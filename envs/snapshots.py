@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from envs.observation import new_running_gap
 from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
@@ -36,8 +38,6 @@ from rlpkd.models.detector import PyramidDetector
 from rlpkd.training.kd_step import kd_training_step
 from rlpkd.training.model_factory import build_student
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
-
-from envs.observation import new_running_gap
 
 __all__ = [
     "StudentTrainingState",
@@ -85,7 +85,9 @@ def new_training_state(
     objective = DistillationObjective(
         config.distill, config.student.fpn_channels, config.teacher.fpn_channels, num_classes
     ).to(device)
-    optimizer = build_optimizer([*student.parameters(), *objective.trainable_parameters()], schedule)
+    optimizer = build_optimizer(
+        [*student.parameters(), *objective.trainable_parameters()], schedule
+    )
     scheduler = warmup_cosine_schedule(optimizer, total_steps, schedule.warmup_steps)
     return StudentTrainingState(
         student, objective, optimizer, scheduler, new_running_gap().to(device), 0, total_steps
@@ -120,6 +122,17 @@ def _save_atomic(state: dict, path: Path) -> None:
     os.close(fd)
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _save_if_missing(
+    state: StudentTrainingState, missing: dict[int, list[float]], out_dir: Path, fingerprint: str
+) -> None:
+    """Save the state under every missing fraction that falls on its step."""
+    for fraction in missing.get(state.step, []):
+        _save_atomic(
+            _snapshot_state(state, fingerprint, fraction),
+            snapshot_path(out_dir, fingerprint, fraction),
+        )
 
 
 def _snapshot_state(
@@ -158,9 +171,10 @@ def build_snapshot_pool(
     fingerprint = snapshot_fingerprint(config)
     paths = [snapshot_path(out_dir, fingerprint, f) for f in fractions]
     total_steps = _schedule_steps(config, datasets)
-    missing = {
-        round(f * total_steps): f for f, p in zip(fractions, paths, strict=True) if not p.is_file()
-    }
+    missing: dict[int, list[float]] = {}
+    for fraction, path in zip(fractions, paths, strict=True):
+        if not path.is_file():
+            missing.setdefault(round(fraction * total_steps), []).append(fraction)
     if not missing:
         return paths
     device = next(teacher.parameters()).device
@@ -174,18 +188,10 @@ def build_snapshot_pool(
         )
         all_levels = torch.ones(schedule.batch_size, NUM_LEVELS, dtype=torch.bool)
         last_step = max(missing)
-        done = False
-        while not done:
+        _save_if_missing(state, missing, out_dir, fingerprint)
+        bar = tqdm(total=last_step, desc="snapshot pool", disable=not progress)
+        while state.step < last_step:
             for batch in loader:
-                if state.step in missing:
-                    fraction = missing[state.step]
-                    _save_atomic(
-                        _snapshot_state(state, fingerprint, fraction),
-                        snapshot_path(out_dir, fingerprint, fraction),
-                    )
-                if state.step >= last_step:
-                    done = True
-                    break
                 terms = kd_training_step(
                     state.student,
                     teacher,
@@ -199,14 +205,11 @@ def build_snapshot_pool(
                 state.scheduler.step()
                 state.running_gap.update(terms.kd_raw, all_levels)
                 state.step += 1
-                if progress:
-                    print(f"snapshot pool: step {state.step}/{last_step}", flush=True)
-            if total_steps == 0:  # no full batch at all: only the fresh init can be saved
-                break
-    # fractions that round to one step share a file written above; any other gap is a bug
-    for path, f in zip(paths, fractions, strict=True):
-        if not path.is_file():
-            raise RuntimeError(f"snapshot {path} (fraction {f}) was not written")
+                _save_if_missing(state, missing, out_dir, fingerprint)
+                bar.update(1)
+                if state.step >= last_step:
+                    break
+        bar.close()
     return paths
 
 

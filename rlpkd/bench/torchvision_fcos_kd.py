@@ -36,7 +36,7 @@ class TorchvisionFCOSKDStep:
     def __call__(self, batch: DetectionBatch) -> float:
         """Run one update; returns the total loss."""
         targets = [
-            {"boxes": boxes[valid], "labels": labels[valid] + 1}
+            {"boxes": boxes[valid], "labels": labels[valid]}
             for boxes, labels, valid in zip(batch.boxes, batch.labels, batch.valid, strict=True)
         ]
         images, targets = self.student.transform(list(batch.images), targets)

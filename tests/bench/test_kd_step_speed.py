@@ -1,0 +1,29 @@
+"""The benchmark harness runs every step kind and reports FLOPs-consistent numbers (no timing asserts)."""
+
+from __future__ import annotations
+
+import torch
+
+from rlpkd.bench.kd_step_speed import benchmark_kd_steps
+from rlpkd.models.detector import DetectorSpec
+
+
+def test_benchmark_reports_all_step_kinds_with_consistent_flops():
+    result = benchmark_kd_steps(
+        DetectorSpec(18, 0.25, 32, 1),
+        DetectorSpec(18, 0.125, 16, 1),
+        image_size=64,
+        batch_size=2,
+        device=torch.device("cpu"),
+        steps=1,
+        warmup=0,
+        num_classes=3,
+    )
+    names = [t["name"] for t in result["timings"]]
+    assert names == ["ours all", "ours P4,P5", "ours none", "torchvision FCOS, all levels"]
+    gflops = {t["name"]: t["gflops_per_image"] for t in result["timings"]}
+    assert gflops["ours all"] > gflops["ours P4,P5"] > gflops["ours none"] > 0
+    assert all(t["images_per_s"] > 0 and t["achieved_tflops"] > 0 for t in result["timings"])
+    ratios = result["ratios"]
+    assert ratios["speedup_P4P5_vs_all_predicted"] == gflops["ours all"] / gflops["ours P4,P5"]
+    assert ratios["speedup_P4P5_vs_all_measured"] > 0
