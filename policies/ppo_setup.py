@@ -44,6 +44,7 @@ __all__ = [
     "ensure_ray",
     "build_algorithm",
     "iteration_summary",
+    "latest_checkpoint",
     "train_policy",
 ]
 
@@ -129,9 +130,7 @@ def _numeric_items(values: Any, prefix: str = "") -> dict[str, float]:
     if isinstance(values, dict):
         for key, value in values.items():
             items.update(_numeric_items(value, f"{prefix}/{key}" if prefix else str(key)))
-    elif isinstance(values, (list, tuple)) or (
-        isinstance(values, np.ndarray) and values.ndim == 1
-    ):
+    elif isinstance(values, (list, tuple)) or (isinstance(values, np.ndarray) and values.ndim == 1):
         for index, value in enumerate(values):
             items.update(_numeric_items(value, f"{prefix}_{index}"))
     elif isinstance(values, (bool, int, float, np.number)) or (
@@ -245,7 +244,8 @@ def iteration_summary(result: dict[str, Any]) -> dict[str, float]:
     return summary
 
 
-def _latest_checkpoint(checkpoint_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+def latest_checkpoint(checkpoint_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The latest algorithm checkpoint in ``checkpoint_dir`` and its progress record, if any."""
     progress_path = checkpoint_dir / PROGRESS_FILE
     if not progress_path.is_file():
         return None
@@ -303,20 +303,42 @@ def train_policy(
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     algo = build_algorithm(config, env_config, env_name)
-    history: list[dict[str, Any]] = []
-    latest = _latest_checkpoint(checkpoint_dir) if resume else None
+    try:
+        history = _prepare(algo, checkpoint_dir, warm_start, resume)
+        _train_iterations(algo, iterations, checkpoint_dir, history, progress)
+    except BaseException:
+        algo.stop()
+        raise
+    return algo, history
+
+
+def _prepare(
+    algo: Algorithm, checkpoint_dir: Path, warm_start: Path | None, resume: bool
+) -> list[dict[str, Any]]:
+    """Restore the latest checkpoint (resume) or load the warm start; the history so far."""
+    latest = latest_checkpoint(checkpoint_dir) if resume else None
     if latest is not None:
         path, saved = latest
         algo.restore_from_path(str(path.resolve()))
-        history = list(saved.get("history", []))
         if algo.iteration != saved["iteration"]:
             raise UserError(
                 f"checkpoint {path} restored iteration {algo.iteration}, progress.json says "
                 f"{saved['iteration']}; delete {checkpoint_dir} to start Phase 2 over"
             )
-    elif warm_start is not None:
+        return list(saved.get("history", []))
+    if warm_start is not None:
         load_module_weights(algo, read_weights_file(Path(warm_start)).state)
+    return []
 
+
+def _train_iterations(
+    algo: Algorithm,
+    iterations: int,
+    checkpoint_dir: Path,
+    history: list[dict[str, Any]],
+    progress: bool,
+) -> None:
+    """PPO iterations until ``algo.iteration == iterations``, a checkpoint after each."""
     bar = tqdm(
         total=iterations, initial=min(algo.iteration, iterations), desc="PPO", disable=not progress
     )
@@ -336,4 +358,3 @@ def train_policy(
             )
     finally:
         bar.close()
-    return algo, history

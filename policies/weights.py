@@ -92,9 +92,7 @@ def env_runner_module_state(
             return None
         return module[module_id].get_state()
 
-    states = algo.env_runner_group.foreach_env_runner(
-        _get_env_runner_module, local_env_runner=True
-    )
+    states = algo.env_runner_group.foreach_env_runner(_get_env_runner_module, local_env_runner=True)
     return [to_torch_state(state) for state in states if state is not None]
 
 
@@ -164,7 +162,9 @@ def read_weights_file(path: Path) -> WeightsFile:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file
-        raise UserError(f"cannot read policy weights {path}: {str(error).splitlines()[0]}") from None
+        raise UserError(
+            f"cannot read policy weights {path}: {str(error).splitlines()[0]}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise UserError(f"{path} is not a level-policy weights file (no '{WEIGHTS_FORMAT}' tag)")
     return WeightsFile(

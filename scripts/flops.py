@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from rlpkd.config import load_config
+from rlpkd.cli import config_argument_parser, config_from_args
 from rlpkd.errors import UserError
 from rlpkd.flops.kd_flops import default_num_classes, flops_model_from_config, level_set_key
 from rlpkd.levels import all_subsets, parse_levels
@@ -17,16 +17,7 @@ from rlpkd.levels import all_subsets, parse_levels
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="YAML config (defaults if omitted)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. data.image_size=512 (repeatable)",
-    )
+    parser = config_argument_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--levels", default=None, help="one level set (none, all or e.g. P2,P4); default: all 16"
     )
@@ -44,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the FLOPs table; 2 on a user error."""
     args = parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        config = config_from_args(args)
         num_classes = default_num_classes(config) if args.num_classes is None else args.num_classes
         model = flops_model_from_config(config, num_classes)
         level_sets = all_subsets() if args.levels is None else [parse_levels(args.levels)]

@@ -88,7 +88,9 @@ class ToyLevelSelectionEnv(MultiAgentEnv):
         """Selection counts per level and the number of decisions so far."""
         return {
             "decisions": self.decisions,
-            "selected": {level: int(c) for level, c in zip(LEVELS, self.selection_counts)},
+            "selected": {
+                level: int(c) for level, c in zip(LEVELS, self.selection_counts, strict=True)
+            },
         }
 
 

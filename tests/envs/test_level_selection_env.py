@@ -1,0 +1,177 @@
+"""The level-selection env: RLlib-valid, a reward per sample from its own gap and FLOPs, teacher-free
+observations, fixed-length episodes, a reused snapshot pool."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from envs import ENV_NAME, register_envs
+from envs.level_selection_env import LevelSelectionEnv, actions_to_masks
+from envs.observation import OBS_DIM, object_scale_histogram
+from envs.reward import sample_rewards, subset_flops_fractions
+from rlpkd.config import config_to_dict, load_config
+from rlpkd.data.build import build_datasets
+from rlpkd.levels import subset_to_index
+from rlpkd.training.model_factory import build_teacher
+
+REPO = Path(__file__).resolve().parents[2]
+SLOTS = 3
+ALL = subset_to_index(("P2", "P3", "P4", "P5"))
+
+
+@pytest.fixture(scope="module")
+def env_config(tiny_data_root, tmp_path_factory) -> dict:
+    """A debug config (64 px, 24 training images, 3-step student schedule) and a saved teacher."""
+    tmp = tmp_path_factory.mktemp("env")
+    config = load_config(
+        REPO / "configs" / "debug.yaml",
+        [
+            f"data.root={tiny_data_root}",
+            "data.num_train=24",
+            "data.num_val=12",
+            "student_schedule.batch_size=8",
+            "runtime.progress=false",
+            "runtime.device=cpu",
+            f"rl.slots={SLOTS}",
+            "rl.episode_steps=2",
+            "rl.snapshot_fractions=[0.0, 0.5]",
+        ],
+    )
+    datasets = build_datasets(config.data, progress=False)
+    torch.manual_seed(0)
+    teacher = build_teacher(config, datasets.num_classes)
+    torch.save({"model": teacher.state_dict()}, tmp / "teacher.pt")
+    return {
+        "config": config_to_dict(config),
+        "teacher_checkpoint": str(tmp / "teacher.pt"),
+        "snapshot_dir": str(tmp / "snapshots"),
+        "seed": 0,
+    }
+
+
+@pytest.fixture(scope="module")
+def env(env_config) -> LevelSelectionEnv:
+    return LevelSelectionEnv(env_config)
+
+
+def _reset(env: LevelSelectionEnv, seed: int) -> dict:
+    torch.manual_seed(seed)  # the dataset's random flips use torch's global RNG
+    observations, _ = env.reset(seed=seed)
+    return observations
+
+
+def test_env_passes_rllib_multi_agent_checker(env):
+    from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+    # without these the checker only logs a warning and returns
+    assert hasattr(env, "_agent_ids") and hasattr(env, "observation_space")
+    check_multiagent_environments(env)
+    assert env.possible_agents == [f"slot_{i}" for i in range(SLOTS)]
+    observations, _ = env.reset(seed=1)
+    actions = {agent: env.get_action_space(agent).sample() for agent in env.agents}
+    _, rewards, _, _, _ = env.step(actions)
+    for agent in env.possible_agents:
+        assert env.get_observation_space(agent).contains(observations[agent])
+        assert isinstance(rewards[agent], float) and math.isfinite(rewards[agent])
+
+
+def test_episode_terminates_after_episode_steps_with_finite_observations(env):
+    observations, _ = env.reset(seed=2)
+    env.reset_metrics()
+    steps, done, chosen = 0, False, []
+    while not done:
+        for row in observations.values():
+            assert row.shape == (OBS_DIM,) and row.dtype == np.float32
+            assert np.isfinite(row).all()
+        actions = {agent: (i + steps) % 16 for i, agent in enumerate(env.agents)}
+        chosen.append(actions_to_masks(torch.tensor(list(actions.values()))))
+        observations, rewards, terminateds, truncateds, infos = env.step(actions)
+        steps += 1
+        done = terminateds["__all__"]
+        assert not truncateds["__all__"]
+        assert set(infos["slot_0"]) >= {"kd_gap_drop", "flops_fraction", "num_levels"}
+    assert steps == env.config.rl.episode_steps
+    metrics = env.metrics()
+    counts = torch.cat(chosen).sum(dim=0)
+    assert metrics["decisions"] == SLOTS * steps
+    assert metrics["selection_rate_P2"] == pytest.approx(float(counts[0]) / (SLOTS * steps))
+    assert metrics["gap_eval_gflops"] > 0 and metrics["gap_eval_time_s"] > 0
+
+
+def test_two_samples_of_one_batch_get_rewards_from_their_own_gap_and_flops(env_config):
+    register_envs()
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    lam = 100.0
+    env = _global_registry.get(ENV_CREATOR, ENV_NAME)(env_config | {"lam": lam})
+    assert isinstance(env, LevelSelectionEnv) and env.lam == lam
+    env.reset(seed=3)
+    actions = {"slot_0": 0, "slot_1": ALL, "slot_2": subset_to_index(("P5",))}
+    _, rewards, _, _, infos = env.step(actions)
+    fractions = [infos[a]["flops_fraction"] for a in env.agents]
+    assert fractions[0] == 0.0 and fractions[1] == pytest.approx(1.0)
+    assert 0.0 < fractions[2] < 1.0
+    for agent in env.agents:
+        info = infos[agent]
+        expected = info["kd_gap_drop"] - lam * info["flops_fraction"]
+        assert rewards[agent] == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    assert rewards["slot_0"] > rewards["slot_2"] > rewards["slot_1"]
+    assert [infos[a]["num_levels"] for a in env.agents] == [0, 4, 1]
+
+
+def test_sample_rewards_follow_each_samples_normalised_all_level_gap_drop():
+    gap_before = torch.tensor([[2.0, 2.0, 20.0, 20.0], [2.0, 2.0, 20.0, 20.0]])
+    # sample 0 improves more; sample 1 chose only P2 but its P5 gap dropped too, which counts
+    gap_after = torch.tensor([[1.0, 1.0, 10.0, 10.0], [1.5, 2.0, 20.0, 10.0]])
+    scale = torch.tensor([1.0, 1.0, 10.0, 10.0])
+    masks = torch.tensor([[True, True, True, True], [True, False, False, False]])
+    table = torch.linspace(0.0, 1.0, 16)
+    fractions = subset_flops_fractions(masks, table)
+    assert fractions.tolist() == pytest.approx([1.0, table[1].item()])
+    free = sample_rewards(gap_before, gap_after, scale, masks, fractions, lam=0.0)
+    assert free.tolist() == pytest.approx([4.0, 1.5])
+    priced = sample_rewards(gap_before, gap_after, scale, masks, fractions, lam=3.0)
+    assert priced.tolist() == pytest.approx([4.0 - 3.0, 1.5 - 3.0 * table[1].item()])
+
+
+def test_observation_does_not_depend_on_the_teacher(env):
+    before = _reset(env, seed=4)
+    with torch.no_grad():
+        for parameter in env.teacher.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    after = _reset(env, seed=4)
+    for agent in env.agents:
+        np.testing.assert_array_equal(before[agent], after[agent])
+
+
+def test_object_scale_histogram_assigns_boxes_by_the_fcos_rule():
+    # half extents 3 (P2), 10 (P4) and a padding row, thresholds (4, 8, 16)
+    boxes = torch.tensor([[[0.0, 0.0, 6.0, 4.0], [0.0, 0.0, 20.0, 8.0], [0.0, 0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[0, 1, -1]])
+    histogram = object_scale_histogram(boxes, labels, (4.0, 8.0, 16.0))
+    assert histogram[0].tolist() == pytest.approx([0.5, 0.0, 0.5, 0.0, math.log(3.0)])
+
+
+def test_snapshot_pool_covers_the_stages_and_is_reused_by_a_second_env(
+    env, env_config, monkeypatch
+):
+    _reset(env, seed=5)
+    assert env.snapshots is not None and len(env.snapshots) == 2
+    saved = [torch.load(p, map_location="cpu", weights_only=True) for p in env.snapshots]
+    assert [s["step"] for s in saved] == [0, round(0.5 * saved[0]["total_steps"])]
+    assert saved[1]["step"] > 0
+    mtimes = [p.stat().st_mtime_ns for p in env.snapshots]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the snapshot pool was trained again")
+
+    monkeypatch.setattr("envs.snapshots.kd_training_step", no_training)
+    second = LevelSelectionEnv(env_config)
+    second.reset(seed=0)
+    assert second.snapshots == env.snapshots
+    assert [p.stat().st_mtime_ns for p in second.snapshots] == mtimes
