@@ -180,6 +180,7 @@ class LevelSelectionEnv(MultiAgentEnv):
         done = self.episode_step >= self.episode_steps
         self.batch = self._next_batch()
         observations = self._observations()
+        self.step_time_s += time.perf_counter() - start
         reward_dict = {agent: float(r) for agent, r in zip(self.agents, rewards, strict=True)}
         infos = {
             agent: {
@@ -210,6 +211,7 @@ class LevelSelectionEnv(MultiAgentEnv):
         self.gap_eval_time_s = 0.0
         self.update_time_s = 0.0  # the student updates themselves
         self.observation_time_s = 0.0  # no-grad student pyramid forwards for the observations
+        self.step_time_s = 0.0  # whole env steps (gap evaluations, update, next observations)
 
     def metrics(self) -> dict[str, float]:
         """Per-decision means of the counters, plus the extra learning cost totals."""
@@ -234,6 +236,7 @@ class LevelSelectionEnv(MultiAgentEnv):
             "gap_eval_time_s": self.gap_eval_time_s,
             "update_time_s": self.update_time_s,
             "observation_time_s": self.observation_time_s,
+            "step_time_s": self.step_time_s,
             "decisions": float(self.num_decisions),
             "updates": float(self.num_updates),
         }

@@ -4,6 +4,10 @@ For each sample the selector builds the same observation the env builds (``envs.
 student pyramid statistics, the object-scale histogram, running KD gaps, progress, budget left),
 which needs only the student and the annotations, never the teacher; the frozen module then picks
 a level subset per sample (argmax, or a draw from its categorical).
+
+The Phase-3 loop must hand the selector the student it distils (``set_student``) and, after every
+update, the raw per-sample KD losses at the distilled entries (``update_running_gap``), so the
+running-gap features evolve as they did in the env.
 """
 
 from __future__ import annotations
@@ -12,17 +16,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from policies.level_policy_module import LevelSelectionModule, subset_bits
 from policies.weights import module_from_weights_file
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.levels import NUM_LEVELS
+from rlpkd.distill.normalise import RunningLevelScale
 
 __all__ = ["ObservationFn", "PolicyLevels", "default_observation_fn"]
 
 ObservationFn = Callable[
-    [Any, DetectionBatch, torch.Tensor, float, float, Sequence[float]], torch.Tensor
+    [Any, DetectionBatch, torch.Tensor, float, float, Sequence[float]], "np.ndarray | torch.Tensor"
 ]
 """(student, batch, running_gap [4], progress, budget_left, thresholds) -> observations [B, D]."""
 
@@ -34,6 +39,12 @@ def default_observation_fn() -> ObservationFn:
     return sample_observations
 
 
+def _new_running_gap() -> RunningLevelScale:
+    from envs.observation import new_running_gap
+
+    return new_running_gap()
+
+
 class PolicyLevels:
     """A LevelSelector (``.name``, ``.select(batch, progress)``) driven by a frozen policy.
 
@@ -43,8 +54,9 @@ class PolicyLevels:
         student: The student being distilled, or None until ``set_student``.
         greedy: Argmax subset per sample; False draws from the policy's categorical.
         seed: Seed of the draws when ``greedy`` is False.
-        running_gap: Initial running per-level KD gaps [4] shown in the observation; the caller
-            keeps ``self.running_gap`` current the way the env does (zeros by default).
+        running_gap: The running per-level KD gap shown in the observation (the env's
+            ``envs.observation.new_running_gap()`` by default); keep it current with
+            ``update_running_gap`` after every student step, as the env does.
         budget_left: FLOPs budget left shown in the observation (``self.budget_left``).
         observe: Observation builder; defaults to ``envs.observation.sample_observations``.
         name: Method name in reports.
@@ -57,7 +69,7 @@ class PolicyLevels:
         student: torch.nn.Module | None = None,
         greedy: bool = True,
         seed: int = 0,
-        running_gap: torch.Tensor | None = None,
+        running_gap: RunningLevelScale | None = None,
         budget_left: float = 0.0,
         observe: ObservationFn | None = None,
         name: str = "policy",
@@ -68,9 +80,7 @@ class PolicyLevels:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.student = student
         self.greedy = greedy
-        self.running_gap = (
-            torch.zeros(NUM_LEVELS) if running_gap is None else running_gap.detach().clone()
-        )
+        self.running_gap = _new_running_gap() if running_gap is None else running_gap
         self.budget_left = float(budget_left)
         self.name = name if greedy else f"{name}:sampled"
         self._observe = observe
@@ -87,20 +97,44 @@ class PolicyLevels:
         """The student whose pyramid the observations describe."""
         self.student = student
 
+    def update_running_gap(self, kd_raw: torch.Tensor, masks: torch.Tensor) -> None:
+        """Fold a step's raw per-sample KD losses [B, 4] at the distilled entries into the gap."""
+        self.running_gap.update(kd_raw, masks)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed Phase-3 run needs: the running gap, the draw RNG and the budget left."""
+        return {
+            "running_gap": self.running_gap.state_dict(),
+            "generator": self._generator.get_state(),
+            "budget_left": self.budget_left,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
+        self.running_gap.load_state_dict(state["running_gap"])
+        self._generator.set_state(state["generator"])
+        self.budget_left = float(state["budget_left"])
+
     def observations(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
         """The per-sample observations [B, obs_dim] of ``batch`` (student only, no teacher)."""
         if self.student is None:
             raise RuntimeError("PolicyLevels needs the student: call set_student(student) first")
         if self._observe is None:
             self._observe = default_observation_fn()
-        return self._observe(
-            self.student, batch, self.running_gap, progress, self.budget_left, self.thresholds
+        rows = self._observe(
+            self.student,
+            batch,
+            self.running_gap.scale,
+            progress,
+            self.budget_left,
+            self.thresholds,
         )
+        return torch.as_tensor(rows, dtype=torch.float32)
 
     @torch.no_grad()
     def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
         """The policy's [B, 4] bool level mask for ``batch`` at training progress in [0, 1]."""
-        obs = torch.as_tensor(self.observations(batch, progress), dtype=torch.float32)
+        obs = self.observations(batch, progress)
         device = next(self.module.parameters()).device
         logits = self.module.subset_logits(obs.to(device)).float().cpu()
         if self.greedy:

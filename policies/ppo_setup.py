@@ -43,6 +43,7 @@ __all__ = [
     "SelectionMetricsCallback",
     "ensure_ray",
     "build_algorithm",
+    "collect_env_metrics",
     "iteration_summary",
     "latest_checkpoint",
     "train_policy",
@@ -182,7 +183,8 @@ class SelectionMetricsCallback(RLlibCallback):
 
     Results appear under ``env_runners/level_selection/*`` (per decision, see
     ``log_selection_metrics``) and ``env_runners/level_selection_env/*`` (the numeric entries of
-    the env's ``metrics()`` at episode ends, e.g. selection counts).
+    the env's ``metrics()`` at the latest episode end: its cumulative counters, averaged over env
+    runners).
     """
 
     def on_episode_step(self, **kwargs: Any) -> None:
@@ -205,8 +207,9 @@ class SelectionMetricsCallback(RLlibCallback):
         metrics = getattr(single, "metrics", None)
         if not callable(metrics):
             return
+        # the env's counters are cumulative, so its latest value is the one to report
         for key, value in _numeric_items(metrics()).items():
-            metrics_logger.log_value((ENV_METRICS, key), value, reduce="mean")
+            metrics_logger.log_value((ENV_METRICS, key), value, reduce="mean", window=1)
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -229,6 +232,24 @@ def build_algorithm(
     ensure_ray()
     _register_env(env_name)
     return build_ppo_config(config, env_config, env_name).build_algo()
+
+
+def collect_env_metrics(algo: Algorithm) -> list[dict[str, float]]:
+    """Each sampling env's own ``metrics()`` now (e.g. the total extra cost of learning)."""
+
+    def _metrics(env_runner: Any) -> list[dict[str, float]]:
+        vector_env = getattr(env_runner, "env", None)
+        if vector_env is None:
+            return []
+        found = []
+        for sub_env in getattr(vector_env, "envs", [vector_env]):
+            metrics = getattr(sub_env.unwrapped, "metrics", None)
+            if callable(metrics):
+                found.append(_numeric_items(metrics()))
+        return found
+
+    per_runner = algo.env_runner_group.foreach_env_runner(_metrics, local_env_runner=True)
+    return [metrics for runner in per_runner for metrics in runner]
 
 
 def iteration_summary(result: dict[str, Any]) -> dict[str, float]:

@@ -26,13 +26,15 @@ from tqdm.auto import tqdm
 from policies.level_policy_module import SHARED_MODULE_ID
 from policies.ppo_setup import DEFAULT_ENV_NAME, build_algorithm, iteration_summary
 from policies.weights import ModuleState, load_module_weights, module_state, save_weights_file
-from rlpkd.config import Config, MetaConfig
+from rlpkd.config import Config, MetaConfig, config_from_dict, config_to_dict
 
 __all__ = [
     "MetaTask",
     "TaskCurve",
     "MetaResult",
     "task_distribution",
+    "task_config",
+    "task_env_config",
     "reptile_update",
     "meta_train",
     "adaptation_curve",
@@ -104,6 +106,33 @@ def task_distribution(meta: MetaConfig) -> list[MetaTask]:
         MetaTask(regime, float(lam), int(depth))
         for regime, lam, depth in itertools.product(meta.regimes, meta.lambdas, meta.student_depths)
     ]
+
+
+def task_config(config: Config, task: MetaTask) -> Config:
+    """``config`` with the task's data regime (embedded data only), λ and student depth."""
+    values = config_to_dict(config)
+    if config.data.source == "embedded":
+        values["data"]["regime"] = task.regime
+    values["student"]["depth"] = task.student_depth
+    values["rl"]["lam"] = task.lam
+    return config_from_dict(values, f"meta task {task.name}")
+
+
+def task_env_config(
+    config: Config, task: MetaTask, teacher_checkpoint: Path, snapshot_dir: Path, seed: int
+) -> dict[str, Any]:
+    """The level-selection env's ``env_config`` for ``task`` (see ``envs.level_selection_env``).
+
+    Every task shares ``teacher_checkpoint`` (the run's Phase-1 teacher); the snapshot pool of
+    each (regime, depth) lands in ``snapshot_dir`` under its own fingerprint.
+    """
+    return {
+        "config": config_to_dict(task_config(config, task)),
+        "teacher_checkpoint": str(teacher_checkpoint),
+        "snapshot_dir": str(snapshot_dir),
+        "seed": int(seed),
+        "lam": float(task.lam),
+    }
 
 
 def reptile_update(

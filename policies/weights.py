@@ -48,9 +48,11 @@ WEIGHTS_FORMAT = "rlpkd-level-policy-v1"
 def to_torch_state(state: Mapping[str, Any]) -> ModuleState:
     """CPU float tensors of a state dict whose values are tensors or numpy arrays."""
     return {
-        name: (value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value))
-        .clone()
-        .contiguous()
+        name: (
+            value.detach().cpu().clone()
+            if isinstance(value, torch.Tensor)
+            else torch.tensor(np.asarray(value))
+        ).contiguous()
         for name, value in state.items()
     }
 

@@ -200,6 +200,10 @@ class RLConfig:
     """RLlib learner workers (0 = learn in the driver)."""
     num_gpus_per_learner: float = 0.0
     """GPUs per RLlib learner."""
+    greedy: bool = True
+    """Phase 3: the frozen policy takes its most likely subset (False: samples from it)."""
+    static_baselines: list[str] = field(default_factory=lambda: ["P3"])
+    """Phase 3 static-subset baselines (default: the best single level of the ablation)."""
 
 
 @dataclass
@@ -220,6 +224,8 @@ class MetaConfig:
     """PPO iterations on a task per outer iteration."""
     meta_lr: float = 0.5
     """Reptile step size ε: θ ← θ + ε (θ_task − θ)."""
+    compare_scratch: bool = True
+    """With a warm start, also train a scratch policy to report the warm-vs-scratch curves."""
 
 
 @dataclass

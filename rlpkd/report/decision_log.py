@@ -42,9 +42,15 @@ class DecisionLog:
         self.class_names = list(class_names)
         self.total_steps = max(total_steps, 1)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._started = False
 
-    def __call__(self, step: int, batch: DetectionBatch, mask: torch.Tensor) -> None:
-        """Log the decisions of one update."""
+    def __call__(
+        self, step: int, batch: DetectionBatch, mask: torch.Tensor, terms: object = None
+    ) -> None:
+        """Log the decisions of one update (a resumed run first drops what it will redo)."""
+        if not self._started:
+            self.truncate_after(step - 1)
+            self._started = True
         lines = []
         boxes, labels, valid = batch.boxes.cpu(), batch.labels.cpu(), batch.valid.cpu()
         for i in range(len(batch)):

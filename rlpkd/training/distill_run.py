@@ -16,7 +16,7 @@ from rlpkd.config import Config
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
-from rlpkd.distill.objective import DistillationObjective
+from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
 from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.training.kd_step import kd_training_step
@@ -27,7 +27,7 @@ from rlpkd.training.runtime import seed_everything
 
 __all__ = ["DistillationStats", "StepHook", "distill_student"]
 
-StepHook = Callable[[int, DetectionBatch, torch.Tensor], None]
+StepHook = Callable[[int, DetectionBatch, torch.Tensor, ObjectiveTerms], None]
 _SUBSET_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
 
 
@@ -72,7 +72,8 @@ def distill_student(
     Args:
         subset_kd_flops: [16] kd FLOPs per image of each level subset (``FlopsModel.table``
             order, index bit i = LEVELS[i]); counted per sample as the run goes.
-        on_step: called after every update with (step, batch, mask) — e.g. a decision log.
+        on_step: called after every update with (step, batch, mask, terms) — e.g. a decision
+            log, or a policy selector keeping its running KD gap current.
         checkpoint_path: saved at the end of every epoch; if it exists at the start, the run
             resumes after its last finished epoch (same data order, RNG and optimiser state).
     """
@@ -85,6 +86,8 @@ def distill_student(
         config.teacher.fpn_channels,
         datasets.num_classes,
     ).to(device)
+    if hasattr(selector, "set_student"):
+        selector.set_student(student)  # a policy observes the student's own pyramid
     loader = build_dataloader(
         datasets.train, schedule.batch_size, shuffle=True, seed=seed, drop_last=True
     )
@@ -137,7 +140,7 @@ def distill_student(
                 writer.add_scalar("gradnorm/weight_detection", float(terms.level_weights[0]), step)
                 writer.add_scalar("charts/lr", scheduler.get_last_lr()[0], step)
             if on_step is not None:
-                on_step(step, batch, mask)
+                on_step(step, batch, mask, terms)
             bar.update(1)
             bar.set_postfix(det=f"{float(terms.detection):.3f}")
         if checkpoint_path is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import ray
@@ -18,6 +20,7 @@ from policies.ppo_setup import (
     SELECTION_METRICS,
     build_algorithm,
     build_ppo_config,
+    collect_env_metrics,
     latest_checkpoint,
     train_policy,
 )
@@ -27,6 +30,7 @@ from policies.weights import (
     module_state,
     save_weights_file,
 )
+from rlpkd.config import config_to_dict, load_config
 from rlpkd.errors import UserError
 from tests.policies import (
     TOY_OBS_DIM,
@@ -74,7 +78,7 @@ def test_large_lambda_learns_to_select_fewer_levels(tmp_path):
         algo, history = train_policy(
             config,
             toy_env_config(config, lam=lam),
-            iterations=8,
+            iterations=5,
             checkpoint_dir=tmp_path / f"lam{lam:g}",
             progress=False,
             env_name="rlpkd_toy_level_selection",
@@ -90,8 +94,8 @@ def test_large_lambda_learns_to_select_fewer_levels(tmp_path):
         assert "level_selection_env/selected/P2" in history[-1]
     # λ = 0: every level closes gap for free, so the policy should pick nearly all of them;
     # λ = 10: every level costs more than it can gain, so nearly none.
-    assert levels[0.0] > 3.0, levels
-    assert levels[10.0] < 1.0, levels
+    assert levels[0.0] >= 3.0, levels
+    assert levels[10.0] <= 0.5, levels
     assert rates[10.0] < rates[0.0], rates
 
 
@@ -234,3 +238,70 @@ def _checkpoint_weights(config, checkpoint_dir) -> dict[str, torch.Tensor]:
         return module_state(algo)
     finally:
         algo.stop()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
+    """PPO on envs.LevelSelectionEnv (tiny debug config): the warm-started policy is the one
+    that acts, the callback reports the env's per-decision numbers, and resume adds iterations."""
+    from envs.observation import OBS_DIM
+    from rlpkd.data.build import build_datasets
+    from rlpkd.training.model_factory import build_teacher
+
+    config = load_config(
+        REPO / "configs" / "debug.yaml",
+        [
+            f"data.root={tiny_data_root}",
+            "data.num_train=24",
+            "data.num_val=12",
+            "student_schedule.batch_size=8",
+            "runtime.progress=false",
+            "runtime.device=cpu",
+            "rl.slots=2",
+            "rl.episode_steps=1",
+            "rl.snapshot_fractions=[0.0]",
+            "rl.train_batch_size=2",
+            "rl.minibatch_size=2",
+            "rl.num_epochs=1",
+            "rl.hidden_sizes=[16]",
+        ],
+    )
+    datasets = build_datasets(config.data, progress=False)
+    torch.manual_seed(0)
+    torch.save(
+        {"model": build_teacher(config, datasets.num_classes).state_dict()}, tmp_path / "t.pt"
+    )
+    env_config = {
+        "config": config_to_dict(config),
+        "teacher_checkpoint": str(tmp_path / "t.pt"),
+        "snapshot_dir": str(tmp_path / "snapshots"),
+        "seed": 0,
+    }
+    warm = build_level_module(OBS_DIM, [16])
+    with torch.no_grad():  # nearly always subset 0b0101 = {P2, P4}
+        warm._policy_head.bias[0b0101] = 12.0
+    warm_path = save_weights_file(tmp_path / "warm.pt", warm.state_dict(), OBS_DIM, [16])
+
+    algo, history = train_policy(
+        config, env_config, 1, tmp_path / "ckpt", warm_start=warm_path, progress=False
+    )
+    try:
+        (env_metrics,) = collect_env_metrics(algo)
+    finally:
+        algo.stop()
+    (first,) = history
+    rates = [first[f"{SELECTION_METRICS}/rate_{level}"] for level in ("P2", "P3", "P4", "P5")]
+    assert rates[0] > 0.75 and rates[2] > 0.75 and rates[1] < 0.25 and rates[3] < 0.25, rates
+    for key in ("kd_gap_drop", "flops_fraction", "reward_per_decision"):
+        assert np.isfinite(first[f"{SELECTION_METRICS}/{key}"])
+    assert np.isfinite(first["level_selection_env/kd_gflops_per_decision"])
+    assert np.isfinite(first["level_selection_env/mean_kd_gap"])
+    assert env_metrics["decisions"] >= config.rl.train_batch_size
+
+    algo, history = train_policy(
+        config, env_config, 2, tmp_path / "ckpt", warm_start=warm_path, resume=True, progress=False
+    )
+    algo.stop()
+    assert [h["iteration"] for h in history] == [1, 2] and history[0] == first

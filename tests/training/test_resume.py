@@ -45,14 +45,16 @@ def test_resume_continues_from_checkpoint_without_redoing_steps(tiny_config, tmp
     clean, _, clean_stats = run(tmp_path / "clean.pt")
     steps_per_epoch = clean_stats.images // config.student_schedule.batch_size // 2
 
-    def interrupt_in_second_epoch(step, batch, mask):
+    def interrupt_in_second_epoch(step, batch, mask, terms):
         if step == steps_per_epoch + 1:
             raise Interrupt
 
     with pytest.raises(Interrupt):
         run(tmp_path / "resumed.pt", interrupt_in_second_epoch)
     done_steps = []
-    resumed, _, resumed_stats = run(tmp_path / "resumed.pt", lambda s, b, m: done_steps.append(s))
+    resumed, _, resumed_stats = run(
+        tmp_path / "resumed.pt", lambda s, b, m, t: done_steps.append(s)
+    )
     assert done_steps == list(range(steps_per_epoch + 1, 2 * steps_per_epoch + 1))
     assert resumed_stats.images == clean_stats.images
     assert resumed_stats.level_counts == clean_stats.level_counts
