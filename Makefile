@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run debug test lint format clean
+.PHONY: install run compare debug test lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python scripts/run_fixed_levels.py --config configs/default.yaml
+	$(BIN)/python scripts/train_rl.py --config configs/default.yaml
+
+compare: $(STAMP)
+	$(BIN)/python scripts/run_fixed_levels.py --config configs/default.yaml --out runs/fixed_levels
 
 debug: $(STAMP)
-	$(BIN)/python scripts/run_fixed_levels.py --debug
+	$(BIN)/python scripts/train_rl.py --debug
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
