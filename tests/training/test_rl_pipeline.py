@@ -1,0 +1,97 @@
+"""train_rl end to end on a tiny config: report, decision log, heatmaps, resume without redoing work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import torch
+
+from rlpkd.config import RLConfig
+from rlpkd.data.build import build_datasets
+from rlpkd.flops.kd_flops import flops_model_from_config
+from rlpkd.levels import mask_to_levels
+from rlpkd.models.lazy_pyramid import freeze_teacher
+from rlpkd.report.decision_log import read_decisions
+from rlpkd.training.distill_run import distill_student
+from rlpkd.training.model_factory import build_teacher
+from rlpkd.training.rl_pipeline import POLICY_METHOD, run_rl_experiment
+from rlpkd.training.student_phase import subset_flops_vector
+
+
+def _rl_config(tiny_config):
+    rl = RLConfig(
+        slots=4,
+        episode_steps=2,
+        iterations=2,
+        train_batch_size=16,
+        minibatch_size=8,
+        num_epochs=1,
+        hidden_sizes=[8],
+        static_baselines=["P3"],
+    )
+    return dataclasses.replace(tiny_config, rl=rl)
+
+
+def test_policy_guided_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_config):
+    from envs.observation import OBS_DIM
+    from policies.level_policy_module import build_level_module
+    from policies.policy_selector import PolicyLevels
+
+    torch.manual_seed(0)
+    datasets = build_datasets(tiny_config.data, progress=False)
+    teacher = freeze_teacher(build_teacher(tiny_config, datasets.num_classes))
+    flops = flops_model_from_config(tiny_config, datasets.num_classes)
+    selector = PolicyLevels(
+        build_level_module(OBS_DIM, [8]), tiny_config.data.level_thresholds, greedy=False
+    )
+    masks = []
+    _, _, stats = distill_student(
+        tiny_config,
+        datasets,
+        teacher,
+        selector,
+        seed=0,
+        device=torch.device("cpu"),
+        subset_kd_flops=subset_flops_vector(flops),
+        progress=False,
+        on_step=lambda step, batch, mask, terms: masks.append(mask),
+    )
+    expected = sum(flops.kd_flops(mask_to_levels(row)) for row in torch.cat(masks))
+    assert abs(stats.kd_flops - expected) <= 1e-6 * max(expected, 1.0)
+    assert len({tuple(row.tolist()) for row in torch.cat(masks)}) > 1  # per-sample choices
+
+
+def test_train_rl_end_to_end_and_resume(tiny_config):
+    config = _rl_config(tiny_config)
+    report = run_rl_experiment(config)
+    out = config.runtime.out
+    from pathlib import Path
+
+    out = Path(out)
+    methods = {row["method"] for row in report["methods"]}
+    assert {POLICY_METHOD, "none", "all", "P3"} <= methods
+    assert any(m.startswith("random@") for m in methods)
+    assert (out / "report.md").is_file() and (out / "metrics.json").is_file()
+    decisions = read_decisions(out / "students" / f"{POLICY_METHOD}-seed0" / "decisions.jsonl")
+    steps = len(decisions) // config.student_schedule.batch_size
+    assert len(decisions) == steps * config.student_schedule.batch_size > 0
+    counts = report["heatmap_counts"]["size"]
+    assert sum(counts["decisions"]) == len(decisions)
+    p2_selected = sum(1 for record in decisions if "P2" in record["levels"])
+    assert sum(counts["selected"]["P2"]) == p2_selected
+    for key in ("size", "class", "progress"):
+        assert (out / "plots" / f"selection_by_{key}.png").is_file()
+    policy_metrics = json.loads(
+        (out / "students" / f"{POLICY_METHOD}-seed0" / "metrics.json").read_text()
+    )
+    rates = policy_metrics["selection_rates"]
+    assert rates["P2"] == p2_selected / len(decisions)
+
+    history = json.loads((out / "checkpoints" / "policy" / "progress.json").read_text())
+    assert history["iteration"] == 2
+    mtime = (out / "students" / "all-seed0" / "metrics.json").stat().st_mtime
+    run_rl_experiment(config, resume=True)
+    history = json.loads((out / "checkpoints" / "policy" / "progress.json").read_text())
+    assert history["iteration"] == 2 and len(history["history"]) == 2
+    assert (out / "students" / "all-seed0" / "metrics.json").stat().st_mtime == mtime
