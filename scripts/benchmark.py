@@ -1,7 +1,9 @@
 """Speed of the KD training step, side by side in one run (DESIGN §9); prints ratios and TFLOP/s.
 
 Default (GPU): R50-FPN teacher -> R18-FPN student at 512 px, all levels vs P4-P5 vs no KD, against
-torchvision's FCOS KD loop. --cpu-preset shrinks it to run on a CPU in about a minute.
+torchvision's FCOS KD loop; then the RL machinery: the policy-guided step against the same masks
+as fixed levels, and the env step against the all-level step. --cpu-preset shrinks it to run on a
+CPU in a few minutes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 
 from rlpkd.bench.kd_step_speed import benchmark_kd_steps
+from rlpkd.bench.rl_step_speed import benchmark_rl_overhead
 from rlpkd.cli import run_cli
 from rlpkd.models.detector import DetectorSpec
 from rlpkd.training.runtime import resolve_device
@@ -41,6 +44,16 @@ def main() -> int:
         kd_loss=args.kd_loss,
         with_torchvision=not args.no_torchvision,
     )
+    result["rl_overhead"] = benchmark_rl_overhead(
+        DetectorSpec(depth=50),
+        DetectorSpec(depth=18),
+        args.image_size,
+        args.batch_size,
+        device,
+        steps=args.steps,
+        warmup=args.warmup,
+        kd_loss=args.kd_loss,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -53,6 +66,9 @@ def main() -> int:
         )
     for name, value in result["ratios"].items():
         print(f"{name}: {value:.3f}")
+    print("RL machinery (same process, same batch):")
+    for name, value in result["rl_overhead"].items():
+        print(f"  {name}: {value:.3f}")
     return 0
 
 

@@ -27,3 +27,23 @@ def test_benchmark_reports_all_step_kinds_with_consistent_flops():
     ratios = result["ratios"]
     assert ratios["speedup_P4P5_vs_all_predicted"] == gflops["ours all"] / gflops["ours P4,P5"]
     assert ratios["speedup_P4P5_vs_all_measured"] > 0
+
+
+def test_rl_overhead_benchmark_reports_every_step_kind():
+    from rlpkd.bench.rl_step_speed import benchmark_rl_overhead
+
+    result = benchmark_rl_overhead(
+        DetectorSpec(18, 0.25, 32, 1),
+        DetectorSpec(18, 0.125, 16, 1),
+        image_size=64,
+        batch_size=2,
+        device=torch.device("cpu"),
+        steps=1,
+        warmup=0,
+        num_classes=3,
+        hidden_sizes=(8,),
+    )
+    for key in ("fixed_all_ms", "fixed_same_mask_ms", "policy_guided_ms", "env_step_ms"):
+        assert result[key] > 0
+    assert result["env_step_vs_fixed_all"] == result["env_step_ms"] / result["fixed_all_ms"]
+    assert 0 <= result["policy_levels_per_sample"] <= 4
