@@ -202,7 +202,7 @@ class RLConfig:
     """GPUs per RLlib learner."""
     greedy: bool = True
     """Phase 3: the frozen policy takes its most likely subset (False: samples from it)."""
-    static_baselines: list[str] = field(default_factory=lambda: ["P3"])
+    static_baselines: list[str] = field(default_factory=lambda: ["P2"])
     """Phase 3 static-subset baselines (default: the best single level of the ablation)."""
 
 

@@ -10,13 +10,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rlpkd.config import Config, config_fingerprint
+from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.report.tables import summarise_methods, write_report
-from rlpkd.rundir import RunDirectory, read_json
+from rlpkd.rundir import RunDirectory
 from rlpkd.training.runtime import configure_runtime
-from rlpkd.training.student_phase import run_student, selector_from_spec
+from rlpkd.training.student_phase import (
+    finished_student_metrics,
+    run_student,
+    selector_from_spec,
+    selector_key,
+    student_fingerprint,
+)
 from rlpkd.training.teacher_phase import load_or_train_teacher
 
 __all__ = ["planned_student_runs", "run_fixed_level_comparison"]
@@ -50,19 +56,20 @@ def run_fixed_level_comparison(config: Config) -> dict[str, Any]:
     runs = []
     for index, (spec, seed) in enumerate(planned_student_runs(config)):
         student_dir = RunDirectory(run_dir.path / "students" / _run_name(spec, seed))
-        metrics_file = student_dir.path / "metrics.json"
+        selector = selector_from_spec(spec, flops, seed)
         print(f"[students {index + 1}] levels={spec} seed={seed} -> {student_dir.path}")
-        if metrics_file.is_file():
-            previous = read_json(metrics_file)
-            if previous.get("config_fingerprint") == config_fingerprint(config):
-                print("    reusing the finished run")
-                runs.append(previous)
-                continue
+        previous = finished_student_metrics(
+            student_dir, student_fingerprint(config, seed, selector_key(selector))
+        )
+        if previous is not None:
+            print("    reusing the finished run")
+            runs.append(previous)
+            continue
         metrics = run_student(
             config,
             datasets,
             teacher,
-            selector_from_spec(spec, flops, seed),
+            selector,
             seed,
             student_dir,
             flops,

@@ -8,6 +8,7 @@ same schedule and seeds -> Phase 4 evaluation, heatmaps and report.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,22 @@ from typing import Any
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rlpkd.config import Config, config_fingerprint, config_to_dict
+from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.decision_log import DecisionLog, read_decisions
 from rlpkd.report.tables import summarise_methods, write_report
-from rlpkd.rundir import RunDirectory, read_json, write_json
+from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.training.runtime import configure_runtime
-from rlpkd.training.student_phase import run_student, selector_from_spec
+from rlpkd.training.student_phase import (
+    finished_student_metrics,
+    run_student,
+    selector_from_spec,
+    selector_key,
+    student_fingerprint,
+)
 from rlpkd.training.teacher_phase import load_or_train_teacher
 from rlpkd.viz.heatmaps import write_heatmaps
 
@@ -114,13 +121,16 @@ def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str
 def _policy_selector(config: Config, weights: Path, seed: int):
     from policies.policy_selector import PolicyLevels
 
-    return PolicyLevels.from_weights_file(
+    selector = PolicyLevels.from_weights_file(
         weights,
         config.data.level_thresholds,
         greedy=config.rl.greedy,
         seed=seed,
         name=POLICY_METHOD,
     )
+    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    selector.fingerprint = f"{POLICY_METHOD}:{digest}:greedy={config.rl.greedy}"
+    return selector
 
 
 def _distil(
@@ -137,12 +147,6 @@ def _distil(
 ) -> dict[str, Any]:
     """One Phase-3 student (reused if it already finished with this config)."""
     student_dir = RunDirectory(run_dir.path / "students" / f"{method}-seed{seed}")
-    metrics_file = student_dir.path / "metrics.json"
-    if metrics_file.is_file():
-        previous = read_json(metrics_file)
-        if previous.get("config_fingerprint") == config_fingerprint(config):
-            return previous
-    print(f"[phase 3] {method} seed={seed} -> {student_dir.path}", flush=True)
     on_step = None
     if spec == "policy":
         selector = _policy_selector(config, weights, seed)
@@ -157,6 +161,12 @@ def _distil(
 
     else:
         selector = selector_from_spec(spec, flops, seed)
+    fingerprint = student_fingerprint(config, seed, selector_key(selector))
+    previous = finished_student_metrics(student_dir, fingerprint)
+    if previous is not None:
+        previous["method"] = method
+        return previous
+    print(f"[phase 3] {method} seed={seed} -> {student_dir.path}", flush=True)
     metrics = run_student(
         config,
         datasets,

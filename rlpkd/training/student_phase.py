@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rlpkd.config import Config, config_fingerprint
+from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import index_to_subset
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.rundir import RunDirectory
+from rlpkd.rundir import RunDirectory, read_json
 from rlpkd.training.distill_run import StepHook, distill_student
 from rlpkd.training.level_selection import (
     FixedLevels,
@@ -22,7 +24,14 @@ from rlpkd.training.level_selection import (
     parse_level_spec,
 )
 
-__all__ = ["subset_flops_vector", "selector_from_spec", "run_student"]
+__all__ = [
+    "subset_flops_vector",
+    "selector_from_spec",
+    "student_fingerprint",
+    "selector_key",
+    "finished_student_metrics",
+    "run_student",
+]
 
 
 def subset_flops_vector(flops: FlopsModel) -> torch.Tensor:
@@ -40,6 +49,35 @@ def selector_from_spec(spec: str, flops: FlopsModel, seed: int) -> LevelSelector
     return FixedLevels(value)
 
 
+def student_fingerprint(config: Config, seed: int, selector_key: str) -> str:
+    """A hash of what determines a student run: data, models, schedules, KD, eval, teacher seed,
+    student seed and the selector (not the rl/meta/experiment sections, which only choose runs)."""
+    relevant = {
+        name: config_to_dict(getattr(config, name))
+        for name in ("data", "teacher", "student", "teacher_schedule", "student_schedule")
+        + ("distill", "eval")
+    }
+    for key in ("preload", "num_workers", "root"):
+        relevant["data"].pop(key)
+    relevant |= {"teacher_seed": config.runtime.seed, "seed": seed, "selector": selector_key}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def selector_key(selector: LevelSelector) -> str:
+    """What identifies a selector's choices: its ``fingerprint`` attribute if any, else its name."""
+    return str(getattr(selector, "fingerprint", selector.name))
+
+
+def finished_student_metrics(run_dir: RunDirectory, fingerprint: str) -> dict | None:
+    """The metrics of a student run that already finished with this fingerprint, else None."""
+    path = run_dir.path / "metrics.json"
+    if path.is_file():
+        metrics = read_json(path)
+        if metrics.get("student_fingerprint") == fingerprint:
+            return metrics
+    return None
+
+
 def run_student(
     config: Config,
     datasets: DetectionDatasets,
@@ -54,9 +92,11 @@ def run_student(
 ) -> dict:
     """Distil a fresh student whose levels ``selector`` picks; write and return its metrics.
 
-    The run resumes from ``checkpoints/student_resume.pt`` if an earlier attempt was interrupted.
+    The run resumes from ``checkpoints/student_resume_<fingerprint>.pt`` if an earlier attempt with
+    the same fingerprint (config, seed, selector) was interrupted.
     """
     start = time.perf_counter()
+    fingerprint = student_fingerprint(config, seed, selector_key(selector))
     run_dir.prepare(config)
     writer = SummaryWriter(str(run_dir.tensorboard))
     student, objective, stats = distill_student(
@@ -70,7 +110,7 @@ def run_student(
         writer=writer,
         progress=progress,
         on_step=on_step,
-        checkpoint_path=run_dir.checkpoints / "student_resume.pt",
+        checkpoint_path=run_dir.checkpoints / f"student_resume_{fingerprint}.pt",
     )
     metrics, predictions = evaluate_detector(
         student, datasets.val, config.eval, device, config.runtime.amp, progress
@@ -92,7 +132,7 @@ def run_student(
         "seed": seed,
         "selection_rates": stats.selection_rates,
         "kd_loss": config.distill.loss,
-        "config_fingerprint": config_fingerprint(config),
+        "student_fingerprint": fingerprint,
     }
     run_dir.write_predictions(predictions)
     run_dir.write_metrics(result)
