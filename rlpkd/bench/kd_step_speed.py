@@ -19,11 +19,18 @@ from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import LEVELS, format_levels, levels_to_mask
-from rlpkd.models.detector import DetectorSpec, build_detector
+from rlpkd.models.detector import DetectorSpec, PyramidDetector, build_detector
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.kd_step import kd_training_step
 
-__all__ = ["StepTiming", "random_detection_batch", "time_steps", "benchmark_kd_steps"]
+__all__ = [
+    "StepTiming",
+    "KDBench",
+    "build_kd_bench",
+    "random_detection_batch",
+    "time_steps",
+    "benchmark_kd_steps",
+]
 
 
 @dataclass
@@ -72,6 +79,42 @@ def time_steps(step: Callable[[], object], device: torch.device, warmup: int, st
     return (time.perf_counter() - start) / steps
 
 
+@dataclass
+class KDBench:
+    """The models, objective, optimiser and batch a step benchmark times."""
+
+    teacher: PyramidDetector
+    student: PyramidDetector
+    objective: DistillationObjective
+    optimizer: torch.optim.Optimizer
+    batch: DetectionBatch
+    thresholds: tuple[float, float, float]
+
+
+def build_kd_bench(
+    teacher_spec: DetectorSpec,
+    student_spec: DetectorSpec,
+    image_size: int,
+    batch_size: int,
+    device: torch.device,
+    num_classes: int = 80,
+    kd_loss: str = "mse",
+) -> KDBench:
+    """A frozen teacher, a student, the KD objective, SGD and a random batch on ``device``."""
+    thresholds = (image_size / 16, image_size / 8, image_size / 4)
+    teacher = freeze_teacher(build_detector(teacher_spec, num_classes, thresholds)).to(device)
+    student = build_detector(student_spec, num_classes, thresholds).to(device)
+    objective = DistillationObjective(
+        DistillConfig(loss=kd_loss),
+        student_spec.fpn_channels,
+        teacher_spec.fpn_channels,
+        num_classes,
+    ).to(device)
+    optimizer = torch.optim.SGD([*student.parameters(), *objective.kd.parameters()], lr=1e-4)
+    batch = random_detection_batch(batch_size, image_size, num_classes, 8).to(device)
+    return KDBench(teacher, student, objective, optimizer, batch, thresholds)
+
+
 def benchmark_kd_steps(
     teacher_spec: DetectorSpec,
     student_spec: DetectorSpec,
@@ -88,21 +131,15 @@ def benchmark_kd_steps(
     with_torchvision: bool = True,
 ) -> dict:
     """Time one KD step per level set (and torchvision's FCOS KD loop); timings and ratios."""
-    thresholds = (image_size / 16, image_size / 8, image_size / 4)
-    teacher = freeze_teacher(build_detector(teacher_spec, num_classes, thresholds)).to(device)
-    student = build_detector(student_spec, num_classes, thresholds).to(device)
-    objective = DistillationObjective(
-        DistillConfig(loss=kd_loss),
-        student_spec.fpn_channels,
-        teacher_spec.fpn_channels,
-        num_classes,
-    ).to(device)
+    bench = build_kd_bench(
+        teacher_spec, student_spec, image_size, batch_size, device, num_classes, kd_loss
+    )
+    teacher, student, objective, batch = bench.teacher, bench.student, bench.objective, bench.batch
     if channels_last and device.type == "cuda":
         teacher.to(memory_format=torch.channels_last)
         student.to(memory_format=torch.channels_last)
     flops = FlopsModel(teacher, student, objective.kd, image_size)
-    optimizer = torch.optim.SGD([*student.parameters(), *objective.kd.parameters()], lr=1e-3)
-    batch = random_detection_batch(batch_size, image_size, num_classes, 8).to(device)
+    optimizer = bench.optimizer
     use_amp = amp and device.type == "cuda"
     timings: list[StepTiming] = []
     for levels in level_sets:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from rlpkd.bench.kd_step_speed import random_detection_batch, time_steps
-from rlpkd.config import DistillConfig
-from rlpkd.distill.objective import DistillationObjective
+from rlpkd.bench.kd_step_speed import build_kd_bench, time_steps
 from rlpkd.levels import LEVELS, NUM_LEVELS
-from rlpkd.models.detector import DetectorSpec, build_detector
-from rlpkd.models.lazy_pyramid import freeze_teacher
+from rlpkd.models.detector import DetectorSpec
 from rlpkd.training.kd_step import kd_losses_no_grad, kd_training_step
 
 __all__ = ["benchmark_rl_overhead"]
@@ -38,17 +35,11 @@ def benchmark_rl_overhead(
     from policies.level_policy_module import build_level_module
     from policies.policy_selector import PolicyLevels
 
-    thresholds = (image_size / 16, image_size / 8, image_size / 4)
-    teacher = freeze_teacher(build_detector(teacher_spec, num_classes, thresholds)).to(device)
-    student = build_detector(student_spec, num_classes, thresholds).to(device)
-    objective = DistillationObjective(
-        DistillConfig(loss=kd_loss),
-        student_spec.fpn_channels,
-        teacher_spec.fpn_channels,
-        num_classes,
-    ).to(device)
-    optimizer = torch.optim.SGD([*student.parameters(), *objective.kd.parameters()], lr=1e-4)
-    batch = random_detection_batch(batch_size, image_size, num_classes, 8).to(device)
+    bench = build_kd_bench(
+        teacher_spec, student_spec, image_size, batch_size, device, num_classes, kd_loss
+    )
+    teacher, student, objective, batch = bench.teacher, bench.student, bench.objective, bench.batch
+    optimizer, thresholds = bench.optimizer, bench.thresholds
     policy = PolicyLevels(
         build_level_module(OBS_DIM, list(hidden_sizes)).to(device), thresholds, student=student
     )
