@@ -305,3 +305,58 @@ def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
     )
     algo.stop()
     assert [h["iteration"] for h in history] == [1, 2] and history[0] == first
+
+
+def test_real_env_large_lambda_selects_fewer_levels(tiny_data_root, tmp_path):
+    """On the real env (tiny config) a large FLOPs penalty teaches the greedy policy fewer levels."""
+    from envs.level_selection_env import LevelSelectionEnv
+    from envs.observation import OBS_DIM
+    from rlpkd.data.build import build_datasets
+    from rlpkd.training.model_factory import build_teacher
+
+    config = load_config(
+        REPO / "configs" / "debug.yaml",
+        [
+            f"data.root={tiny_data_root}",
+            "data.num_train=24",
+            "data.num_val=12",
+            "student_schedule.batch_size=8",
+            "runtime.progress=false",
+            "runtime.device=cpu",
+            "rl.slots=4",
+            "rl.episode_steps=2",
+            "rl.snapshot_fractions=[0.0]",
+            "rl.train_batch_size=16",
+            "rl.minibatch_size=8",
+            "rl.num_epochs=4",
+            "rl.lr=0.003",
+            "rl.hidden_sizes=[16]",
+        ],
+    )
+    datasets = build_datasets(config.data, progress=False)
+    torch.manual_seed(0)
+    torch.save(
+        {"model": build_teacher(config, datasets.num_classes).state_dict()}, tmp_path / "t.pt"
+    )
+    env_config = {
+        "config": config_to_dict(config),
+        "teacher_checkpoint": str(tmp_path / "t.pt"),
+        "snapshot_dir": str(tmp_path / "snapshots"),
+        "seed": 0,
+    }
+    observations, _ = LevelSelectionEnv(env_config).reset(seed=1)
+    obs = torch.as_tensor(np.stack(list(observations.values())))
+    levels = {}
+    for lam in (0.0, 10.0):
+        algo, _ = train_policy(
+            config, {**env_config, "lam": lam}, 5, tmp_path / f"ckpt{lam}", progress=False
+        )
+        try:
+            state = module_state(algo)
+        finally:
+            algo.stop()
+        module = build_level_module(OBS_DIM, [16])
+        module.load_state_dict(state)
+        actions = module.subset_logits(obs).argmax(-1)
+        levels[lam] = subset_bits(actions).sum(-1).float().mean().item()
+    assert levels[10.0] < levels[0.0], levels
