@@ -69,14 +69,17 @@ def selection_tables(
 def plot_selection_heatmap(table: SelectionTable, title: str) -> plt.Figure:
     """A level x column heatmap of selection rates, annotated with rate and decision count."""
     rates = table.rates
-    figure, axes = plt.subplots(figsize=(1.1 * len(table.columns) + 2, 3.2))
-    image = axes.imshow(np.nan_to_num(rates, nan=0.0), vmin=0, vmax=1, cmap="viridis")
+    figure, axes = plt.subplots(figsize=(0.8 * len(table.columns) + 2.5, 3.2))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+    image = axes.imshow(np.ma.masked_invalid(rates), vmin=0, vmax=1, cmap=cmap, aspect="auto")
     axes.set_xticks(range(len(table.columns)), table.columns, rotation=30, ha="right")
     axes.set_yticks(range(len(LEVELS)), LEVELS)
     for i in range(len(LEVELS)):
         for j in range(len(table.columns)):
             text = "–" if np.isnan(rates[i, j]) else f"{rates[i, j]:.2f}"
-            axes.text(j, i, text, ha="center", va="center", color="w", fontsize=8)
+            dark = np.isnan(rates[i, j]) or rates[i, j] > 0.6
+            color = "black" if dark else "white"
+            axes.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
     axes.set_title(title, fontsize=10)
     axes.set_xlabel(f"{table.name} (decisions: {', '.join(map(str, table.decisions))})", fontsize=7)
     figure.colorbar(image, ax=axes, label="selection rate")
