@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 import torch
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.core.columns import Columns
@@ -35,18 +34,11 @@ from rlpkd.errors import UserError
 from tests.policies import (
     TOY_OBS_DIM,
     ToyLevelSelectionEnv,
-    register_toy_env,
     toy_config,
     toy_env_config,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    register_toy_env()
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def _toy_observations(n: int, seed: int = 123) -> torch.Tensor:
@@ -243,10 +235,8 @@ def _checkpoint_weights(config, checkpoint_dir) -> dict[str, torch.Tensor]:
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
-    """PPO on envs.LevelSelectionEnv (tiny debug config): the warm-started policy is the one
-    that acts, the callback reports the env's per-decision numbers, and resume adds iterations."""
-    from envs.observation import OBS_DIM
+def _real_env_setup(tiny_data_root, tmp_path, rl_overrides):
+    """The tiny debug config with ``rl_overrides`` and an env_config over a saved random teacher."""
     from rlpkd.data.build import build_datasets
     from rlpkd.training.model_factory import build_teacher
 
@@ -259,13 +249,9 @@ def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
             "student_schedule.batch_size=8",
             "runtime.progress=false",
             "runtime.device=cpu",
-            "rl.slots=2",
-            "rl.episode_steps=1",
             "rl.snapshot_fractions=[0.0]",
-            "rl.train_batch_size=2",
-            "rl.minibatch_size=2",
-            "rl.num_epochs=1",
             "rl.hidden_sizes=[16]",
+            *rl_overrides,
         ],
     )
     datasets = build_datasets(config.data, progress=False)
@@ -279,6 +265,25 @@ def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
         "snapshot_dir": str(tmp_path / "snapshots"),
         "seed": 0,
     }
+    return config, env_config
+
+
+def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
+    """PPO on envs.LevelSelectionEnv (tiny debug config): the warm-started policy is the one
+    that acts, the callback reports the env's per-decision numbers, and resume adds iterations."""
+    from envs.observation import OBS_DIM
+
+    config, env_config = _real_env_setup(
+        tiny_data_root,
+        tmp_path,
+        [
+            "rl.slots=2",
+            "rl.episode_steps=1",
+            "rl.train_batch_size=2",
+            "rl.minibatch_size=2",
+            "rl.num_epochs=1",
+        ],
+    )
     warm = build_level_module(OBS_DIM, [16])
     with torch.no_grad():  # nearly always subset 0b0101 = {P2, P4}
         warm._policy_head.bias[0b0101] = 12.0
@@ -311,39 +316,19 @@ def test_real_env_large_lambda_selects_fewer_levels(tiny_data_root, tmp_path):
     """On the real env (tiny config) a large FLOPs penalty teaches the greedy policy fewer levels."""
     from envs.level_selection_env import LevelSelectionEnv
     from envs.observation import OBS_DIM
-    from rlpkd.data.build import build_datasets
-    from rlpkd.training.model_factory import build_teacher
 
-    config = load_config(
-        REPO / "configs" / "debug.yaml",
+    config, env_config = _real_env_setup(
+        tiny_data_root,
+        tmp_path,
         [
-            f"data.root={tiny_data_root}",
-            "data.num_train=24",
-            "data.num_val=12",
-            "student_schedule.batch_size=8",
-            "runtime.progress=false",
-            "runtime.device=cpu",
             "rl.slots=4",
             "rl.episode_steps=2",
-            "rl.snapshot_fractions=[0.0]",
             "rl.train_batch_size=16",
             "rl.minibatch_size=8",
             "rl.num_epochs=4",
             "rl.lr=0.003",
-            "rl.hidden_sizes=[16]",
         ],
     )
-    datasets = build_datasets(config.data, progress=False)
-    torch.manual_seed(0)
-    torch.save(
-        {"model": build_teacher(config, datasets.num_classes).state_dict()}, tmp_path / "t.pt"
-    )
-    env_config = {
-        "config": config_to_dict(config),
-        "teacher_checkpoint": str(tmp_path / "t.pt"),
-        "snapshot_dir": str(tmp_path / "snapshots"),
-        "seed": 0,
-    }
     observations, _ = LevelSelectionEnv(env_config).reset(seed=1)
     obs = torch.as_tensor(np.stack(list(observations.values())))
     levels = {}

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import ray
 import torch
 
 from policies.level_policy_module import build_level_module, subset_bits
@@ -25,18 +24,11 @@ from tests.policies import (
     TOY_ENV_NAME,
     TOY_OBS_DIM,
     ToyLevelSelectionEnv,
-    register_toy_env,
     toy_config,
     toy_env_config,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    register_toy_env()
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def test_task_distribution_is_the_product_of_regimes_lambdas_and_depths():
