@@ -229,6 +229,78 @@ class MetaConfig:
 
 
 @dataclass
+class SearchConfig:
+    """NAS baselines that pick one static level subset (DESIGN §7, ``scripts/search_nas.py``).
+
+    A search never sees the val split: it trains on part of the training split and scores on the
+    rest (``holdout_fraction``). The chosen subset is then retrained on ``student_schedule``.
+    """
+
+    lam: float = 0.0
+    """FLOPs penalty of every method's objective: score = AP - lam * kd_flops(S) / kd_flops(all);
+    DARTS/GDAS add lam * sum_l g_l * kd_flops(l) / kd_flops(all) to the gates' objective."""
+    holdout_fraction: float = 0.25
+    """Fraction of the training split held out as the search's validation set."""
+    fitness_epochs: int = 1
+    """Epochs of one fitness run (evolution, random, exhaustive) on the search-train part."""
+    gradient_steps: int = 100
+    """DARTS/GDAS: alternating student / architecture updates."""
+    alpha_lr: float = 0.05
+    """DARTS/GDAS: Adam learning rate of the architecture logits."""
+    unrolled_lr: float = 0.0
+    """DARTS/GDAS: xi of the virtual step w' = w - xi * grad_w L_train (0: the student's lr)."""
+    finite_difference_eps: float = 0.01
+    """DARTS/GDAS: epsilon of the finite-difference Hessian-vector product (DARTS eq. 8)."""
+    gate_threshold: float = 0.5
+    """DARTS keeps the levels whose gate sigmoid(alpha_l) ends above this."""
+    tau_max: float = 10.0
+    """GDAS: Gumbel-softmax temperature at the first step."""
+    tau_min: float = 0.1
+    """GDAS: temperature at the last step (annealed linearly)."""
+    population: int = 4
+    """Evolution: population size."""
+    sample_size: int = 2
+    """Evolution: tournament size (candidates sampled per cycle)."""
+    cycles: int = 6
+    """Evolution: children evaluated after the initial population."""
+    random_samples: int = 6
+    """Random search: subsets drawn (with replacement; repeats are not retrained)."""
+
+
+@dataclass
+class SweepConfig:
+    """``scripts/sweep.py``: one Ray Tune experiment over RL lambdas, NAS methods, the static grid
+    and baselines, each over seeds (DESIGN §8)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    """Seeds of every trial kind (student seed; for RL also the policy-learning seed)."""
+    rl_lams: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.3])
+    """lambda values of the RL trials (the RL Pareto front); empty for no RL trials."""
+    nas_methods: list[str] = field(
+        default_factory=lambda: ["darts", "gdas", "evolution", "random", "exhaustive"]
+    )
+    """Search methods (``rlpkd.search.SEARCH_METHODS``) run as trials."""
+    static_grid: bool = True
+    """Train all 16 static subsets (the exhaustive grid and static Pareto front)."""
+    baselines: list[str] = field(default_factory=list)
+    """Extra level specs run as trials, e.g. 'random:0.5' or 'P2,P3'."""
+    trial_cpus: float = 1.0
+    """CPUs reserved per trial."""
+    trial_gpus: float = 0.0
+    """GPUs per trial; fractions share a GPU (0.25: four trials per GPU)."""
+    trial_threads: int = 1
+    """torch CPU threads inside a trial."""
+    max_concurrent_trials: int = 0
+    """At most this many trials at once (0: as resources allow)."""
+    scheduler: str = "fifo"
+    """'fifo' or 'asha' (ASHA stops RL trials early on the PPO return; others are unaffected)."""
+    asha_grace_period: int = 2
+    """ASHA: PPO iterations before a trial can be stopped."""
+    asha_reduction_factor: int = 2
+    """ASHA: 1/reduction_factor of the trials go on at each rung."""
+
+
+@dataclass
 class RuntimeConfig:
     """Where and how a run executes."""
 
@@ -274,6 +346,10 @@ class Config:
     """Phase 2: the decision process and PPO."""
     meta: MetaConfig = field(default_factory=MetaConfig)
     """The meta-learned warm start."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    """NAS baselines (DESIGN §7)."""
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    """Ray Tune sweeps (DESIGN §8)."""
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     """Execution."""
 
@@ -414,6 +490,24 @@ def validate_config(config: Config, source: str = "config") -> None:
             )
         if schedule.batch_size < 1 or schedule.epochs < 0:
             raise ConfigError(f"{source}: '{name}' needs batch_size >= 1 and epochs >= 0")
+    search = config.search
+    if not 0.0 < search.holdout_fraction < 1.0:
+        raise ConfigError(
+            f"{source}: 'search.holdout_fraction' must lie in (0, 1), got {search.holdout_fraction}"
+        )
+    if not 1 <= search.sample_size <= search.population:
+        raise ConfigError(
+            f"{source}: 'search.sample_size' must lie in [1, search.population], "
+            f"got {search.sample_size} with population {search.population}"
+        )
+    if search.tau_min <= 0 or search.tau_max < search.tau_min:
+        raise ConfigError(f"{source}: 'search' needs 0 < tau_min <= tau_max")
+    if config.sweep.scheduler not in ("fifo", "asha"):
+        raise ConfigError(
+            f"{source}: 'sweep.scheduler' must be 'fifo' or 'asha', got {config.sweep.scheduler!r}"
+        )
+    if config.sweep.trial_cpus <= 0 or config.sweep.trial_gpus < 0:
+        raise ConfigError(f"{source}: 'sweep' needs trial_cpus > 0 and trial_gpus >= 0")
     if config.data.image_size % 32:
         raise ConfigError(
             f"{source}: 'data.image_size' must be a multiple of 32, got {config.data.image_size}"

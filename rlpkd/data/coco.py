@@ -8,6 +8,7 @@ original pixel) maps predictions back to the original image (``evaluation.coco_e
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from dataclasses import dataclass
@@ -133,6 +134,17 @@ class CocoDetectionDataset(Dataset):
     def num_classes(self) -> int:
         """Number of object classes K (labels lie in [0, K))."""
         return len(self._category_ids)
+
+    def subset(self, indices: list[int], train: bool) -> CocoDetectionDataset:
+        """A view holding only the images at ``indices`` (same COCO ground truth and classes);
+        ``train`` switches the random flips. ``image_ids`` restricts evaluation to the view."""
+        view = copy.copy(self)
+        view.train = train
+        view._image_ids = [self._image_ids[i] for i in indices]
+        view._targets = [self._targets[i] for i in indices]
+        if self._preloaded is not None:
+            view._preloaded = self._preloaded[torch.as_tensor(indices, dtype=torch.long)]
+        return view
 
     def __len__(self) -> int:
         return len(self._image_ids)

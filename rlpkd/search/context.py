@@ -1,0 +1,65 @@
+"""What a search method works with: config, the search split, the frozen teacher, FLOPs, device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rlpkd.config import Config
+from rlpkd.data.build import DetectionDatasets
+from rlpkd.flops.kd_flops import FlopsModel
+from rlpkd.levels import LEVELS
+from rlpkd.models.detector import PyramidDetector
+
+__all__ = ["SearchContext", "search_split"]
+
+
+def search_split(
+    datasets: DetectionDatasets, holdout_fraction: float, seed: int
+) -> DetectionDatasets:
+    """Split the *training* split into search-train (flips on) and a held-out search-val part.
+
+    Searches score candidates on the held-out part, so the val split that reports the final
+    numbers is never used to choose a subset. The split is a seeded permutation.
+    """
+    train = datasets.train
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    holdout = max(1, round(holdout_fraction * len(train)))
+    if holdout >= len(train):
+        raise ValueError(f"holdout of {holdout} leaves no search-train images of {len(train)}")
+    return DetectionDatasets(
+        train=train.subset(sorted(order[holdout:]), train=True),
+        val=train.subset(sorted(order[:holdout]), train=False),
+    )
+
+
+@dataclass
+class SearchContext:
+    """Everything a search method needs.
+
+    Attributes:
+        config: the experiment (``config.search`` holds the methods' settings).
+        datasets: the search split (``search_split``): ``train`` to train on, ``val`` to score on.
+        teacher: the frozen teacher.
+        flops: the FLOPs model (kd_flops per subset, for the FLOPs penalty and the cost).
+        device: where to train.
+        seed: seeds the search (student init, data order, sampling).
+        progress: show tqdm bars.
+    """
+
+    config: Config
+    datasets: DetectionDatasets
+    teacher: PyramidDetector
+    flops: FlopsModel
+    device: torch.device
+    seed: int
+    progress: bool = True
+
+    def kd_fraction(self, levels: tuple[str, ...]) -> float:
+        """kd_flops(levels) / kd_flops(all levels)."""
+        return self.flops.kd_flops(levels) / self.flops.kd_flops(LEVELS)
+
+    def score(self, ap: float, levels: tuple[str, ...]) -> float:
+        """The search objective every method maximises: AP - lam * kd fraction."""
+        return ap - self.config.search.lam * self.kd_fraction(levels)
