@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,7 @@ def train_policy(
     resume: bool = False,
     progress: bool = True,
     env_name: str = DEFAULT_ENV_NAME,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Algorithm, list[dict[str, Any]]]:
     """Phase 2: PPO for ``iterations`` iterations, checkpointing after each one.
 
@@ -316,6 +318,7 @@ def train_policy(
         resume: Continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
         progress: Show a tqdm bar.
         env_name: Registered env name.
+        on_iteration: Called with each new iteration's summary (e.g. a Ray Tune report).
 
     Returns:
         The algorithm (the caller stops it) and the per-iteration history (``iteration_summary``
@@ -326,7 +329,7 @@ def train_policy(
     algo = build_algorithm(config, env_config, env_name)
     try:
         history = _prepare(algo, checkpoint_dir, warm_start, resume)
-        _train_iterations(algo, iterations, checkpoint_dir, history, progress)
+        _train_iterations(algo, iterations, checkpoint_dir, history, progress, on_iteration)
     except BaseException:
         algo.stop()
         raise
@@ -358,6 +361,7 @@ def _train_iterations(
     checkpoint_dir: Path,
     history: list[dict[str, Any]],
     progress: bool,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """PPO iterations until ``algo.iteration == iterations``, a checkpoint after each."""
     bar = tqdm(
@@ -372,6 +376,8 @@ def _train_iterations(
             summary["time_s"] = time.perf_counter() - start
             history.append(summary)
             _save_checkpoint(algo, checkpoint_dir, history)
+            if on_iteration is not None:
+                on_iteration(summary)
             bar.update(1)
             bar.set_postfix(
                 ret=f"{summary['episode_return_mean']:.3g}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.decision_log import DecisionLog, read_decisions
 from rlpkd.report.tables import summarise_methods, write_report
 from rlpkd.rundir import RunDirectory, write_json
+from rlpkd.training.distill_run import StepHook
 from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import (
     finished_student_metrics,
@@ -35,7 +37,13 @@ from rlpkd.training.student_phase import (
 from rlpkd.training.teacher_phase import load_or_train_teacher
 from rlpkd.viz.heatmaps import write_heatmaps
 
-__all__ = ["POLICY_METHOD", "learn_policy", "run_rl_experiment"]
+__all__ = [
+    "POLICY_METHOD",
+    "learn_policy",
+    "policy_selector",
+    "policy_step_hook",
+    "run_rl_experiment",
+]
 
 POLICY_METHOD = "rl-policy"
 
@@ -50,8 +58,17 @@ def learn_policy(
     datasets: DetectionDatasets,
     teacher: PyramidDetector,
     resume: bool,
+    teacher_checkpoint: Path | None = None,
+    snapshot_dir: Path | None = None,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Phase 2: snapshot pool, PPO (warm-started if configured); saves the policy's weights.
+
+    Args:
+        teacher_checkpoint: the frozen teacher the env loads (default ``<out>/checkpoints/teacher.pt``).
+        snapshot_dir: where the snapshot pool lives (default ``<out>/checkpoints/snapshots``;
+            a sweep shares one pool between its RL trials).
+        on_iteration: called with each PPO iteration's summary (e.g. to report it to Ray Tune).
 
     Returns the learning record: history, time, extra FLOPs of learning, weights path and, with a
     warm start and ``meta.compare_scratch``, the scratch curve.
@@ -62,11 +79,12 @@ def learn_policy(
     from policies.weights import module_state, save_weights_file
 
     progress = config.runtime.progress
-    snapshot_dir = run_dir.checkpoints / "snapshots"
+    snapshot_dir = snapshot_dir or run_dir.checkpoints / "snapshots"
+    teacher_checkpoint = teacher_checkpoint or run_dir.checkpoints / "teacher.pt"
     build_snapshot_pool(config, datasets, teacher, snapshot_dir, progress)
     env_config = {
         "config": config_to_dict(config),
-        "teacher_checkpoint": str(run_dir.checkpoints / "teacher.pt"),
+        "teacher_checkpoint": str(teacher_checkpoint),
         "snapshot_dir": str(snapshot_dir),
         "seed": config.runtime.seed,
     }
@@ -81,6 +99,7 @@ def learn_policy(
         warm_start=warm_start,
         resume=resume,
         progress=progress,
+        on_iteration=on_iteration,
     )
     try:
         weights_path = save_weights_file(
@@ -118,7 +137,8 @@ def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str
     return list(dict.fromkeys(runs))
 
 
-def _policy_selector(config: Config, weights: Path, seed: int):
+def policy_selector(config: Config, weights: Path, seed: int) -> Any:
+    """The frozen policy as a ``PolicyLevels`` selector, fingerprinted by its weights file."""
     from policies.policy_selector import PolicyLevels
 
     selector = PolicyLevels.from_weights_file(
@@ -131,6 +151,23 @@ def _policy_selector(config: Config, weights: Path, seed: int):
     digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
     selector.fingerprint = f"{POLICY_METHOD}:{digest}:greedy={config.rl.greedy}"
     return selector
+
+
+def policy_step_hook(
+    config: Config, datasets: DetectionDatasets, selector: Any, student_dir: RunDirectory
+) -> StepHook:
+    """The Phase-3 step hook of a policy-guided run: keeps the policy's running KD gap current
+    and logs every decision to ``<student_dir>/decisions.jsonl``."""
+    steps = config.student_schedule.epochs * (
+        len(datasets.train) // config.student_schedule.batch_size
+    )
+    log = DecisionLog(student_dir.path / "decisions.jsonl", datasets.train.class_names, steps)
+
+    def on_step(step, batch, mask, terms):
+        selector.update_running_gap(terms.kd_raw, mask)
+        log(step, batch, mask)
+
+    return on_step
 
 
 def _distil(
@@ -149,16 +186,8 @@ def _distil(
     student_dir = RunDirectory(run_dir.path / "students" / f"{method}-seed{seed}")
     on_step = None
     if spec == "policy":
-        selector = _policy_selector(config, weights, seed)
-        steps = config.student_schedule.epochs * (
-            len(datasets.train) // config.student_schedule.batch_size
-        )
-        log = DecisionLog(student_dir.path / "decisions.jsonl", datasets.train.class_names, steps)
-
-        def on_step(step, batch, mask, terms):
-            selector.update_running_gap(terms.kd_raw, mask)
-            log(step, batch, mask)
-
+        selector = policy_selector(config, weights, seed)
+        on_step = policy_step_hook(config, datasets, selector, student_dir)
     else:
         selector = selector_from_spec(spec, flops, seed)
     fingerprint = student_fingerprint(config, seed, selector_key(selector))

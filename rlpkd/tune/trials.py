@@ -1,0 +1,331 @@
+"""The trials of a sweep: what each one is (``TrialSpec``) and how it runs into its run directory.
+
+Four kinds share one schedule, seeds and teacher, so the report compares them on equal footing:
+
+- ``static``: one of the 16 level subsets, fixed for every sample (the exhaustive grid);
+- ``baseline``: any other level spec (e.g. ``random:0.5``);
+- ``nas``: a search method picks a subset on a held-out part of the training split, then the
+  pick is retrained on the full schedule;
+- ``rl``: PPO learns a per-sample policy at one lambda, then the frozen policy drives a student.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlpkd.config import Config, config_to_dict, save_config
+from rlpkd.data.build import build_datasets
+from rlpkd.errors import ConfigError
+from rlpkd.flops.kd_flops import flops_model_from_config
+from rlpkd.levels import LEVELS, all_subsets, format_levels
+from rlpkd.rundir import RunDirectory, read_json, write_json
+from rlpkd.training.runtime import configure_runtime
+from rlpkd.training.student_phase import run_student, selector_from_spec
+from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
+
+__all__ = [
+    "TrialSpec",
+    "build_trial_specs",
+    "absolute_paths",
+    "prepare_sweep",
+    "teacher_path",
+    "trial_dir",
+    "trial_fingerprint",
+    "run_trial",
+]
+
+TrialReport = Callable[[dict[str, Any]], None]
+TRIAL_KINDS = ("static", "baseline", "nas", "rl")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial of a sweep.
+
+    Attributes:
+        trial_id: unique and directory-safe, e.g. 'static-P2+P3-seed0', 'darts-seed1'.
+        kind: 'static' | 'baseline' | 'nas' | 'rl'.
+        method: the report's row label ('P2,P3', 'random:0.5', 'darts', 'rl λ=0.1').
+        seed: the student's seed (for RL also the policy-learning seed; for NAS the search's).
+        levels: the level spec of static and baseline trials.
+        search_method: the registered search method of NAS trials.
+        lam: the FLOPs penalty of RL trials.
+    """
+
+    trial_id: str
+    kind: str
+    method: str
+    seed: int
+    levels: str = ""
+    search_method: str = ""
+    lam: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (Tune's param space holds these)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialSpec:
+        """The inverse of ``to_dict``."""
+        return cls(**values)
+
+
+def _dir_safe(name: str) -> str:
+    return name.replace(",", "+").replace(":", "_").replace(" ", "")
+
+
+def build_trial_specs(config: Config) -> list[TrialSpec]:
+    """Every trial of ``config.sweep``: RL lambdas, NAS methods, baselines and the static grid,
+    each over ``sweep.seeds`` (RL first: the longest trials start first)."""
+    from rlpkd.search.methods import search_method_names
+
+    sweep = config.sweep
+    known = search_method_names()
+    unknown = [name for name in sweep.nas_methods if name not in known]
+    if unknown:
+        raise ConfigError(f"sweep.nas_methods: unknown {unknown[0]!r}; valid: {', '.join(known)}")
+    specs: list[TrialSpec] = []
+    for seed in sweep.seeds:
+        for lam in sweep.rl_lams:
+            specs.append(
+                TrialSpec(f"rl-lam{lam:g}-seed{seed}", "rl", f"rl λ={lam:g}", seed, lam=float(lam))
+            )
+        for name in sweep.nas_methods:
+            specs.append(TrialSpec(f"{name}-seed{seed}", "nas", name, seed, search_method=name))
+        for spec in sweep.baselines:
+            selector_from_spec(spec, flops_model_from_config(config), seed)  # validates the spec
+            specs.append(
+                TrialSpec(f"baseline-{_dir_safe(spec)}-seed{seed}", "baseline", spec, seed, spec)
+            )
+        if sweep.static_grid:
+            for subset in all_subsets():
+                name = format_levels(subset)
+                specs.append(
+                    TrialSpec(f"static-{_dir_safe(name)}-seed{seed}", "static", name, seed, name)
+                )
+    ids = [spec.trial_id for spec in specs]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ConfigError(f"sweep: trial {duplicates[0]!r} is listed twice; remove the repeat")
+    return specs
+
+
+def absolute_paths(config: Config) -> Config:
+    """The config with data.root, runtime.out and meta.warm_start made absolute (trials run in
+    another working directory, possibly on another node of a shared filesystem)."""
+    data = dataclasses.replace(config.data, root=str(Path(config.data.root).resolve()))
+    for key in ("train_images", "train_annotations", "val_images", "val_annotations"):
+        if getattr(data, key):
+            data = dataclasses.replace(data, **{key: str(Path(getattr(data, key)).resolve())})
+    runtime = dataclasses.replace(config.runtime, out=str(Path(config.runtime.out).resolve()))
+    meta = config.meta
+    if meta.warm_start:
+        meta = dataclasses.replace(meta, warm_start=str(Path(meta.warm_start).resolve()))
+    return dataclasses.replace(config, data=data, runtime=runtime, meta=meta)
+
+
+def teacher_path(sweep_dir: Path) -> Path:
+    """The shared teacher of a sweep: ``<sweep>/teacher/checkpoints/teacher.pt``."""
+    return Path(sweep_dir) / "teacher" / "checkpoints" / "teacher.pt"
+
+
+def trial_dir(sweep_dir: Path, trial_id: str) -> Path:
+    """``<sweep>/trials/<trial_id>``."""
+    return Path(sweep_dir) / "trials" / trial_id
+
+
+def prepare_sweep(config: Config, sweep_dir: Path, progress: bool = True) -> dict[str, float]:
+    """Validate the data (nothing is written if it is bad), write ``<sweep>/config.yaml`` and
+    train or reuse the shared teacher. Returns the teacher's metrics."""
+    datasets = build_datasets(config.data, progress)
+    device = configure_runtime(config.runtime)
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, sweep_dir / "config.yaml")
+    teacher_dir = RunDirectory(sweep_dir / "teacher").prepare(config)
+    _, metrics = load_or_train_teacher(config, datasets, device, teacher_dir, progress)
+    write_json(teacher_dir.path / "metrics.json", {**metrics, "method": "teacher"})
+    return metrics
+
+
+def trial_fingerprint(spec: TrialSpec, config: Config) -> str:
+    """A hash of what determines a trial's result: the spec and the config sections it reads
+    (not ``sweep``, which only chooses trials, nor paths and progress settings)."""
+    sections = ["data", "teacher", "student", "teacher_schedule", "student_schedule", "distill"]
+    sections += ["eval"] + {"nas": ["search"], "rl": ["rl", "meta"]}.get(spec.kind, [])
+    relevant: dict[str, Any] = {name: config_to_dict(getattr(config, name)) for name in sections}
+    for key in ("preload", "num_workers", "root"):
+        relevant["data"].pop(key)
+    if "meta" in relevant:
+        relevant["meta"]["warm_start"] = Path(relevant["meta"]["warm_start"]).name
+    relevant |= {"spec": spec.to_dict(), "teacher_seed": config.runtime.seed}
+    relevant["amp"] = config.runtime.amp
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _count_attempt(run_dir: Path) -> int:
+    path = run_dir / "attempts.json"
+    attempts = read_json(path)["attempts"] + 1 if path.is_file() else 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"attempts": attempts})
+    return attempts
+
+
+def _forget_other_inputs(run_dir: RunDirectory, fingerprint: str) -> None:
+    """Drop the PPO checkpoint of a trial that last ran with other inputs (students' resume
+    files are fingerprinted themselves), then record this trial's fingerprint."""
+    path = run_dir.path / "trial.json"
+    if path.is_file() and read_json(path).get("trial_fingerprint") != fingerprint:
+        shutil.rmtree(run_dir.checkpoints / "policy", ignore_errors=True)
+    write_json(path, {"trial_fingerprint": fingerprint})
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # a trial outside Ray has no node
+        return ""
+
+
+def run_trial(
+    spec: TrialSpec,
+    config: Config,
+    sweep_dir: Path,
+    report: TrialReport | None = None,
+) -> dict[str, Any]:
+    """Run one trial into ``trial_dir(sweep_dir, spec.trial_id)`` and return its metrics.
+
+    A trial whose ``metrics.json`` carries the same ``trial_fingerprint`` is returned as it is,
+    not retrained. RL trials call ``report`` after every PPO iteration with
+    ``{'training_iteration', 'policy_return'}``; the other kinds never call it.
+    """
+    if spec.kind not in TRIAL_KINDS:
+        raise ValueError(f"trial {spec.trial_id}: unknown kind {spec.kind!r}")
+    start = time.perf_counter()
+    run_dir = RunDirectory(trial_dir(sweep_dir, spec.trial_id))
+    fingerprint = trial_fingerprint(spec, config)
+    attempts = _count_attempt(run_dir.path)
+    metrics_path = run_dir.path / "metrics.json"
+    if metrics_path.is_file():
+        finished = read_json(metrics_path)
+        if finished.get("trial_fingerprint") == fingerprint:
+            return finished
+    _forget_other_inputs(run_dir, fingerprint)
+    if config.sweep.trial_gpus <= 0:
+        config = dataclasses.replace(
+            config, runtime=dataclasses.replace(config.runtime, device="cpu")
+        )
+    device = configure_runtime(config.runtime)
+    progress = config.runtime.progress
+    datasets = build_datasets(config.data, progress)
+    teacher, _ = load_teacher(teacher_path(sweep_dir), config, datasets.num_classes)
+    teacher = teacher.to(device)
+    flops = flops_model_from_config(config, datasets.num_classes)
+    run = _TRIAL_RUNNERS[spec.kind]
+    metrics = run(spec, config, Path(sweep_dir), run_dir, datasets, teacher, flops, device, report)
+    metrics |= {
+        "trial_id": spec.trial_id,
+        "kind": spec.kind,
+        "method": spec.method,
+        "seed": spec.seed,
+        "node_id": _node_id(),
+        "trial_attempts": attempts,
+        "trial_wall_time_s": time.perf_counter() - start,
+        "trial_fingerprint": fingerprint,
+    }
+    run_dir.write_metrics(metrics)
+    return metrics
+
+
+def _fixed_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
+    selector = selector_from_spec(spec.levels, flops, spec.seed)
+    return run_student(
+        config,
+        datasets,
+        teacher,
+        selector,
+        spec.seed,
+        run_dir,
+        flops,
+        device,
+        config.runtime.progress,
+    )
+
+
+def _nas_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
+    from rlpkd.search.retrain import search_and_retrain
+
+    return search_and_retrain(
+        config, spec.search_method, spec.seed, datasets, teacher, flops, device, run_dir
+    )
+
+
+def _rl_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
+    from rlpkd.training.rl_pipeline import learn_policy, policy_selector, policy_step_hook
+
+    learn_config = dataclasses.replace(
+        config,
+        rl=dataclasses.replace(config.rl, lam=float(spec.lam)),
+        runtime=dataclasses.replace(config.runtime, seed=spec.seed),
+    )
+    on_iteration = None
+    if report is not None:
+
+        def on_iteration(summary: dict[str, Any]) -> None:
+            report(
+                {
+                    "training_iteration": int(summary["iteration"]),
+                    "policy_return": float(summary["episode_return_mean"]),
+                }
+            )
+
+    run_dir.prepare(config)
+    learning = learn_policy(
+        learn_config,
+        run_dir,
+        datasets,
+        teacher,
+        resume=True,
+        teacher_checkpoint=teacher_path(sweep_dir),
+        snapshot_dir=Path(sweep_dir) / "shared" / "snapshots",
+        on_iteration=on_iteration,
+    )
+    write_json(run_dir.path / "policy_learning.json", learning)
+    selector = policy_selector(config, Path(learning["weights"]), spec.seed)
+    metrics = run_student(
+        config,
+        datasets,
+        teacher,
+        selector,
+        spec.seed,
+        run_dir,
+        flops,
+        device,
+        config.runtime.progress,
+        on_step=policy_step_hook(config, datasets, selector, run_dir),
+    )
+    return metrics | {
+        "levels": "rl-policy",
+        "lam": float(spec.lam),
+        "policy_learning_time_s": learning["learning_time_s"],
+        "policy_kd_flops_fraction": metrics["kd_gflops"] * 1e9 / flops.kd_flops(LEVELS),
+        "policy_iterations": len(learning["history"]),
+    }
+
+
+_TRIAL_RUNNERS = {
+    "static": _fixed_trial,
+    "baseline": _fixed_trial,
+    "nas": _nas_trial,
+    "rl": _rl_trial,
+}

@@ -1,0 +1,35 @@
+"""One NAS baseline end to end: search a static level subset, retrain it, evaluate it.
+
+python scripts/search_nas.py --method {darts,gdas,evolution,random,exhaustive} --config FILE
+       [--seed N] [--set key=value ...] [--out DIR] [--debug]
+
+The search sees only the training split (``search.holdout_fraction`` of it held out for scoring);
+the pick is retrained on ``student_schedule`` and evaluated on val. Writes ``<out>/search.json``
+(pick, cost, trace) and the run directory of DESIGN §11.
+"""
+
+from __future__ import annotations
+
+from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from rlpkd.search.methods import search_method_names
+from rlpkd.search.retrain import run_search_experiment
+
+
+def main() -> int:
+    parser = config_argument_parser(__doc__)
+    parser.add_argument("--method", required=True, choices=search_method_names())
+    parser.add_argument("--seed", type=int, default=None, help="search and student seed")
+    args = parser.parse_args()
+    config = config_from_args(args)
+    metrics = run_search_experiment(config, args.method, args.seed)
+    print(
+        f"{args.method} picked {metrics['levels']}: AP {100 * metrics['AP']:.1f} "
+        f"(kd {metrics['kd_gflops']:.3f} GFLOPs/image) after a search of "
+        f"{metrics['search_wall_time_s']:.0f} {metrics['search_device']}-seconds; "
+        f"results in {config.runtime.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

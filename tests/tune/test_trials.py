@@ -1,0 +1,96 @@
+"""Sweep trials outside Tune: the spec list, a static trial's run directory and its reuse, an RL trial."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
+from rlpkd.errors import ConfigError
+from rlpkd.rundir import read_json
+from rlpkd.tune.trials import (
+    TrialSpec,
+    build_trial_specs,
+    prepare_sweep,
+    run_trial,
+    teacher_path,
+    trial_dir,
+)
+
+
+def _with(config, *overrides):
+    return config_from_dict(apply_overrides(config_to_dict(config), list(overrides)))
+
+
+def test_specs_cover_every_kind_and_seed(tiny_config):
+    config = _with(
+        tiny_config,
+        "sweep.seeds=[0, 1]",
+        "sweep.rl_lams=[0.1, 0.3]",
+        "sweep.nas_methods=[darts, evolution]",
+        "sweep.baselines=['random:0.5']",
+        "sweep.static_grid=true",
+    )
+    specs = build_trial_specs(config)
+    kinds = [spec.kind for spec in specs]
+    assert kinds.count("rl") == 4 and kinds.count("nas") == 4 and kinds.count("baseline") == 2
+    assert kinds.count("static") == 32
+    assert len({spec.trial_id for spec in specs}) == len(specs)
+    assert {spec.method for spec in specs if spec.kind == "rl"} == {"rl λ=0.1", "rl λ=0.3"}
+    assert TrialSpec.from_dict(specs[0].to_dict()) == specs[0]
+
+
+def test_unknown_search_method_names_the_valid_ones(tiny_config):
+    config = _with(tiny_config, "sweep.nas_methods=[dart]")
+    with pytest.raises(ConfigError, match="dart.*valid: .*darts"):
+        build_trial_specs(config)
+
+
+def test_static_trial_writes_a_run_directory_and_is_reused(tiny_config, tmp_path):
+    sweep = tmp_path / "sweep"
+    prepare_sweep(tiny_config, sweep, progress=False)
+    assert teacher_path(sweep).is_file() and (sweep / "config.yaml").is_file()
+    spec = TrialSpec("static-P3-seed0", "static", "P3", 0, levels="P3")
+    metrics = run_trial(spec, tiny_config, sweep)
+    folder = trial_dir(sweep, spec.trial_id)
+    for name in ("metrics.json", "predictions.json", "config.yaml"):
+        assert (folder / name).is_file()
+    assert metrics["kind"] == "static" and metrics["method"] == "P3" and metrics["levels"] == "P3"
+    assert 0.0 <= metrics["AP"] <= 1.0 and metrics["kd_gflops"] > 0
+    assert metrics["trial_attempts"] == 1
+    written = (folder / "metrics.json").read_bytes()
+
+    again = run_trial(spec, tiny_config, sweep)
+    assert again["AP"] == metrics["AP"]
+    assert (folder / "metrics.json").read_bytes() == written  # not retrained, not rewritten
+    assert read_json(folder / "attempts.json")["attempts"] == 2
+
+    changed = dataclasses.replace(
+        tiny_config, distill=dataclasses.replace(tiny_config.distill, weight=2.0)
+    )
+    rerun = run_trial(spec, changed, sweep)
+    assert rerun["trial_fingerprint"] != metrics["trial_fingerprint"]
+
+
+def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_path):
+    config = _with(tiny_config, "rl.iterations=2")
+    sweep = tmp_path / "sweep"
+    prepare_sweep(config, sweep, progress=False)
+    reports = []
+    spec = TrialSpec("rl-lam0.2-seed0", "rl", "rl λ=0.2", 0, lam=0.2)
+    try:
+        metrics = run_trial(spec, config, sweep, report=reports.append)
+    finally:
+        import ray
+
+        ray.shutdown()
+    assert [r["training_iteration"] for r in reports] == [1, 2]
+    assert metrics["lam"] == 0.2 and metrics["levels"] == "rl-policy"
+    assert 0.0 <= metrics["policy_kd_flops_fraction"] <= 1.0
+    folder = trial_dir(sweep, spec.trial_id)
+    learning = json.loads((folder / "policy_learning.json").read_text())
+    assert len(learning["history"]) == 2
+    assert (folder / "decisions.jsonl").is_file()
+    assert list((sweep / "shared" / "snapshots").glob("*.pt"))
