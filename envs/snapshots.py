@@ -97,7 +97,7 @@ def new_training_state(
 def snapshot_fingerprint(config: Config) -> str:
     """A hash of everything that determines the snapshot student (data, models, schedule, KD, seed)."""
     data = config_to_dict(config.data)
-    for key in ("preload", "num_workers"):
+    for key in ("preload", "num_workers", "root"):
         data.pop(key)
     relevant = {
         "data": data,

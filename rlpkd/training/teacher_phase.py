@@ -32,7 +32,7 @@ def teacher_fingerprint(config: Config) -> str:
         "schedule": config_to_dict(config.teacher_schedule),
         "seed": config.runtime.seed,
     }
-    for key in ("preload", "num_workers"):
+    for key in ("preload", "num_workers", "root"):  # where the data lives does not change it
         relevant["data"].pop(key)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
