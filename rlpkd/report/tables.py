@@ -5,12 +5,19 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from rlpkd.rundir import atomic_write_text, write_json
 
-__all__ = ["REPORT_METRICS", "summarise_methods", "format_markdown_table", "write_report"]
+__all__ = [
+    "REPORT_METRICS",
+    "mean_std",
+    "summarise_methods",
+    "format_markdown_table",
+    "write_report",
+]
 
 REPORT_METRICS: tuple[str, ...] = (
     "AP",
@@ -24,7 +31,8 @@ REPORT_METRICS: tuple[str, ...] = (
 )
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sample std of the finite values (None/NaN skipped); NaN, NaN when none are finite."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return math.nan, math.nan
@@ -45,7 +53,7 @@ def summarise_methods(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "n": len(members),
         }
         for metric in REPORT_METRICS:
-            mean, std = _mean_std([run.get(metric, math.nan) for run in members])
+            mean, std = mean_std([run.get(metric, math.nan) for run in members])
             row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
         rows.append(row)
     return rows
@@ -62,13 +70,23 @@ def _cell(row: dict[str, Any], metric: str) -> str:
     return f"{mean:.0f}"
 
 
-def format_markdown_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table (AP columns in %, mean ± std over seeds)."""
-    header = ["method", "seeds", *REPORT_METRICS]
+def format_markdown_table(
+    rows: list[dict[str, Any]],
+    extra_columns: Mapping[str, Callable[[dict[str, Any]], str]] | None = None,
+) -> str:
+    """A Markdown table (AP columns in %, mean ± std over seeds).
+
+    Args:
+        rows: ``summarise_methods`` rows.
+        extra_columns: header -> cell formatter, appended after the metric columns.
+    """
+    extra = dict(extra_columns or {})
+    header = ["method", "seeds", *REPORT_METRICS, *extra]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["method"], ",".join(map(str, row["seeds"]))]
         cells += [_cell(row, metric) for metric in REPORT_METRICS]
+        cells += [format_cell(row) for format_cell in extra.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,0 +1,531 @@
+"""The sweep report: RL λ front vs NAS picks vs the 16 static subsets vs baselines (DESIGN §7, §8).
+
+Reads ``<sweep>/trials/*/metrics.json`` (one per finished trial), groups trials into one row per
+method (mean ± std over seeds), and writes ``report.json``, ``report.md``, ``results.csv`` and
+``plots/pareto.png`` under the sweep directory. Works on partial sweeps: unfinished trials have no
+metrics file and are skipped; absent kinds simply have no rows.
+
+The static score of a subset S is ``AP(S) - lam * kd_gflops(S) / kd_gflops(all)``, the objective
+every search method optimises (``search.lam``); with lam = 0 it is the AP.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlpkd.errors import ConfigError, DataError
+from rlpkd.levels import format_levels, parse_levels
+from rlpkd.report.tables import REPORT_METRICS, format_markdown_table, mean_std, summarise_methods
+from rlpkd.rundir import atomic_write_text, read_json, write_json
+
+__all__ = [
+    "KINDS",
+    "SEARCH_COST_METRICS",
+    "collect_trials",
+    "sweep_lam",
+    "comparison_rows",
+    "static_front",
+    "comparison_summary",
+    "comparison_table",
+    "summary_sentences",
+    "results_csv",
+    "write_comparison_report",
+    "build_sweep_report",
+]
+
+KINDS: tuple[str, ...] = ("rl", "nas", "baseline", "static")
+"""Trial kinds, in the order their rows appear."""
+SEARCH_COST_METRICS: tuple[str, ...] = (
+    "search_wall_time_s",
+    "search_kd_gflops",
+    "search_evaluations",
+)
+"""Search cost fields of NAS trials (mean ± std over seeds in the rows)."""
+NAS_ORDER: tuple[str, ...] = ("darts", "gdas", "evolution", "random", "exhaustive")
+REQUIRED_FIELDS: tuple[str, ...] = ("method", "kind", "seed")
+DEFAULT_TITLE = "RL-PyramidKD sweep: RL λ front vs NAS vs static level subsets"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the sweep
+
+
+def _read_trial(path: Path) -> dict[str, Any]:
+    try:
+        metrics = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(
+            f"corrupt trial metrics {path}: {error}; delete it to drop the trial"
+        ) from None
+    if not isinstance(metrics, dict):
+        raise DataError(f"trial metrics {path} is not a JSON object")
+    missing = [key for key in REQUIRED_FIELDS if key not in metrics]
+    if missing:
+        raise DataError(f"trial metrics {path} lacks {', '.join(missing)}")
+    if metrics["kind"] not in KINDS:
+        raise DataError(
+            f"trial metrics {path}: unknown kind {metrics['kind']!r}; valid: {', '.join(KINDS)}"
+        )
+    metrics.setdefault("trial_id", path.parent.name)
+    return metrics
+
+
+def collect_trials(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The metrics of every finished trial under ``<sweep_dir>/trials`` (sorted by trial dir)."""
+    trials_dir = Path(sweep_dir) / "trials"
+    if not trials_dir.is_dir():
+        raise DataError(f"no trials directory at {trials_dir}; is {sweep_dir} a sweep directory?")
+    return [_read_trial(path) for path in sorted(trials_dir.glob("*/metrics.json"))]
+
+
+def sweep_lam(sweep_dir: Path) -> float:
+    """``search.lam`` of the sweep's ``config.yaml`` (0 when the file or the key is absent)."""
+    path = Path(sweep_dir) / "config.yaml"
+    if not path.is_file():
+        return 0.0
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise DataError(f"unreadable sweep config {path}: {error}") from None
+    search = config.get("search") if isinstance(config, dict) else None
+    lam = search.get("lam", 0.0) if isinstance(search, dict) else 0.0
+    return float(lam)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows: one per method
+
+
+def _levels_name(value: Any) -> str:
+    """A subset name in canonical form ('P3,P2' -> 'P2,P3'); other specs are kept as they are."""
+    try:
+        return format_levels(parse_levels(value))
+    except (ConfigError, TypeError, AttributeError):
+        return str(value)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _kd_normaliser(rows: list[dict[str, Any]]) -> float:
+    """kd_gflops of the static 'all' row (NaN when it has not finished)."""
+    for row in rows:
+        if row["kind"] == "static" and row["method"] == "all":
+            return row["kd_gflops_mean"]
+    return math.nan
+
+
+def _score(ap: float, kd_gflops: float, lam: float, normaliser: float) -> float:
+    if lam == 0.0:
+        return ap
+    if not (_finite(normaliser) and normaliser > 0):
+        return math.nan
+    return ap - lam * kd_gflops / normaliser
+
+
+def _nas_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    for metric in SEARCH_COST_METRICS:
+        mean, std = mean_std([trial.get(metric) for trial in members])
+        extras[f"{metric}_mean"], extras[f"{metric}_std"] = mean, std
+    extras["search_devices"] = sorted(
+        {str(t["search_device"]) for t in members if "search_device" in t}
+    )
+    extras["picks"] = {int(t["seed"]): _levels_name(t.get("levels")) for t in members}
+    return extras
+
+
+def _kind_rows(kind: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for trial in members:
+        by_method[str(trial["method"])].append(trial)
+    rows = []
+    for row in summarise_methods(members):
+        method_trials = by_method[row["method"]]
+        row["kind"] = kind
+        if kind == "rl":
+            row["lam"] = mean_std([t.get("lam") for t in method_trials])[0]
+        if kind == "nas":
+            row.update(_nas_extras(method_trials))
+        rows.append(row)
+    return rows
+
+
+def _sort_key(row: dict[str, Any]) -> tuple:
+    kind, method = row["kind"], row["method"]
+    if kind == "rl":
+        lam = row.get("lam", math.nan)
+        return (0, not _finite(lam), lam if _finite(lam) else 0.0, method)
+    if kind == "nas":
+        rank = NAS_ORDER.index(method) if method in NAS_ORDER else len(NAS_ORDER)
+        return (1, rank, 0.0, method)
+    if kind == "baseline":
+        return (2, False, 0.0, method)
+    kd = row["kd_gflops_mean"]
+    return (3, not _finite(kd), kd if _finite(kd) else 0.0, method)
+
+
+def _add_search_cost_fractions(rows: list[dict[str, Any]]) -> None:
+    exhaustive = next((r for r in rows if r["kind"] == "nas" and r["method"] == "exhaustive"), None)
+    for row in rows:
+        if row["kind"] != "nas":
+            continue
+        for metric, key in (
+            ("search_wall_time_s", "search_cost_fraction"),
+            ("search_kd_gflops", "search_kd_gflops_fraction"),
+        ):
+            denominator = exhaustive[f"{metric}_mean"] if exhaustive else math.nan
+            numerator = row[f"{metric}_mean"]
+            ok = _finite(denominator) and denominator > 0 and _finite(numerator)
+            row[key] = numerator / denominator if ok else math.nan
+
+
+def comparison_rows(trials: list[dict[str, Any]], lam: float = 0.0) -> list[dict[str, Any]]:
+    """One row per (kind, method): mean ± std over seeds of REPORT_METRICS plus kind extras.
+
+    Every row has ``kind`` and ``score`` (AP - lam * kd_gflops / kd_gflops(all), from the means);
+    rl rows ``lam``; nas rows the search cost means/stds, ``search_devices``, ``picks``
+    {seed: subset} and ``search_cost_fraction`` / ``search_kd_gflops_fraction`` (relative to the
+    'exhaustive' row; NaN without one). Order: rl by λ, nas, baselines, static by kd_gflops.
+    """
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for trial in trials:
+        by_kind[trial["kind"]].append(trial)
+    rows = [row for kind in KINDS for row in _kind_rows(kind, by_kind.get(kind, []))]
+    rows.sort(key=_sort_key)
+    _add_search_cost_fractions(rows)
+    normaliser = _kd_normaliser(rows)
+    for row in rows:
+        row["score"] = _score(row["AP_mean"], row["kd_gflops_mean"], lam, normaliser)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary: best static subset, what NAS found, the static front, RL vs that front
+
+
+def _static_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["kind"] == "static"]
+
+
+def _point(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "method": row["method"],
+        "AP_mean": row["AP_mean"],
+        "AP_std": row["AP_std"],
+        "kd_gflops_mean": row["kd_gflops_mean"],
+        "score": row["score"],
+        "seeds": row["seeds"],
+    }
+
+
+def _best_static(static: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The static row with the best score (ties: cheaper, then by name), and its margin."""
+    scored = [r for r in static if _finite(r["score"])]
+    if not scored:
+        return None
+    ranked = sorted(scored, key=lambda r: (-r["score"], r["kd_gflops_mean"], r["method"]))
+    best = _point(ranked[0])
+    best["runner_up"] = ranked[1]["method"] if len(ranked) > 1 else None
+    best["margin_to_runner_up"] = (
+        ranked[0]["score"] - ranked[1]["score"] if len(ranked) > 1 else math.nan
+    )
+    return best
+
+
+def static_front(static: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pareto-optimal static rows (no other has >= AP and <= kd_gflops, one strictly), by cost."""
+    points = [r for r in static if _finite(r["AP_mean"]) and _finite(r["kd_gflops_mean"])]
+
+    def dominated(row: dict[str, Any]) -> bool:
+        ap, kd = row["AP_mean"], row["kd_gflops_mean"]
+        return any(
+            o["AP_mean"] >= ap
+            and o["kd_gflops_mean"] <= kd
+            and (o["AP_mean"] > ap or o["kd_gflops_mean"] < kd)
+            for o in points
+        )
+
+    front = [_point(r) for r in points if not dominated(r)]
+    return sorted(front, key=lambda p: (p["kd_gflops_mean"], p["method"]))
+
+
+def _nas_outcome(row: dict[str, Any], best: dict[str, Any] | None, static: list[dict[str, Any]]):
+    picks = row.get("picks", {})
+    scores = {r["method"]: r["score"] for r in static}
+    found = None if best is None or not picks else all(p == best["method"] for p in picks.values())
+    pick_scores = [scores.get(p, math.nan) for p in picks.values()]
+    regret = (
+        best["score"] - sum(pick_scores) / len(pick_scores)
+        if best is not None and pick_scores and all(_finite(s) for s in pick_scores)
+        else math.nan
+    )
+    return {
+        "found": found,
+        "picks": picks,
+        "regret": regret,
+        "search_cost_fraction": row.get("search_cost_fraction", math.nan),
+    }
+
+
+def _rl_vs_front(row: dict[str, Any], front: list[dict[str, Any]]) -> dict[str, Any]:
+    kd, ap = row["kd_gflops_mean"], row["AP_mean"]
+    affordable = [p for p in front if _finite(kd) and p["kd_gflops_mean"] <= kd]
+    reference = max(affordable, key=lambda p: p["AP_mean"]) if affordable else None
+    outcome: dict[str, Any] = {
+        "method": row["method"],
+        "lam": row.get("lam", math.nan),
+        "AP_mean": ap,
+        "AP_std": row["AP_std"],
+        "kd_gflops_mean": kd,
+        "front_method": reference["method"] if reference else None,
+        "front_AP": reference["AP_mean"] if reference else math.nan,
+        "front_AP_std": reference["AP_std"] if reference else math.nan,
+        "diff_points": math.nan,
+        "diff_std_points": math.nan,
+        "above": None,
+    }
+    if reference is not None and _finite(ap):
+        outcome["diff_points"] = 100.0 * (ap - reference["AP_mean"])
+        outcome["diff_std_points"] = 100.0 * math.hypot(row["AP_std"], reference["AP_std"])
+        outcome["above"] = ap > reference["AP_mean"]
+    return outcome
+
+
+def comparison_summary(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]:
+    """Best static subset, whether each NAS method found it, the static front, RL vs the front.
+
+    ``nas_found_best_static[m]['found']`` is True when every seed of m picked the best static
+    subset (None when there are no static rows to compare with); ``regret`` is the best static
+    score minus the mean static score of its picks. ``rl_vs_static_front`` compares each RL row with
+    the best static-front AP at kd_gflops <= its own (``diff_points`` in AP points; ``above`` is
+    None when no front point is that cheap).
+    """
+    static = _static_rows(rows)
+    best = _best_static(static)
+    front = static_front(static)
+    return {
+        "lam": lam,
+        "kd_gflops_normaliser": _kd_normaliser(rows),
+        "n_trials": sum(r["n"] for r in rows),
+        "kinds": {kind: sum(r["n"] for r in rows if r["kind"] == kind) for kind in KINDS},
+        "best_static": best,
+        "nas_found_best_static": {
+            r["method"]: _nas_outcome(r, best, static) for r in rows if r["kind"] == "nas"
+        },
+        "static_front": front,
+        "rl_vs_static_front": [_rl_vs_front(r, front) for r in rows if r["kind"] == "rl"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: report.json, report.md, results.csv, plots/pareto.png
+
+
+def _seeds_text(seeds: Iterable[Any]) -> str:
+    return ",".join(str(s) for s in seeds)
+
+
+def _picks_text(picks: dict[Any, str]) -> str:
+    """'P2 (seeds 0,1); P2,P3 (seed 2)': one entry per distinct pick."""
+    by_pick: dict[str, list[Any]] = defaultdict(list)
+    for seed, pick in sorted(picks.items(), key=lambda item: int(item[0])):
+        by_pick[pick].append(seed)
+    parts = []
+    for pick, seeds in by_pick.items():
+        label = "seeds" if len(seeds) > 1 else "seed"
+        parts.append(f"{pick} ({label} {_seeds_text(seeds)})")
+    return "; ".join(parts)
+
+
+def _number(value: Any, spec: str) -> str:
+    return format(value, spec) if _finite(value) else ""
+
+
+def _extra_columns(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]:
+    columns: dict[str, Any] = {"kind": lambda r: r["kind"]}
+    if lam != 0.0:
+        columns[f"score (λ={lam:g}) %"] = lambda r: _number(100 * r["score"], ".2f")
+    if any(r["kind"] == "nas" for r in rows):
+        columns["search_s"] = lambda r: _number(r.get("search_wall_time_s_mean"), ".0f")
+        columns["search_kd_gflops"] = lambda r: _number(r.get("search_kd_gflops_mean"), ".4g")
+        columns["search_evals"] = lambda r: _number(r.get("search_evaluations_mean"), "g")
+        columns["search cost / exhaustive"] = lambda r: _number(
+            r.get("search_cost_fraction"), ".3f"
+        )
+        columns["picks"] = lambda r: _picks_text(r["picks"]) if "picks" in r else ""
+    return columns
+
+
+def comparison_table(rows: list[dict[str, Any]], lam: float = 0.0) -> str:
+    """The Markdown table of the rows (tables.format_markdown_table plus kind/score/search columns)."""
+    return format_markdown_table(rows, _extra_columns(rows, lam))
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f} %" if _finite(value) else "n/a"
+
+
+def _best_static_sentence(summary: dict[str, Any]) -> str:
+    best = summary["best_static"]
+    if best is None:
+        if summary["lam"] != 0.0 and not _finite(summary["kd_gflops_normaliser"]):
+            return "best static subset: unknown (a λ > 0 score needs the finished 'all' trial)"
+        return "best static subset: unknown (no finished static trials)"
+    text = f"best static subset: {best['method']} (AP {_percent(best['AP_mean'])}"
+    if summary["lam"] != 0.0:
+        text += f", score {100 * best['score']:.2f} % at λ={summary['lam']:g}"
+    text += f", {best['kd_gflops_mean']:.3g} kd GFLOPs)"
+    if best["runner_up"] is not None:
+        unit = "points of score" if summary["lam"] != 0.0 else "points"
+        text += (
+            f"; runner-up {best['runner_up']} by {100 * best['margin_to_runner_up']:.2f} {unit}"
+            f" (AP std {100 * best['AP_std']:.2f})"
+        )
+    return text
+
+
+def _nas_sentence(method: str, outcome: dict[str, Any]) -> str:
+    found = {True: "yes", False: "no", None: "unknown"}[outcome["found"]]
+    text = f"{method} picked {_picks_text(outcome['picks'])}; the best static: {found}"
+    if outcome["found"] is False and _finite(outcome["regret"]):
+        text += f" (its picks score {100 * outcome['regret']:.2f} points lower on the static grid)"
+    if _finite(outcome["search_cost_fraction"]):
+        text += f"; search time {outcome['search_cost_fraction']:.3f} of exhaustive's"
+    return text
+
+
+def _rl_sentence(outcome: dict[str, Any]) -> str:
+    head = (
+        f"{outcome['method']}: {_percent(outcome['AP_mean'])} at "
+        f"{outcome['kd_gflops_mean']:.3g} kd GFLOPs"
+    )
+    if outcome["above"] is None:
+        return f"{head}; no static front point at or below that cost"
+    diff = outcome["diff_points"]
+    relation = "above" if diff > 0 else "below" if diff < 0 else "level with it"
+    amount = f" by {abs(diff):.2f} points" if diff != 0 else ""
+    return (
+        f"{head} vs static front {_percent(outcome['front_AP'])} ({outcome['front_method']})"
+        f" → {relation}{amount} (± {outcome['diff_std_points']:.2f} combined std)"
+    )
+
+
+def summary_sentences(summary: dict[str, Any]) -> list[str]:
+    """The summary as plain sentences, one per finding."""
+    lines = [_best_static_sentence(summary)]
+    lines += [_nas_sentence(m, o) for m, o in summary["nas_found_best_static"].items()]
+    front = summary["static_front"]
+    if front:
+        points = ", ".join(f"{p['method']} ({_percent(p['AP_mean'])})" for p in front)
+        lines.append(f"static Pareto front (cheapest first): {points}")
+    lines += [_rl_sentence(o) for o in summary["rl_vs_static_front"]]
+    return lines
+
+
+def _markdown(title: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{k} {n}" for k, n in summary["kinds"].items() if n)
+    lines = [
+        f"# {title}",
+        "",
+        f"{summary['n_trials']} finished trials ({kinds}); λ = {summary['lam']:g}.",
+        "",
+        comparison_table(rows, summary["lam"]),
+        "",
+        "AP columns are COCO AP in %, mean ± std over seeds; kd_gflops are teacher + KD GFLOPs per "
+        "training image; search columns are means over seeds of the search alone (device seconds, "
+        "total kd GFLOPs, evaluations), the retraining of the pick excluded.",
+        "",
+        "## Summary",
+        "",
+        *[f"- {line}" for line in summary_sentences(summary)],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_columns() -> list[str]:
+    metrics = [f"{m}_{stat}" for m in REPORT_METRICS for stat in ("mean", "std")]
+    search = [f"{m}_{stat}" for m in SEARCH_COST_METRICS for stat in ("mean", "std")]
+    return [
+        "method",
+        "kind",
+        "lam",
+        "n",
+        "seeds",
+        *metrics,
+        "score",
+        *search,
+        "search_cost_fraction",
+        "search_kd_gflops_fraction",
+        "search_devices",
+        "picks",
+    ]
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return value
+
+
+def results_csv(rows: list[dict[str, Any]]) -> str:
+    """One CSV line per method; missing values are empty cells, picks as 'seed:subset;...'."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_csv_columns(), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        record = {key: _csv_value(row.get(key)) for key in _csv_columns()}
+        record["seeds"] = _seeds_text(row["seeds"])
+        record["search_devices"] = ";".join(row.get("search_devices", []))
+        record["picks"] = ";".join(f"{s}:{p}" for s, p in row.get("picks", {}).items())
+        writer.writerow(record)
+    return buffer.getvalue()
+
+
+def write_comparison_report(
+    sweep_dir: Path,
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    title: str = DEFAULT_TITLE,
+) -> dict[str, Path]:
+    """``report.json``, ``report.md``, ``results.csv``, ``plots/pareto.png``; their paths by name."""
+    from rlpkd.viz.pareto import pareto_plot  # matplotlib only when a report is written
+
+    sweep_dir = Path(sweep_dir)
+    paths = {
+        "json": sweep_dir / "report.json",
+        "markdown": sweep_dir / "report.md",
+        "csv": sweep_dir / "results.csv",
+        "pareto": sweep_dir / "plots" / "pareto.png",
+    }
+    write_json(paths["json"], {"title": title, "methods": rows, "summary": summary})
+    atomic_write_text(paths["markdown"], _markdown(title, rows, summary))
+    atomic_write_text(paths["csv"], results_csv(rows))
+    pareto_plot(rows, summary, paths["pareto"], title)
+    return paths
+
+
+def build_sweep_report(sweep_dir: Path, lam: float | None = None) -> dict[str, Any]:
+    """Collect the finished trials, summarise and write the report (lam: config's search.lam).
+
+    Returns {"methods": rows, "summary": summary, "paths": {name: Path}}.
+    """
+    sweep_dir = Path(sweep_dir)
+    trials = collect_trials(sweep_dir)
+    if not trials:
+        raise DataError(f"no finished trials under {sweep_dir / 'trials'} (no */metrics.json yet)")
+    lam = sweep_lam(sweep_dir) if lam is None else float(lam)
+    rows = comparison_rows(trials, lam)
+    summary = comparison_summary(rows, lam)
+    paths = write_comparison_report(sweep_dir, rows, summary)
+    return {"methods": rows, "summary": summary, "paths": paths}

@@ -1,0 +1,229 @@
+"""The sweep's Pareto plot: AP against teacher + KD GFLOPs for static subsets, RL, NAS, baselines.
+
+``pareto_series`` turns report rows into the points to draw (what a test can check); ``draw_pareto``
+draws them, each series' artist tagged with a gid ('static', 'static-front', 'rl', 'nas:<method>',
+'baselines', 'reference'); ``pareto_plot`` writes the PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["pareto_series", "draw_pareto", "pareto_plot"]
+
+NAS_MARKERS: tuple[str, ...] = ("^", "v", "o", "h", "p", "<", ">")
+REFERENCE_LABELS = {"none": "no KD", "all": "all levels"}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _std(value: Any) -> float:
+    return value if _finite(value) else 0.0
+
+
+def _point(row: dict[str, Any], label: str) -> dict[str, Any]:
+    """A plotted point: AP and its std in %, kd GFLOPs and its std."""
+    return {
+        "label": label,
+        "kd_gflops": row["kd_gflops_mean"],
+        "kd_gflops_std": _std(row.get("kd_gflops_std")),
+        "ap": 100.0 * row["AP_mean"],
+        "ap_std": 100.0 * _std(row.get("AP_std")),
+    }
+
+
+def _plottable(row: dict[str, Any]) -> bool:
+    return _finite(row.get("AP_mean")) and _finite(row.get("kd_gflops_mean"))
+
+
+def _picks_label(picks: dict[Any, str]) -> str:
+    distinct = sorted(set(picks.values()))
+    return "/".join(distinct) if distinct else "?"
+
+
+def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+    """The points to draw per series; rows without a finite AP or kd_gflops are skipped.
+
+    Returns {"static", "front", "rl", "baselines", "reference": [point], "nas": {method: point}}.
+    """
+    plotted = [row for row in rows if _plottable(row)]
+    static = [row for row in plotted if row["kind"] == "static"]
+    rl = sorted((row for row in plotted if row["kind"] == "rl"), key=lambda r: r["kd_gflops_mean"])
+    front = [_point(p, p["method"]) for p in summary.get("static_front", []) if _plottable(p)]
+    return {
+        "static": [_point(row, row["method"]) for row in static],
+        "front": front,
+        "rl": [
+            _point(row, f"λ={row['lam']:g}" if _finite(row.get("lam")) else row["method"])
+            for row in rl
+        ],
+        "nas": {
+            row["method"]: _point(row, f"{row['method']} → {_picks_label(row.get('picks', {}))}")
+            for row in plotted
+            if row["kind"] == "nas"
+        },
+        "baselines": [_point(row, row["method"]) for row in plotted if row["kind"] == "baseline"],
+        "reference": [
+            _point(row, REFERENCE_LABELS[row["method"]])
+            for row in static
+            if row["method"] in REFERENCE_LABELS
+        ],
+    }
+
+
+def _xy(points: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    return [p["kd_gflops"] for p in points], [p["ap"] for p in points]
+
+
+def _draw_static(axes: plt.Axes, series: dict[str, Any]) -> None:
+    if series["static"]:
+        x, y = _xy(series["static"])
+        grid = axes.scatter(x, y, s=18, color="0.6", zorder=2, label="static subsets")
+        grid.set_gid("static")
+        for point in series["static"]:
+            if point["label"] in REFERENCE_LABELS:  # labelled as a reference point instead
+                continue
+            axes.annotate(
+                point["label"],
+                (point["kd_gflops"], point["ap"]),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=5.5,
+                color="0.35",
+            )
+    if series["front"]:
+        x, y = _xy(series["front"])
+        (line,) = axes.step(x, y, where="post", color="0.3", lw=1.2, ls="--", label="static front")
+        line.set_gid("static-front")
+
+
+def _draw_reference_and_baselines(axes: plt.Axes, series: dict[str, Any]) -> None:
+    for key, marker, color, label in (
+        ("reference", "s", "black", "no KD / all levels"),
+        ("baselines", "D", "tab:purple", "baselines"),
+    ):
+        points = series[key]
+        if not points:
+            continue
+        x, y = _xy(points)
+        drawn = axes.errorbar(
+            x,
+            y,
+            yerr=[p["ap_std"] for p in points],
+            fmt=marker,
+            ms=7,
+            color=color,
+            mfc="white",
+            mew=1.5,
+            capsize=2,
+            zorder=4,
+            label=label,
+        )
+        drawn.lines[0].set_gid(key)
+        for point in points:
+            axes.annotate(
+                point["label"],
+                (point["kd_gflops"], point["ap"]),
+                xytext=(4, -9),
+                textcoords="offset points",
+                fontsize=6.5,
+                color=color,
+            )
+
+
+def _draw_rl(axes: plt.Axes, series: dict[str, Any]) -> None:
+    points = series["rl"]
+    if not points:
+        return
+    x, y = _xy(points)
+    drawn = axes.errorbar(
+        x,
+        y,
+        yerr=[p["ap_std"] for p in points],
+        xerr=[p["kd_gflops_std"] for p in points],
+        fmt="-o",
+        ms=5,
+        color="tab:blue",
+        capsize=2,
+        zorder=5,
+        label="RL policy (λ sweep)",
+    )
+    drawn.lines[0].set_gid("rl")
+    for point in points:
+        axes.annotate(
+            point["label"],
+            (point["kd_gflops"], point["ap"]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=7,
+            color="tab:blue",
+        )
+
+
+def _draw_nas(axes: plt.Axes, series: dict[str, Any]) -> None:
+    # Hollow, large and shrinking per method: picks that coincide with each other or with a static
+    # point stay visible as concentric outlines.
+    for i, (method, point) in enumerate(series["nas"].items()):
+        drawn = axes.errorbar(
+            [point["kd_gflops"]],
+            [point["ap"]],
+            yerr=[point["ap_std"]],
+            fmt=NAS_MARKERS[i % len(NAS_MARKERS)],
+            ms=max(16 - 2.5 * i, 7),
+            mfc="none",
+            mew=1.8,
+            color=f"C{(i + 1) % 10}",
+            capsize=2,
+            zorder=6,
+            label=point["label"],
+        )
+        drawn.lines[0].set_gid(f"nas:{method}")
+
+
+def draw_pareto(series: dict[str, Any], title: str) -> plt.Figure:
+    """The Pareto figure of ``pareto_series`` output (the caller closes it)."""
+    figure, axes = plt.subplots(figsize=(8.0, 5.5))
+    _draw_static(axes, series)
+    _draw_reference_and_baselines(axes, series)
+    _draw_rl(axes, series)
+    _draw_nas(axes, series)
+    axes.set_xlabel("teacher + KD GFLOPs per training image")
+    axes.set_ylabel("AP (%)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="best")
+    else:
+        axes.text(0.5, 0.5, "no finished trials to plot", ha="center", transform=axes.transAxes)
+    figure.tight_layout()
+    return figure
+
+
+def pareto_plot(
+    rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, title: str
+) -> Path:
+    """Write the Pareto plot of report rows to ``path`` (PNG, replaced atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = draw_pareto(pareto_series(rows, summary), title)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, format="png", dpi=130)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -1,0 +1,238 @@
+"""The sweep comparison: rows per method, best static subset, static front, RL vs front, files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+
+from rlpkd.errors import DataError
+from rlpkd.levels import all_subsets, format_levels
+from rlpkd.report.comparison import (
+    build_sweep_report,
+    collect_trials,
+    comparison_rows,
+    comparison_summary,
+)
+from tests.report import (
+    make_sweep,
+    subset_ap,
+    subset_kd_gflops,
+    write_nas_trials,
+    write_static_trials,
+    write_trial,
+)
+
+EXPECTED_FRONT = ["none", "P4", "P3", "P3,P4", "P2,P3", "P2,P3,P4"]
+
+
+def _rows(tmp_path, lam=0.0):
+    return comparison_rows(collect_trials(make_sweep(tmp_path)), lam)
+
+
+def _by_method(rows):
+    return {row["method"]: row for row in rows}
+
+
+def test_collect_trials_reads_every_finished_trial_and_skips_unfinished(tmp_path):
+    trials = collect_trials(make_sweep(tmp_path))
+    assert len(trials) == 16 * 2 + 3 * 2 + 2 * 2 + 2
+    assert "rl_1_s0" not in {t["trial_id"] for t in trials}
+
+
+def test_missing_trials_dir_is_a_data_error_naming_it(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path / "trials")):
+        collect_trials(tmp_path)
+
+
+def test_corrupt_metrics_is_a_data_error_naming_the_file(tmp_path):
+    sweep = make_sweep(tmp_path)
+    broken = sweep / "trials" / "static_P2_s0" / "metrics.json"
+    broken.write_text('{"AP": 0.2, ')
+    with pytest.raises(DataError, match="static_P2_s0"):
+        collect_trials(sweep)
+
+
+def test_rows_are_mean_and_std_over_seeds(tmp_path):
+    rows = _by_method(_rows(tmp_path))
+    p3 = rows["P3"]
+    aps = [subset_ap(("P3",)) - 0.002, subset_ap(("P3",)) + 0.002]
+    assert p3["n"] == 2 and p3["seeds"] == [0, 1] and p3["kind"] == "static"
+    assert p3["AP_mean"] == pytest.approx(statistics.fmean(aps))
+    assert p3["AP_std"] == pytest.approx(statistics.stdev(aps))
+    assert p3["kd_gflops_mean"] == pytest.approx(5.0) and p3["kd_gflops_std"] == 0.0
+    assert math.isnan(p3["APs_mean"])  # null in every seed
+    assert rows["rl λ=0.1"]["lam"] == 0.1 and rows["rl λ=0.1"]["AP_mean"] == pytest.approx(0.25)
+    assert rows["darts"]["search_wall_time_s_mean"] == pytest.approx(12.0)
+    assert rows["darts"]["search_wall_time_s_std"] == pytest.approx(statistics.stdev([10, 14]))
+    assert rows["gdas"]["picks"] == {0: "P2", 1: "P2,P3,P4"}
+
+
+def test_rows_are_ordered_rl_by_lam_nas_baselines_static_by_cost(tmp_path):
+    rows = _rows(tmp_path)
+    kinds = [row["kind"] for row in rows]
+    assert kinds == ["rl"] * 2 + ["nas"] * 3 + ["baseline"] + ["static"] * 16
+    assert [row["method"] for row in rows[:5]] == [
+        "rl λ=0.1",
+        "rl λ=0.3",
+        "darts",
+        "gdas",
+        "exhaustive",
+    ]
+    static_costs = [row["kd_gflops_mean"] for row in rows if row["kind"] == "static"]
+    assert static_costs == sorted(static_costs) and len(static_costs) == 16
+
+
+def test_search_cost_fraction_is_relative_to_exhaustive(tmp_path):
+    rows = _by_method(_rows(tmp_path))
+    assert rows["darts"]["search_cost_fraction"] == pytest.approx(12.0 / 120.0)
+    assert rows["darts"]["search_kd_gflops_fraction"] == pytest.approx(50.0 / 1000.0)
+    assert rows["gdas"]["search_cost_fraction"] == pytest.approx(20.0 / 120.0)
+    assert rows["exhaustive"]["search_cost_fraction"] == pytest.approx(1.0)
+    assert "search_cost_fraction" not in rows["P2"]
+
+
+def test_best_static_is_the_best_mean_ap_at_lam_zero(tmp_path):
+    summary = comparison_summary(_rows(tmp_path), 0.0)
+    assert summary["best_static"]["method"] == "P2,P3,P4"
+    assert summary["best_static"]["AP_mean"] == pytest.approx(0.29)
+    assert summary["best_static"]["runner_up"] == "all"
+
+
+def test_best_static_respects_lam(tmp_path):
+    # 0.084 / kd_gflops(all) = 0.008 AP per GFLOP: P3,P4 scores .212, P2,P3,P4 .210, none .200.
+    rows = _rows(tmp_path, lam=0.084)
+    summary = comparison_summary(rows, 0.084)
+    assert summary["kd_gflops_normaliser"] == pytest.approx(10.5)
+    assert summary["best_static"]["method"] == "P3,P4"
+    assert summary["best_static"]["score"] == pytest.approx(0.26 - 0.008 * 6.0)
+    assert summary["best_static"]["margin_to_runner_up"] == pytest.approx(0.002)
+
+
+def test_static_front_holds_exactly_the_undominated_subsets(tmp_path):
+    summary = comparison_summary(_rows(tmp_path), 0.0)
+    front = [point["method"] for point in summary["static_front"]]
+    assert front == EXPECTED_FRONT
+    points = {format_levels(s): (subset_ap(s), subset_kd_gflops(s)) for s in all_subsets()}
+    for name, (ap, kd) in points.items():
+        dominated = any(a >= ap and k <= kd and (a > ap or k < kd) for a, k in points.values())
+        assert dominated == (name not in front), name
+
+
+def test_nas_found_best_static_true_and_false(tmp_path):
+    outcomes = comparison_summary(_rows(tmp_path), 0.0)["nas_found_best_static"]
+    assert outcomes["darts"]["found"] is True
+    assert outcomes["exhaustive"]["found"] is True
+    assert outcomes["gdas"]["found"] is False
+    assert outcomes["gdas"]["picks"] == {0: "P2", 1: "P2,P3,P4"}
+    assert outcomes["gdas"]["regret"] == pytest.approx(0.29 - (0.23 + 0.29) / 2)
+    assert outcomes["darts"]["search_cost_fraction"] == pytest.approx(0.1)
+
+
+def test_rl_against_the_static_front_one_above_one_below(tmp_path):
+    outcomes = comparison_summary(_rows(tmp_path), 0.0)["rl_vs_static_front"]
+    by_method = {o["method"]: o for o in outcomes}
+    high = by_method["rl λ=0.1"]  # 5.5 GFLOPs: best front point at <= 5.5 is P3 (.24)
+    assert high["front_method"] == "P3" and high["above"] is True
+    assert high["diff_points"] == pytest.approx(1.0)
+    low = by_method["rl λ=0.3"]  # 4.5 GFLOPs: P4 (.22)
+    assert low["front_method"] == "P4" and low["above"] is False
+    assert low["diff_points"] == pytest.approx(-1.0)
+
+
+def test_results_csv_parses_back_with_the_same_numbers(tmp_path):
+    sweep = make_sweep(tmp_path)
+    report = build_sweep_report(sweep, lam=0.0)
+    with open(sweep / "results.csv", newline="") as handle:
+        parsed = {line["method"]: line for line in csv.DictReader(handle)}
+    assert len(parsed) == len(report["methods"])
+    for row in report["methods"]:
+        line = parsed[row["method"]]
+        assert line["kind"] == row["kind"] and int(line["n"]) == row["n"]
+        assert line["seeds"] == ",".join(map(str, row["seeds"]))
+        for key in ("AP_mean", "AP_std", "kd_gflops_mean", "wall_time_s_mean"):
+            assert float(line[key]) == row[key]
+    assert line["APs_mean"] == ""  # NaN is an empty cell
+    assert float(parsed["darts"]["search_cost_fraction"]) == pytest.approx(0.1)
+    assert parsed["gdas"]["picks"] == "0:P2;1:P2,P3,P4"
+    assert parsed["P2"]["search_cost_fraction"] == "" and parsed["P2"]["picks"] == ""
+
+
+def test_report_files_and_sentences(tmp_path):
+    sweep = make_sweep(tmp_path)
+    report = build_sweep_report(sweep, lam=0.0)
+    assert set(report["paths"]) == {"json", "markdown", "csv", "pareto"}
+    saved = json.loads((sweep / "report.json").read_text())
+    assert saved["summary"]["best_static"]["method"] == "P2,P3,P4"
+    assert saved["summary"]["nas_found_best_static"]["gdas"]["picks"] == {
+        "0": "P2",
+        "1": "P2,P3,P4",
+    }
+    assert len(saved["methods"]) == 22
+    markdown = (sweep / "report.md").read_text()
+    assert "| method | seeds | AP |" in markdown
+    assert "| P3 | 0,1 | 24.0 ± 0.3 |" in markdown
+    assert "best static subset: P2,P3,P4 (AP 29.0 %" in markdown
+    assert (
+        "darts picked P2,P3,P4 (seeds 0,1); the best static: yes; "
+        "search time 0.100 of exhaustive's" in markdown
+    )
+    assert "gdas picked P2 (seed 0); P2,P3,P4 (seed 1); the best static: no" in markdown
+    assert (
+        "rl λ=0.1: 25.0 % at 5.5 kd GFLOPs vs static front 24.0 % (P3) → above by 1.00" in markdown
+    )
+    assert (
+        "rl λ=0.3: 21.0 % at 4.5 kd GFLOPs vs static front 22.0 % (P4) → below by 1.00" in markdown
+    )
+    assert (sweep / "plots" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lam_defaults_to_the_sweep_config(tmp_path):
+    report = build_sweep_report(make_sweep(tmp_path, lam=0.084))
+    assert report["summary"]["lam"] == 0.084
+    assert report["summary"]["best_static"]["method"] == "P3,P4"
+
+
+def test_partial_sweep_one_seed_no_rl_no_exhaustive(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_static_trials(sweep, seeds=(0,), subsets=[(), ("P3",), ("P2", "P3")])
+    write_nas_trials(sweep, methods=("darts",), seeds=(0,))
+    (sweep / "trials" / "static_all_s0").mkdir()  # still running
+    report = build_sweep_report(sweep)
+    rows = _by_method(report["methods"])
+    assert set(rows) == {"none", "P3", "P2,P3", "darts"}
+    assert rows["P3"]["AP_std"] == 0.0 and rows["P3"]["n"] == 1
+    assert math.isnan(rows["darts"]["search_cost_fraction"])  # no exhaustive row
+    summary = report["summary"]
+    assert summary["best_static"]["method"] == "P2,P3"
+    assert summary["rl_vs_static_front"] == []
+    assert summary["nas_found_best_static"]["darts"]["found"] is False  # picked P2,P3,P4
+    assert math.isnan(summary["nas_found_best_static"]["darts"]["regret"])  # pick not trained
+    assert (
+        json.loads((sweep / "report.json").read_text())["methods"][0]["search_cost_fraction"]
+        is None
+    )
+    assert (sweep / "plots" / "pareto.png").is_file()
+
+
+def test_lam_without_the_all_row_leaves_the_best_static_unknown(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_static_trials(sweep, seeds=(0,), subsets=[(), ("P3",)])
+    report = build_sweep_report(sweep, lam=0.1)
+    assert report["summary"]["best_static"] is None
+    assert "needs the finished 'all' trial" in (sweep / "report.md").read_text()
+
+
+def test_no_finished_trials_is_a_data_error(tmp_path):
+    (tmp_path / "trials" / "t0").mkdir(parents=True)
+    with pytest.raises(DataError, match="no finished trials"):
+        build_sweep_report(tmp_path)
+
+
+def test_trial_without_a_kind_is_a_data_error(tmp_path):
+    write_trial(tmp_path, "odd", {"method": "P2", "seed": 0, "AP": 0.1})
+    with pytest.raises(DataError, match="lacks kind"):
+        collect_trials(tmp_path)

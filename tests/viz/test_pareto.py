@@ -1,0 +1,74 @@
+"""The Pareto plot draws every series it is given, skips NaN rows and writes a valid PNG."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+
+from rlpkd.report.comparison import collect_trials, comparison_rows, comparison_summary
+from rlpkd.viz.pareto import draw_pareto, pareto_plot, pareto_series
+from tests.report import make_sweep
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _report(tmp_path):
+    rows = comparison_rows(collect_trials(make_sweep(tmp_path)))
+    return rows, comparison_summary(rows, 0.0)
+
+
+def _artist(figure, gid):
+    (found,) = figure.findobj(lambda artist: artist.get_gid() == gid)
+    return found
+
+
+def test_series_hold_every_kind(tmp_path):
+    series = pareto_series(*_report(tmp_path))
+    assert len(series["static"]) == 16
+    assert [p["label"] for p in series["front"]] == [
+        "none",
+        "P4",
+        "P3",
+        "P3,P4",
+        "P2,P3",
+        "P2,P3,P4",
+    ]
+    assert [p["label"] for p in series["rl"]] == ["λ=0.3", "λ=0.1"]  # by kd GFLOPs
+    assert series["rl"][1]["ap"] == pytest.approx(25.0)
+    assert series["rl"][1]["ap_std"] == pytest.approx(100 * math.sqrt(2) * 0.002)
+    assert set(series["nas"]) == {"darts", "gdas", "exhaustive"}
+    assert series["nas"]["gdas"]["label"] == "gdas → P2/P2,P3,P4"
+    assert [p["label"] for p in series["baselines"]] == ["random:0.5"]
+    assert sorted(p["label"] for p in series["reference"]) == ["all levels", "no KD"]
+
+
+def test_rows_with_nan_ap_are_skipped(tmp_path):
+    rows, summary = _report(tmp_path)
+    rows[0] = {**rows[0], "AP_mean": math.nan}  # rl λ=0.1
+    series = pareto_series(rows, summary)
+    assert [p["label"] for p in series["rl"]] == ["λ=0.3"]
+
+
+def test_figure_draws_sixteen_static_points_and_each_series(tmp_path):
+    figure = draw_pareto(pareto_series(*_report(tmp_path)), "test")
+    try:
+        assert len(_artist(figure, "static").get_offsets()) == 16
+        assert len(_artist(figure, "rl").get_xdata()) == 2
+        assert len(_artist(figure, "static-front").get_xdata()) == 6
+        for method in ("darts", "gdas", "exhaustive"):
+            marker = _artist(figure, f"nas:{method}")
+            assert marker.get_markerfacecolor() == "none" and marker.get_markersize() >= 7
+        labels = figure.axes[0].get_legend_handles_labels()[1]
+        assert "RL policy (λ sweep)" in labels and "static front" in labels
+    finally:
+        plt.close(figure)
+
+
+def test_pareto_plot_writes_a_png_and_no_temporary_files(tmp_path):
+    rows, summary = _report(tmp_path)
+    out = tmp_path / "plots" / "pareto.png"
+    assert pareto_plot(rows, summary, out, "sweep") == out
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    assert [p.name for p in out.parent.iterdir()] == ["pareto.png"]
