@@ -1,0 +1,179 @@
+"""GDAS over level subsets (Dong & Yang, "Searching for A Robust Neural Architecture in Four GPU
+Hours", CVPR 2019), DESIGN §7.
+
+The architecture is a logit vector ``beta`` over the 16 subsets (index i <-> ``index_to_subset``).
+Each step samples one subset with the hard Gumbel-softmax at temperature tau (annealed linearly
+from ``tau_max`` to ``tau_min``); the student's KD gates are exactly that subset's 0/1 mask in the
+forward pass, and gradients reach ``beta`` straight through the soft sample. Unlike GDAS on a
+network, our validation loss does not depend on the gates directly, so the gates' gradient comes
+from DARTS's unrolled step (``unrolled_gate_gradient``). The FLOPs penalty charges the sampled
+subset's exact ``kd_flops`` fraction. The pick is ``argmax beta``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from rlpkd.flops.kd_flops import FlopsModel
+from rlpkd.levels import NUM_LEVELS, all_subsets, format_levels, index_to_subset, levels_to_mask
+from rlpkd.search.context import SearchContext
+from rlpkd.search.darts import architecture_optimizer
+from rlpkd.search.detector_problem import build_gradient_search, gradient_search_cost
+from rlpkd.search.hypergradient import (
+    GatedDistillProblem,
+    gated_student_step,
+    unrolled_gate_gradient,
+)
+from rlpkd.search.methods import SEARCH_METHODS
+from rlpkd.search.result import SearchResult
+
+__all__ = [
+    "NUM_SUBSETS",
+    "SUBSET_MASKS",
+    "sample_subset_gates",
+    "annealed_tau",
+    "subset_flops_fractions",
+    "gdas_subset_loop",
+    "gdas_search",
+]
+
+NUM_SUBSETS = 2**NUM_LEVELS
+SUBSET_MASKS: Tensor = torch.stack([levels_to_mask(s) for s in all_subsets()]).float()
+"""[16, 4] float: row i is the 0/1 level mask of ``index_to_subset(i)``."""
+
+
+def sample_subset_gates(
+    logits: Tensor, tau: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """A hard Gumbel-softmax sample over subsets with straight-through gradients (GDAS, Dong &
+    Yang, CVPR 2019).
+
+    ``soft = softmax((logits + G) / tau)`` with Gumbel noise ``G`` drawn from ``generator`` (a CPU
+    generator, so sampling is seeded independently of the global RNG); the forward value is the
+    exact one-hot of ``argmax soft`` (``hard + (soft - soft.detach())``, whose second term is an
+    exact zero), the backward is ``soft``'s.
+
+    Returns:
+        (one_hot [16], gates [4] = one_hot @ SUBSET_MASKS: the sampled subset's 0/1 mask).
+    """
+    gumbel = -torch.empty(logits.shape).exponential_(generator=generator).log()
+    soft = torch.softmax((logits + gumbel.to(logits)) / tau, dim=-1)
+    hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
+    one_hot = hard + (soft - soft.detach())
+    return one_hot, one_hot @ SUBSET_MASKS.to(one_hot)
+
+
+def annealed_tau(step: int, steps: int, tau_max: float, tau_min: float) -> float:
+    """GDAS's temperature, linear from ``tau_max`` at step 0 to ``tau_min`` at the last step."""
+    if steps <= 1:
+        return tau_max
+    fraction = step / (steps - 1)
+    return (1.0 - fraction) * tau_max + fraction * tau_min  # exact at both ends
+
+
+def subset_flops_fractions(flops: FlopsModel) -> Tensor:
+    """[16] ``kd_fraction`` of every subset, in index order (the GDAS FLOPs penalty's cost)."""
+    return torch.tensor([flops.fraction(s) for s in all_subsets()], dtype=torch.float32)
+
+
+def gdas_subset_loop(
+    problem: GatedDistillProblem,
+    optimizer: torch.optim.Optimizer,
+    train_batches: Iterator[Any],
+    val_batches: Iterator[Any],
+    steps: int,
+    *,
+    generator: torch.Generator,
+    alpha_lr: float,
+    xi: float | None,
+    eps: float,
+    tau_max: float,
+    tau_min: float,
+    lam: float = 0.0,
+    subset_costs: Tensor | None = None,
+    grad_clip: float = 0.0,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    progress: bool = False,
+) -> tuple[Tensor, list[dict[str, Any]]]:
+    """GDAS's alternating optimisation (Dong & Yang, CVPR 2019) on any ``GatedDistillProblem``.
+
+    Each step: sample a subset (``sample_subset_gates``), get the gates' gradient from the
+    unrolled step, back-propagate ``(gates * gates_grad).sum() + lam * (one_hot * costs).sum()``
+    to ``beta`` (Adam), then update the student with the sampled subset's gates. Arguments as in
+    ``darts_gate_loop``; ``subset_costs`` is [16] (zeros when None).
+
+    Returns:
+        (final beta [16], trace: per step {step, tau, subset, probabilities, gates_grad,
+        val_loss, train_loss}).
+    """
+    device = problem.parameters()[0].device
+    beta = torch.zeros(NUM_SUBSETS, device=device, requires_grad=True)
+    beta_optimizer = architecture_optimizer(beta, alpha_lr)
+    costs = torch.zeros(NUM_SUBSETS) if subset_costs is None else subset_costs
+    costs = costs.to(device=device, dtype=torch.float32)
+    trace: list[dict[str, Any]] = []
+    for step in tqdm(range(steps), desc="gdas", disable=not progress):
+        train_batch, val_batch = next(train_batches), next(val_batches)
+        tau = annealed_tau(step, steps, tau_max, tau_min)
+        step_xi = optimizer.param_groups[0]["lr"] if xi is None else xi
+        one_hot, gates = sample_subset_gates(beta, tau, generator)
+        hyper = unrolled_gate_gradient(problem, gates, train_batch, val_batch, step_xi, eps)
+        beta_optimizer.zero_grad(set_to_none=True)
+        ((gates * hyper.gates_grad).sum() + lam * (one_hot * costs).sum()).backward()
+        beta_optimizer.step()
+        train_loss = gated_student_step(problem, optimizer, train_batch, gates, grad_clip)
+        if scheduler is not None:
+            scheduler.step()
+        trace.append(
+            {
+                "step": step,
+                "tau": tau,
+                "subset": format_levels(index_to_subset(int(one_hot.argmax()))),
+                "probabilities": torch.softmax(beta.detach(), 0).cpu().tolist(),
+                "gates_grad": hyper.gates_grad.cpu().tolist(),
+                "val_loss": hyper.val_loss,
+                "train_loss": train_loss,
+            }
+        )
+    return beta.detach(), trace
+
+
+@SEARCH_METHODS.register("gdas")
+def gdas_search(context: SearchContext) -> SearchResult:
+    """GDAS (Dong & Yang, CVPR 2019) over the 16 level subsets on the real detector: a fresh
+    seeded student on the search-train part, ``L_val`` = its detection loss on the held-out
+    part, Gumbel noise from a generator seeded with ``context.seed``; picks ``argmax beta``."""
+    settings = context.config.search
+    steps = settings.gradient_steps
+    start = time.perf_counter()
+    setup = build_gradient_search(context, steps)
+    beta, trace = gdas_subset_loop(
+        setup.problem,
+        setup.optimizer,
+        setup.train_batches,
+        setup.val_batches,
+        steps,
+        generator=torch.Generator().manual_seed(context.seed),
+        alpha_lr=settings.alpha_lr,
+        xi=setup.xi,
+        eps=settings.finite_difference_eps,
+        tau_max=settings.tau_max,
+        tau_min=settings.tau_min,
+        lam=settings.lam,
+        subset_costs=subset_flops_fractions(context.flops),
+        grad_clip=setup.grad_clip,
+        scheduler=setup.scheduler,
+        progress=context.progress,
+    )
+    return SearchResult(
+        method="gdas",
+        levels=index_to_subset(int(beta.argmax())),
+        cost=gradient_search_cost(context, setup, start, steps),
+        trace=trace,
+    )
