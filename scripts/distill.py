@@ -1,6 +1,7 @@
 """Distil a student at fixed levels (or random per-sample subsets) and evaluate it.
 
---levels none | all | P2,P4 | random:FRACTION  (FRACTION of all-level KD FLOPs, in expectation)
+--levels none | all | P2,P4 | random:FRACTION | scale-rule  (FRACTION of all-level KD FLOPs, in
+expectation; scale-rule: the levels each sample's boxes are assigned to)
 The teacher comes from --teacher, else <out>/checkpoints/teacher.pt (trained first if missing).
 """
 
@@ -44,7 +45,7 @@ def main() -> int:
         config,
         datasets,
         teacher,
-        selector_from_spec(levels, flops, seed),
+        selector_from_spec(levels, flops, seed, config.data.level_thresholds),
         seed,
         run_dir,
         flops,

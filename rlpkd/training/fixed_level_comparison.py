@@ -56,7 +56,7 @@ def run_fixed_level_comparison(config: Config) -> dict[str, Any]:
     runs = []
     for index, (spec, seed) in enumerate(planned_student_runs(config)):
         student_dir = RunDirectory(run_dir.path / "students" / _run_name(spec, seed))
-        selector = selector_from_spec(spec, flops, seed)
+        selector = selector_from_spec(spec, flops, seed, config.data.level_thresholds)
         print(f"[students {index + 1}] levels={spec} seed={seed} -> {student_dir.path}")
         previous = finished_student_metrics(
             student_dir, student_fingerprint(config, seed, selector_key(selector))

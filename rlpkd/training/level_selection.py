@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -9,11 +10,14 @@ import torch
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.errors import ConfigError
 from rlpkd.levels import NUM_LEVELS, format_levels, levels_to_mask, parse_levels
+from rlpkd.models.fcos_loss import box_pyramid_levels
 
 __all__ = [
     "LevelSelector",
     "FixedLevels",
     "RandomLevels",
+    "ScaleRuleLevels",
+    "SCALE_RULE",
     "parse_level_spec",
 ]
 
@@ -67,9 +71,33 @@ class RandomLevels:
         return draws < self.probability
 
 
-def parse_level_spec(spec: str) -> tuple[str, tuple[str, ...] | float]:
-    """'none' / 'all' / 'P2,P4' -> ('fixed', levels); 'random:0.5' -> ('random', 0.5)."""
+class ScaleRuleLevels:
+    """The scale rule (DESIGN §7): each sample distils exactly the levels its ground-truth boxes
+    are assigned to by the FCOS range rule (``box_pyramid_levels``) — a non-learnt per-sample
+    heuristic a learnt policy must beat to matter. A sample without boxes distils nothing."""
+
+    name = "scale-rule"
+
+    def __init__(self, thresholds: Sequence[float]) -> None:
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.fingerprint = f"scale-rule:{self.thresholds}"
+
+    def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
+        """[B, 4]: True at the levels some valid box of the sample is assigned to."""
+        levels = box_pyramid_levels(batch.boxes.float(), self.thresholds)  # [B, M]
+        one_hot = torch.nn.functional.one_hot(levels, NUM_LEVELS).bool()
+        return (one_hot & (batch.labels >= 0)[..., None]).any(dim=1).cpu()
+
+
+SCALE_RULE = ScaleRuleLevels.name
+
+
+def parse_level_spec(spec: str) -> tuple[str, tuple[str, ...] | float | None]:
+    """'none' / 'all' / 'P2,P4' -> ('fixed', levels); 'random:0.5' -> ('random', 0.5);
+    'scale-rule' -> ('scale-rule', None)."""
     text = spec.strip()
+    if text.lower() == SCALE_RULE:
+        return SCALE_RULE, None
     if text.lower().startswith("random:"):
         try:
             fraction = float(text.split(":", 1)[1])

@@ -189,7 +189,7 @@ def _distil(
         selector = policy_selector(config, weights, seed)
         on_step = policy_step_hook(config, datasets, selector, student_dir)
     else:
-        selector = selector_from_spec(spec, flops, seed)
+        selector = selector_from_spec(spec, flops, seed, config.data.level_thresholds)
     fingerprint = student_fingerprint(config, seed, selector_key(selector))
     previous = finished_student_metrics(student_dir, fingerprint)
     if previous is not None:

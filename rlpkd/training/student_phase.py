@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -18,9 +19,11 @@ from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory, read_json
 from rlpkd.training.distill_run import StepHook, distill_student
 from rlpkd.training.level_selection import (
+    SCALE_RULE,
     FixedLevels,
     LevelSelector,
     RandomLevels,
+    ScaleRuleLevels,
     parse_level_spec,
 )
 
@@ -41,9 +44,16 @@ def subset_flops_vector(flops: FlopsModel) -> torch.Tensor:
     )
 
 
-def selector_from_spec(spec: str, flops: FlopsModel, seed: int) -> LevelSelector:
-    """A LevelSelector for 'none' / 'all' / 'P2,P4' / 'random:FRACTION'."""
+def selector_from_spec(
+    spec: str, flops: FlopsModel, seed: int, thresholds: Sequence[float] | None = None
+) -> LevelSelector:
+    """A LevelSelector for 'none' / 'all' / 'P2,P4' / 'random:FRACTION' / 'scale-rule'
+    (``thresholds``: the FCOS level boundaries, ``data.level_thresholds``, needed by the last)."""
     kind, value = parse_level_spec(spec)
+    if kind == SCALE_RULE:
+        if thresholds is None:
+            raise ValueError("the scale rule needs the level thresholds (data.level_thresholds)")
+        return ScaleRuleLevels(thresholds)
     if kind == "random":
         return RandomLevels(flops.inclusion_prob_for_fraction(value), value, seed)
     return FixedLevels(value)

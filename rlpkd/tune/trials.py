@@ -27,6 +27,7 @@ from rlpkd.errors import ConfigError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels
 from rlpkd.rundir import RunDirectory, read_json, write_json
+from rlpkd.training.level_selection import parse_level_spec
 from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import run_student, selector_from_spec
 from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
@@ -101,7 +102,7 @@ def build_trial_specs(config: Config) -> list[TrialSpec]:
         for name in sweep.nas_methods:
             specs.append(TrialSpec(f"{name}-seed{seed}", "nas", name, seed, search_method=name))
         for spec in sweep.baselines:
-            selector_from_spec(spec, flops_model_from_config(config), seed)  # validates the spec
+            parse_level_spec(spec)  # validates the spec
             specs.append(
                 TrialSpec(f"baseline-{_dir_safe(spec)}-seed{seed}", "baseline", spec, seed, spec)
             )
@@ -248,7 +249,7 @@ def run_trial(
 
 
 def _fixed_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
-    selector = selector_from_spec(spec.levels, flops, spec.seed)
+    selector = selector_from_spec(spec.levels, flops, spec.seed, config.data.level_thresholds)
     return run_student(
         config,
         datasets,
