@@ -1,0 +1,437 @@
+"""One Ray Tune experiment over every trial of a sweep (DESIGN §8).
+
+``run_sweep`` is the whole driver, top to bottom: validate the config and the data and train the
+shared teacher (before Ray starts, so bad input fails fast and writes nothing), start or join Ray,
+run every ``TrialSpec`` as a Tune trial with explicit resources, then write the comparison report
+and say which trials finished, which errored (with their error files) and which did not run.
+
+Layout of a sweep directory (``runtime.out``)::
+
+    <sweep>/config.yaml, teacher/     the resolved config and the shared teacher
+    <sweep>/trials/<trial_id>/        each trial's run directory (DESIGN §11), written by run_trial
+    <sweep>/tune/<trial_id>/          Tune's own bookkeeping (params, result.json, error.txt)
+    <sweep>/report.md, report.json, results.csv, plots/pareto.png
+
+``--resume`` restores ``<sweep>/tune``: finished trials are kept, interrupted ones start again
+(and continue from their own checkpoints in ``trials/<trial_id>``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from rlpkd.config import Config, config_from_dict, config_to_dict, load_config
+from rlpkd.errors import ConfigError, UserError
+from rlpkd.report.comparison import build_sweep_report
+from rlpkd.tune.trials import (
+    TrialSpec,
+    absolute_paths,
+    build_trial_specs,
+    prepare_sweep,
+    run_trial,
+    trial_dir,
+)
+
+__all__ = [
+    "TUNE_DIR_NAME",
+    "POLICY_RETURN",
+    "RLTrialsASHA",
+    "sweep_trainable",
+    "build_scheduler",
+    "build_tuner",
+    "check_resumable",
+    "trial_outcomes",
+    "run_sweep",
+]
+
+TUNE_DIR_NAME = "tune"
+"""Tune's experiment directory inside the sweep directory (what ``--resume`` restores)."""
+POLICY_RETURN = "policy_return"
+"""The metric RL trials report after every PPO iteration (ASHA's metric)."""
+TIME_ATTR = "training_iteration"
+MAX_FAILURES = 1
+"""Tune retries a failed trial once: a lost node or an OOM-killed worker is worth one retry (the
+trial continues from its own checkpoints); a deterministic bug fails twice and is reported."""
+
+
+# --------------------------------------------------------------------------------------------
+# The trainable: one trial inside a Tune worker.
+
+
+def _tune_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The scalar entries of a trial's metrics (Tune results hold numbers and short strings)."""
+    return {
+        key: value
+        for key, value in metrics.items()
+        if isinstance(value, (bool, int, float, str)) and key != TIME_ATTR
+    }
+
+
+def sweep_trainable(params: dict[str, Any]) -> None:
+    """Tune function trainable: run one trial and report its final metrics.
+
+    ``params`` = {"trial": TrialSpec.to_dict(), "config": config_to_dict(config), "sweep_dir": str}.
+    RL trials also report ``{training_iteration, policy_return}`` after every PPO iteration (what
+    ASHA reads); every trial reports its final metrics (AP, kd_gflops, ..., node_id) once at the end.
+    """
+    config = config_from_dict(params["config"], "sweep trial config")
+    threads = config.sweep.trial_threads
+    if threads > 0:
+        torch.set_num_threads(threads)
+        config = dataclasses.replace(
+            config, runtime=dataclasses.replace(config.runtime, num_threads=threads)
+        )
+    spec = TrialSpec.from_dict(params["trial"])
+
+    def report_iteration(result: dict[str, Any]) -> None:
+        tune.report(dict(result))
+
+    metrics = run_trial(spec, config, Path(params["sweep_dir"]), report=report_iteration)
+    tune.report(_tune_metrics(metrics))
+
+
+# --------------------------------------------------------------------------------------------
+# The scheduler: ASHA for the RL trials only.
+
+
+def _trial_spec_values(trial: Any) -> dict[str, Any]:
+    return (getattr(trial, "config", None) or {}).get("trial") or {}
+
+
+class RLTrialsASHA(FIFOScheduler):
+    """ASHA (Li et al., 2020) on the RL trials' PPO return; every other trial runs as in FIFO.
+
+    Only RL trials report a training curve, so only they can be stopped early. Their returns
+    include the FLOPs penalty -λ·kd_flops/kd_flops(all), so returns of different λ are not
+    comparable: each λ gets its own ASHA, and a trial competes only with the other seeds of its
+    λ (one ASHA over every λ would stop the high-λ trials and cut the Pareto front short).
+
+    ASHA's ``stop_last_trials`` is off: with ``max_t = rl.iterations`` it would stop every
+    surviving trial at its last PPO iteration, before its policy-guided student is trained.
+
+    The scheduler itself declares no metric (``self.metric`` is None): Tune's strict metric check
+    would otherwise reject the single final result of a static, baseline or NAS trial for lacking
+    ``policy_return`` and abort the whole experiment (``TuneController._validate_result_metrics``
+    raises, and the controller turns that into a TuneError of ``fit``).
+    """
+
+    def __init__(self, grace_period: int, reduction_factor: float, max_t: int) -> None:
+        super().__init__()
+        self.grace_period = int(grace_period)
+        self.reduction_factor = float(reduction_factor)
+        self.max_t = int(max_t)
+        self._by_lam: dict[float, ASHAScheduler] = {}
+
+    def asha_for_lam(self, lam: float) -> ASHAScheduler:
+        """The ASHA of the RL trials at ``lam`` (created on first use)."""
+        if lam not in self._by_lam:
+            self._by_lam[lam] = ASHAScheduler(
+                time_attr=TIME_ATTR,
+                metric=POLICY_RETURN,
+                mode="max",
+                max_t=self.max_t,
+                grace_period=self.grace_period,
+                reduction_factor=self.reduction_factor,
+                stop_last_trials=False,
+            )
+        return self._by_lam[lam]
+
+    def _asha(self, tune_controller: Any, trial: Trial) -> ASHAScheduler | None:
+        values = _trial_spec_values(trial)
+        if values.get("kind") != "rl":
+            return None
+        asha = self.asha_for_lam(float(values["lam"]))
+        if trial.trial_id not in asha._trial_info:  # e.g. a trial restored by --resume
+            asha.on_trial_add(tune_controller, trial)
+        return asha
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self._asha(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        asha = self._asha(tune_controller, trial)
+        if asha is None:
+            return TrialScheduler.CONTINUE
+        return asha.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        asha = self._asha(tune_controller, trial)
+        if asha is not None:
+            asha.on_trial_complete(tune_controller, trial, result)
+            asha._trial_info.pop(trial.trial_id, None)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        asha = self._asha(tune_controller, trial)
+        if asha is not None:
+            asha._trial_info.pop(trial.trial_id, None)
+
+    def debug_string(self) -> str:
+        parts = [f"λ={lam:g}: {asha.debug_string()}" for lam, asha in sorted(self._by_lam.items())]
+        return " ".join(["ASHA on the RL trials, one per λ.", *parts])
+
+
+def build_scheduler(config: Config) -> FIFOScheduler:
+    """FIFO, or ASHA on the RL trials (``RLTrialsASHA``); bad ASHA settings raise ConfigError."""
+    sweep = config.sweep
+    if sweep.scheduler == "fifo":
+        return FIFOScheduler()
+    if sweep.asha_grace_period < 1 or sweep.asha_reduction_factor < 2:
+        raise ConfigError(
+            "sweep: ASHA needs asha_grace_period >= 1 and asha_reduction_factor >= 2, got "
+            f"{sweep.asha_grace_period} and {sweep.asha_reduction_factor}"
+        )
+    if config.sweep.rl_lams and sweep.asha_grace_period > config.rl.iterations:
+        raise ConfigError(
+            f"sweep.asha_grace_period ({sweep.asha_grace_period}) must not exceed "
+            f"rl.iterations ({config.rl.iterations}); lower it or use sweep.scheduler=fifo"
+        )
+    max_t = max(config.rl.iterations, sweep.asha_grace_period)
+    return RLTrialsASHA(sweep.asha_grace_period, sweep.asha_reduction_factor, max_t)
+
+
+# --------------------------------------------------------------------------------------------
+# The Tuner.
+
+
+def _trial_id(trial: Any) -> str:
+    return _trial_spec_values(trial).get("trial_id") or trial.trial_id
+
+
+def build_tuner(
+    config: Config, sweep_dir: Path, specs: list[TrialSpec], progress: bool = True
+) -> tune.Tuner:
+    """A Tuner running ``specs`` (one grid point each) into ``<sweep_dir>/tune``."""
+    sweep = config.sweep
+    trainable = tune.with_resources(sweep_trainable, _trial_resources(config))
+    param_space = {
+        "trial": tune.grid_search([spec.to_dict() for spec in specs]),
+        "config": config_to_dict(config),
+        "sweep_dir": str(sweep_dir),
+    }
+    tune_config = tune.TuneConfig(
+        scheduler=build_scheduler(config),
+        max_concurrent_trials=sweep.max_concurrent_trials or None,
+        trial_name_creator=_trial_id,
+        trial_dirname_creator=_trial_id,
+    )
+    run_config = tune.RunConfig(
+        name=TUNE_DIR_NAME,
+        storage_path=str(sweep_dir),
+        failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+        verbose=1 if progress else 0,
+    )
+    return tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
+    )
+
+
+def _trial_resources(config: Config) -> dict[str, float]:
+    return {"cpu": config.sweep.trial_cpus, "gpu": config.sweep.trial_gpus}
+
+
+def _restore_tuner(tune_dir: Path, config: Config) -> tune.Tuner:
+    """The interrupted experiment at ``tune_dir``: finished trials stay finished, unfinished and
+    errored ones run again (continuing from their run directories' checkpoints). Trials keep
+    the config they were created with; only the resources per trial follow ``config``."""
+    trainable = tune.with_resources(sweep_trainable, _trial_resources(config))
+    return tune.Tuner.restore(
+        str(tune_dir),
+        trainable=trainable,
+        resume_unfinished=True,
+        resume_errored=True,
+        restart_errored=False,
+    )
+
+
+RESUMABLE_CHANGES = ("sweep.trial_cpus", "sweep.trial_gpus", "runtime.progress")
+"""Config keys a resumed sweep may change (the rest is fixed in the restored trials)."""
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(config: Config, sweep_dir: Path) -> None:
+    """Raise ConfigError when ``config`` differs from the one the sweep was started with (a
+    restored experiment would silently run the old trials with the old config)."""
+    saved_path = Path(sweep_dir) / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = _flat(config_to_dict(load_config(saved_path)))
+    current = _flat(config_to_dict(config))
+    changed = sorted(
+        key
+        for key in saved.keys() | current.keys()
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+    )
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            f"--resume: '{key}' is {current.get(key)!r} but the sweep at {sweep_dir} was started "
+            f"with {saved.get(key)!r}; resume with the same config, or run without --resume "
+            "(finished trials are reused)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Outcomes and the driver.
+
+
+def _error_line(error: BaseException | None) -> str:
+    text = str(error or "").strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
+def trial_outcomes(results: Any, sweep_dir: Path, trial_ids: list[str]) -> dict[str, Any]:
+    """Sort the sweep's trials into finished, stopped early (ASHA), errored and unfinished.
+
+    A trial is finished when Tune completed it and its run directory holds ``metrics.json``;
+    an errored one is listed with its error file (``<sweep>/tune/<trial_id>/error.txt``); a trial
+    Tune had not yet created when the sweep was interrupted counts as unfinished.
+    """
+    outcome: dict[str, Any] = {
+        "statuses": {},
+        "finished": [],
+        "stopped_early": [],
+        "errored": [],
+        "unfinished": [],
+    }
+    for result in results:
+        trial_id = Path(result.path).name
+        metrics = result.metrics or {}
+        if result.error is not None:
+            status = "ERROR"
+            outcome["errored"].append(
+                {
+                    "trial_id": trial_id,
+                    "error_file": str(Path(result.path) / "error.txt"),
+                    "error": _error_line(result.error),
+                }
+            )
+        elif metrics.get("done"):
+            status = "TERMINATED"
+            finished = (trial_dir(sweep_dir, trial_id) / "metrics.json").is_file()
+            outcome["finished" if finished else "stopped_early"].append(trial_id)
+        else:
+            status = "UNFINISHED"
+            outcome["unfinished"].append(trial_id)
+        outcome["statuses"][trial_id] = status
+    for trial_id in trial_ids:
+        if trial_id not in outcome["statuses"]:
+            outcome["statuses"][trial_id] = "UNFINISHED"
+            outcome["unfinished"].append(trial_id)
+    return outcome
+
+
+def _start_ray(address: str | None, progress: bool) -> bool:
+    """Join the cluster at ``address`` or start a local Ray; True when this call connected."""
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=progress)
+        except ConnectionError as error:
+            raise UserError(
+                f"--address {address}: no Ray cluster to join ({error}); start one with "
+                "'ray start --head' or leave --address out for a local Ray"
+            ) from None
+        return True
+    if ray.is_initialized():
+        return False
+    ray.init(include_dashboard=False, log_to_driver=progress)
+    return True
+
+
+def _summary_lines(outcome: dict[str, Any], total: int, report: Path | None) -> list[str]:
+    lines = [
+        f"sweep: {len(outcome['finished'])}/{total} trials finished, "
+        f"{len(outcome['errored'])} errored, {len(outcome['stopped_early'])} stopped early by "
+        f"ASHA, {len(outcome['unfinished'])} not run to the end"
+    ]
+    for error in outcome["errored"]:
+        lines.append(f"  errored: {error['trial_id']}: {error['error']}  ({error['error_file']})")
+    if outcome["unfinished"]:
+        lines.append(f"  unfinished: {', '.join(outcome['unfinished'])}  (continue with --resume)")
+    lines.append(f"report: {report}" if report else "report: none (no trial has finished)")
+    return lines
+
+
+def run_sweep(
+    config: Config, address: str | None = None, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run every trial of ``config.sweep`` through Ray Tune into ``runtime.out``; write the report.
+
+    Args:
+        config: the sweep's config (``runtime.out`` is the sweep directory).
+        address: a Ray cluster to join ('auto' or 'ray://host:10001'); None: a local Ray (or the
+            one this process already runs).
+        resume: restore ``<sweep>/tune`` when it holds an experiment (finished trials are not
+            re-run); otherwise start afresh.
+        progress: Tune's progress table and the trials' logs on the console.
+
+    Returns:
+        {"sweep_dir", "trials", "finished", "stopped_early", "errored": [{trial_id, error_file,
+        error}], "unfinished", "statuses": {trial_id: status}, "report": path of report.md or None}.
+    """
+    config = absolute_paths(config)
+    sweep_dir = Path(config.runtime.out)
+    specs = build_trial_specs(config)
+    if not specs:
+        raise ConfigError(
+            "sweep: no trials; set sweep.rl_lams, sweep.nas_methods, sweep.static_grid or "
+            "sweep.baselines"
+        )
+    build_scheduler(config)  # bad scheduler settings fail before anything is written
+    if address and ray.is_initialized():
+        raise UserError(f"--address {address}: Ray is already initialised in this process")
+
+    tune_dir = sweep_dir / TUNE_DIR_NAME
+    restore = resume and tune.Tuner.can_restore(str(tune_dir))
+    if restore:
+        check_resumable(config, sweep_dir)
+    prepare_sweep(config, sweep_dir, progress)
+    if resume and not restore:
+        print(f"resume: no Tune experiment to restore at {tune_dir}; starting a new one")
+    elif not resume and tune_dir.exists():
+        # Tune's bookkeeping of an earlier run; finished trials are still reused by run_trial.
+        print(f"replacing the earlier Tune state at {tune_dir} (use --resume to continue it)")
+        shutil.rmtree(tune_dir)
+
+    connected = _start_ray(address, progress)
+    try:
+        if restore:
+            tuner = _restore_tuner(tune_dir, config)
+        else:
+            tuner = build_tuner(config, sweep_dir, specs, progress)
+        results = tuner.fit()
+    finally:
+        if connected:
+            ray.shutdown()
+
+    trial_ids = [spec.trial_id for spec in specs]
+    outcome = trial_outcomes(results, sweep_dir, trial_ids)
+    report_path = None
+    if any((path / "metrics.json").is_file() for path in (sweep_dir / "trials").glob("*")):
+        report = build_sweep_report(sweep_dir)
+        report_path = Path(report["paths"]["markdown"])
+    for line in _summary_lines(outcome, len(outcome["statuses"]), report_path):
+        print(line)
+    return {
+        "sweep_dir": str(sweep_dir),
+        "trials": len(outcome["statuses"]),
+        **outcome,
+        "report": str(report_path) if report_path else None,
+    }

@@ -1,0 +1,36 @@
+"""A Ray Tune sweep: RL lambdas, NAS methods, the static grid and baselines over seeds, one report.
+
+python scripts/sweep.py --config configs/sweep.yaml [--address auto] [--resume] [--set k=v] [--out DIR]
+
+Exit status: 0 when every trial finished, 1 when some errored (listed with their error files),
+130 when interrupted (Ctrl+C saves Tune's state; --resume continues), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from rlpkd.tune.sweep import run_sweep
+
+
+def main() -> int:
+    parser = config_argument_parser(__doc__)
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="join a running Ray cluster: 'auto' (on a cluster node) or 'ray://HEAD:10001'",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted sweep (finished trials stay)"
+    )
+    args = parser.parse_args()
+    config = config_from_args(args)
+    outcome = run_sweep(
+        config, address=args.address, resume=args.resume, progress=config.runtime.progress
+    )
+    if outcome["errored"]:
+        return 1
+    return 130 if outcome["unfinished"] else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,50 @@
+"""Fixtures of the sweep tests: tiny sweeps of short static student runs on a small local Ray."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from rlpkd.config import load_config
+from tests.conftest import REPO
+
+DEBUG_CONFIG = REPO / "configs" / "debug.yaml"
+
+
+def tiny_sweep_overrides(data_root, out, *extra: str) -> list[str]:
+    """``--set`` overrides of a tiny sweep: two static baselines ('none', 'all'), seed 0."""
+    return [
+        f"data.root={data_root}",
+        "data.num_train=24",
+        "data.num_val=12",
+        "student_schedule.batch_size=8",
+        "teacher_schedule.batch_size=8",
+        "teacher_schedule.epochs=1",
+        "runtime.progress=false",
+        f"runtime.out={out}",
+        "sweep.rl_lams=[]",
+        "sweep.nas_methods=[]",
+        "sweep.static_grid=false",
+        "sweep.baselines=[none,all]",
+        "sweep.seeds=[0]",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def make_sweep_config(tiny_data_root, tmp_path):
+    """``make(*overrides, out=None)``: a tiny sweep config writing to ``tmp_path/'sweep'``."""
+
+    def make(*extra: str, out=None):
+        out = tmp_path / "sweep" if out is None else out
+        return load_config(DEBUG_CONFIG, tiny_sweep_overrides(tiny_data_root, out, *extra))
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """``ray.init(num_cpus=2)`` for the module (run_sweep uses a Ray that is already running)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

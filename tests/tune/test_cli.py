@@ -1,0 +1,59 @@
+"""scripts/sweep.py: bad input is one line and exit 2, and it leaves an existing sweep alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
+
+
+def _bad_dataset(tmp_path) -> list[str]:
+    missing = tmp_path / "missing.json"
+    return [
+        "data.source=coco",
+        f"data.train_images={tmp_path}",
+        f"data.train_annotations={missing}",
+        f"data.val_images={tmp_path}",
+        f"data.val_annotations={missing}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("dataset", "missing.json"),
+        ("key", "sweep.sheduler"),
+        ("asha", "asha_grace_period"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tiny_data_root, tmp_path, case, expected
+):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "report.md").write_text("an earlier report\n")
+    extra = {
+        "dataset": _bad_dataset(tmp_path),
+        "key": ["sweep.sheduler=asha"],
+        "asha": ["sweep.scheduler=asha", "sweep.rl_lams=[0.1]", "sweep.asha_grace_period=9"],
+    }[case]
+    overrides = tiny_sweep_overrides(tiny_data_root, sweep, *extra)
+    result = subprocess.run(
+        [sys.executable, "scripts/sweep.py", "--config", str(DEBUG_CONFIG)]
+        + [f"--set={item}" for item in overrides],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
+    assert sorted(p.name for p in sweep.iterdir()) == ["report.md"]
+    assert (sweep / "report.md").read_text() == "an earlier report\n"
