@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run compare debug test lint format clean
+.PHONY: install run compare sweep debug test lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: $(STAMP)
 
 compare: $(STAMP)
 	$(BIN)/python scripts/run_fixed_levels.py --config configs/default.yaml --out runs/fixed_levels
+
+sweep: $(STAMP)
+	$(BIN)/python scripts/sweep.py --config configs/sweep.yaml
 
 debug: $(STAMP)
 	$(BIN)/python scripts/train_rl.py --debug
