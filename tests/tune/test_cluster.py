@@ -12,7 +12,7 @@ from rlpkd.tune.sweep import run_sweep
 
 
 def test_sweep_on_a_two_node_cluster_uses_both_nodes(make_sweep_config):
-    assert not ray.is_initialized()
+    ray.shutdown()  # an earlier test's in-process Ray (e.g. train_rl's PPO) must not be joined
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         cluster.add_node(num_cpus=1)
