@@ -35,9 +35,8 @@ from rlpkd.distill.objective import DistillationObjective
 from rlpkd.errors import ConfigError, UserError
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
+from rlpkd.training.distill_run import new_student_training
 from rlpkd.training.kd_step import kd_training_step
-from rlpkd.training.model_factory import build_student
-from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
 
 __all__ = [
     "StudentTrainingState",
@@ -80,17 +79,15 @@ def new_training_state(
     config: Config, num_classes: int, total_steps: int, device: torch.device
 ) -> StudentTrainingState:
     """A fresh student, KD objective, optimiser and LR schedule, as ``distill_student`` builds them."""
-    schedule = config.student_schedule
-    student = build_student(config, num_classes).to(device)
-    objective = DistillationObjective(
-        config.distill, config.student.fpn_channels, config.teacher.fpn_channels, num_classes
-    ).to(device)
-    optimizer = build_optimizer(
-        [*student.parameters(), *objective.trainable_parameters()], schedule
-    )
-    scheduler = warmup_cosine_schedule(optimizer, total_steps, schedule.warmup_steps)
+    t = new_student_training(config, num_classes, total_steps, device)
     return StudentTrainingState(
-        student, objective, optimizer, scheduler, new_running_gap().to(device), 0, total_steps
+        t.student,
+        t.objective,
+        t.optimizer,
+        t.scheduler,
+        new_running_gap().to(device),
+        0,
+        total_steps,
     )
 
 

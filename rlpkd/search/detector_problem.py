@@ -26,8 +26,7 @@ from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.lazy_pyramid import lazy_teacher_pyramid
 from rlpkd.search.context import SearchContext
 from rlpkd.search.result import SearchCost
-from rlpkd.training.model_factory import build_student
-from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
+from rlpkd.training.distill_run import new_student_training
 from rlpkd.training.runtime import autocast_for, seed_everything
 
 __all__ = [
@@ -173,17 +172,9 @@ def build_gradient_search(context: SearchContext, steps: int) -> GradientSearchS
     seed_everything(context.seed)
     config, datasets, device = context.config, context.datasets, context.device
     schedule = config.student_schedule
-    student = build_student(config, datasets.num_classes).to(device)
-    objective = DistillationObjective(
-        config.distill,
-        config.student.fpn_channels,
-        config.teacher.fpn_channels,
-        datasets.num_classes,
-    ).to(device)
-    optimizer = build_optimizer(
-        [*student.parameters(), *objective.trainable_parameters()], schedule
-    )
-    scheduler = warmup_cosine_schedule(optimizer, steps, schedule.warmup_steps)
+    training = new_student_training(config, datasets.num_classes, steps, device)
+    student, objective = training.student, training.objective
+    optimizer, scheduler = training.optimizer, training.scheduler
     train_size = min(schedule.batch_size, len(datasets.train))
     val_size = min(schedule.batch_size, len(datasets.val))
     train = build_dataloader(datasets.train, train_size, True, context.seed, drop_last=True)

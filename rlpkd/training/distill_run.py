@@ -25,7 +25,13 @@ from rlpkd.training.model_factory import build_student
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
 from rlpkd.training.runtime import seed_everything
 
-__all__ = ["DistillationStats", "StepHook", "distill_student"]
+__all__ = [
+    "DistillationStats",
+    "StepHook",
+    "StudentTraining",
+    "new_student_training",
+    "distill_student",
+]
 
 StepHook = Callable[[int, DetectionBatch, torch.Tensor, ObjectiveTerms], None]
 _SUBSET_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
@@ -54,6 +60,34 @@ class DistillationStats:
         }
 
 
+@dataclass
+class StudentTraining:
+    """A fresh student and what trains it: the KD objective (adapters, normalisation, GradNorm),
+    the optimiser over both and the warm-up + cosine LR schedule."""
+
+    student: PyramidDetector
+    objective: DistillationObjective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def new_student_training(
+    config: Config, num_classes: int, total_steps: int, device: torch.device
+) -> StudentTraining:
+    """Build a student, its objective, optimiser and schedule from ``config`` (draws the student's
+    and the adapters' initial weights from torch's global RNG, in that order)."""
+    schedule = config.student_schedule
+    student = build_student(config, num_classes).to(device)
+    objective = DistillationObjective(
+        config.distill, config.student.fpn_channels, config.teacher.fpn_channels, num_classes
+    ).to(device)
+    optimizer = build_optimizer(
+        [*student.parameters(), *objective.trainable_parameters()], schedule
+    )
+    scheduler = warmup_cosine_schedule(optimizer, total_steps, schedule.warmup_steps)
+    return StudentTraining(student, objective, optimizer, scheduler)
+
+
 def distill_student(
     config: Config,
     datasets: DetectionDatasets,
@@ -79,23 +113,15 @@ def distill_student(
     """
     seed_everything(seed)
     schedule = config.student_schedule
-    student = build_student(config, datasets.num_classes).to(device)
-    objective = DistillationObjective(
-        config.distill,
-        config.student.fpn_channels,
-        config.teacher.fpn_channels,
-        datasets.num_classes,
-    ).to(device)
-    if hasattr(selector, "set_student"):
-        selector.set_student(student)  # a policy observes the student's own pyramid
     loader = build_dataloader(
         datasets.train, schedule.batch_size, shuffle=True, seed=seed, drop_last=True
     )
     total_steps = schedule.epochs * len(loader)
-    optimizer = build_optimizer(
-        [*student.parameters(), *objective.trainable_parameters()], schedule
-    )
-    scheduler = warmup_cosine_schedule(optimizer, total_steps, schedule.warmup_steps)
+    training = new_student_training(config, datasets.num_classes, total_steps, device)
+    student, objective = training.student, training.objective
+    optimizer, scheduler = training.optimizer, training.scheduler
+    if hasattr(selector, "set_student"):
+        selector.set_student(student)  # a policy observes the student's own pyramid
     stats = DistillationStats()
     amp = config.runtime.amp
     start = time.perf_counter()
