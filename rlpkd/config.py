@@ -237,8 +237,9 @@ class SearchConfig:
     """
 
     lam: float = 0.0
-    """FLOPs penalty of every method's objective: score = AP - lam * kd_flops(S) / kd_flops(all);
-    DARTS/GDAS add lam * sum_l g_l * kd_flops(l) / kd_flops(all) to the gates' objective."""
+    """FLOPs penalty of every method's objective: score = AP - lam * kd_flops(S) / kd_flops(all).
+    DARTS adds lam * sum_l gate_l * c_l with c_l = kd_flops({l}) / sum_k kd_flops({k}); GDAS adds
+    lam * kd_flops(sampled S) / kd_flops(all)."""
     holdout_fraction: float = 0.25
     """Fraction of the training split held out as the search's validation set."""
     fitness_epochs: int = 1

@@ -59,7 +59,7 @@ DEFAULT_TITLE = "RL-PyramidKD sweep: RL λ front vs NAS vs static level subsets"
 # Reading the sweep
 
 
-def _read_trial(path: Path) -> dict[str, Any]:
+def _read_trial(path: Path) -> dict[str, Any] | None:
     try:
         metrics = read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -68,6 +68,9 @@ def _read_trial(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(metrics, dict):
         raise DataError(f"trial metrics {path} is not a JSON object")
+    if "student_fingerprint" in metrics and "kind" not in metrics:
+        # a trial still running: its student wrote its own fields, the trial's come at the end
+        return None
     missing = [key for key in REQUIRED_FIELDS if key not in metrics]
     if missing:
         raise DataError(f"trial metrics {path} lacks {', '.join(missing)}")
@@ -79,12 +82,29 @@ def _read_trial(path: Path) -> dict[str, Any]:
     return metrics
 
 
+def _current_trial_ids(sweep_dir: Path) -> set[str] | None:
+    """The ids in ``<sweep>/trials.json`` (written by the sweep), or None without the file."""
+    path = Path(sweep_dir) / "trials.json"
+    if not path.is_file():
+        return None
+    return set(read_json(path)["trial_ids"])
+
+
 def collect_trials(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The metrics of every finished trial under ``<sweep_dir>/trials`` (sorted by trial dir)."""
+    """The metrics of every finished trial under ``<sweep_dir>/trials`` (sorted by trial dir).
+
+    Trials still running are skipped, and so are trials the sweep's ``trials.json`` no longer
+    lists (e.g. a lambda removed from the config) when that file exists.
+    """
     trials_dir = Path(sweep_dir) / "trials"
     if not trials_dir.is_dir():
         raise DataError(f"no trials directory at {trials_dir}; is {sweep_dir} a sweep directory?")
-    return [_read_trial(path) for path in sorted(trials_dir.glob("*/metrics.json"))]
+    current = _current_trial_ids(sweep_dir)
+    paths = sorted(trials_dir.glob("*/metrics.json"))
+    if current is not None:
+        paths = [path for path in paths if path.parent.name in current]
+    trials = [_read_trial(path) for path in paths]
+    return [trial for trial in trials if trial is not None]
 
 
 def sweep_lam(sweep_dir: Path) -> float:

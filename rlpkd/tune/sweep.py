@@ -424,7 +424,7 @@ def run_sweep(
     trial_ids = [spec.trial_id for spec in specs]
     outcome = trial_outcomes(results, sweep_dir, trial_ids)
     report_path = None
-    if any((path / "metrics.json").is_file() for path in (sweep_dir / "trials").glob("*")):
+    if outcome["finished"]:
         report = build_sweep_report(sweep_dir)
         report_path = Path(report["paths"]["markdown"])
     for line in _summary_lines(outcome, len(outcome["statuses"]), report_path):

@@ -33,6 +33,7 @@ from rlpkd.training.student_phase import run_student, selector_from_spec
 from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
 
 __all__ = [
+    "TRIAL_MANIFEST",
     "TrialSpec",
     "build_trial_specs",
     "absolute_paths",
@@ -45,6 +46,8 @@ __all__ = [
 
 TrialReport = Callable[[dict[str, Any]], None]
 TRIAL_KINDS = ("static", "baseline", "nas", "rl")
+TRIAL_MANIFEST = "trials.json"
+"""``<sweep>/trials.json``: the ids of the sweep's current trials (the report shows only these)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def _dir_safe(name: str) -> str:
 
 def build_trial_specs(config: Config) -> list[TrialSpec]:
     """Every trial of ``config.sweep``: RL lambdas, NAS methods, baselines and the static grid,
-    each over ``sweep.seeds`` (RL first: the longest trials start first)."""
+    each over ``sweep.seeds``, in that order (the longest trials start first)."""
     from rlpkd.search.methods import search_method_names
 
     sweep = config.sweep
@@ -94,24 +97,29 @@ def build_trial_specs(config: Config) -> list[TrialSpec]:
     if unknown:
         raise ConfigError(f"sweep.nas_methods: unknown {unknown[0]!r}; valid: {', '.join(known)}")
     specs: list[TrialSpec] = []
-    for seed in sweep.seeds:
-        for lam in sweep.rl_lams:
+    for lam in sweep.rl_lams:
+        for seed in sweep.seeds:
             specs.append(
                 TrialSpec(f"rl-lam{lam:g}-seed{seed}", "rl", f"rl λ={lam:g}", seed, lam=float(lam))
             )
-        for name in sweep.nas_methods:
-            specs.append(TrialSpec(f"{name}-seed{seed}", "nas", name, seed, search_method=name))
-        for spec in sweep.baselines:
-            parse_level_spec(spec)  # validates the spec
-            specs.append(
-                TrialSpec(f"baseline-{_dir_safe(spec)}-seed{seed}", "baseline", spec, seed, spec)
-            )
-        if sweep.static_grid:
-            for subset in all_subsets():
-                name = format_levels(subset)
-                specs.append(
-                    TrialSpec(f"static-{_dir_safe(name)}-seed{seed}", "static", name, seed, name)
-                )
+    for name in sweep.nas_methods:
+        specs += [
+            TrialSpec(f"{name}-seed{seed}", "nas", name, seed, search_method=name)
+            for seed in sweep.seeds
+        ]
+    for spec in sweep.baselines:
+        parse_level_spec(spec)  # validates the spec
+        specs += [
+            TrialSpec(f"baseline-{_dir_safe(spec)}-seed{seed}", "baseline", spec, seed, spec)
+            for seed in sweep.seeds
+        ]
+    if sweep.static_grid:
+        for subset in all_subsets():
+            name = format_levels(subset)
+            specs += [
+                TrialSpec(f"static-{_dir_safe(name)}-seed{seed}", "static", name, seed, name)
+                for seed in sweep.seeds
+            ]
     ids = [spec.trial_id for spec in specs]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -144,13 +152,17 @@ def trial_dir(sweep_dir: Path, trial_id: str) -> Path:
 
 
 def prepare_sweep(config: Config, sweep_dir: Path, progress: bool = True) -> dict[str, float]:
-    """Validate the data (nothing is written if it is bad), write ``<sweep>/config.yaml`` and
-    train or reuse the shared teacher. Returns the teacher's metrics."""
+    """Validate the data (nothing is written if it is bad), write ``<sweep>/config.yaml`` and the
+    trial manifest, and train or reuse the shared teacher. Returns the teacher's metrics."""
     datasets = build_datasets(config.data, progress)
     device = configure_runtime(config.runtime)
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, sweep_dir / "config.yaml")
+    write_json(
+        sweep_dir / TRIAL_MANIFEST,
+        {"trial_ids": [spec.trial_id for spec in build_trial_specs(config)]},
+    )
     teacher_dir = RunDirectory(sweep_dir / "teacher").prepare(config)
     _, metrics = load_or_train_teacher(config, datasets, device, teacher_dir, progress)
     write_json(teacher_dir.path / "metrics.json", {**metrics, "method": "teacher"})
@@ -158,18 +170,28 @@ def prepare_sweep(config: Config, sweep_dir: Path, progress: bool = True) -> dic
 
 
 def trial_fingerprint(spec: TrialSpec, config: Config) -> str:
-    """A hash of what determines a trial's result: the spec and the config sections it reads
-    (not ``sweep``, which only chooses trials, nor paths and progress settings)."""
+    """A hash of what determines a trial's result: the spec, the config sections it reads and
+    whether it trains on a GPU (not ``sweep``'s trial lists, paths or progress settings; for RL
+    not ``rl.lam``, which the spec sets, and of ``meta`` only the warm start's contents)."""
     sections = ["data", "teacher", "student", "teacher_schedule", "student_schedule", "distill"]
-    sections += ["eval"] + {"nas": ["search"], "rl": ["rl", "meta"]}.get(spec.kind, [])
+    sections += ["eval"] + {"nas": ["search"], "rl": ["rl"]}.get(spec.kind, [])
     relevant: dict[str, Any] = {name: config_to_dict(getattr(config, name)) for name in sections}
     for key in ("preload", "num_workers", "root"):
         relevant["data"].pop(key)
-    if "meta" in relevant:
-        relevant["meta"]["warm_start"] = Path(relevant["meta"]["warm_start"]).name
+    if spec.kind == "rl":
+        for key in ("lam", "static_baselines"):
+            relevant["rl"].pop(key)
+        relevant["warm_start"] = _file_digest(config.meta.warm_start)
     relevant |= {"spec": spec.to_dict(), "teacher_seed": config.runtime.seed}
-    relevant["amp"] = config.runtime.amp
+    relevant |= {"amp": config.runtime.amp, "gpu": config.sweep.trial_gpus > 0}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str:
+    """A short hash of a file's bytes ('' for no file)."""
+    if not path or not Path(path).is_file():
+        return path
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _count_attempt(run_dir: Path) -> int:
@@ -181,8 +203,10 @@ def _count_attempt(run_dir: Path) -> int:
 
 
 def _forget_other_inputs(run_dir: RunDirectory, fingerprint: str) -> None:
-    """Drop the PPO checkpoint of a trial that last ran with other inputs (students' resume
-    files are fingerprinted themselves), then record this trial's fingerprint."""
+    """Drop what a trial left from a run with other inputs: its metrics (so a failed rerun
+    leaves no stale result behind) and its PPO checkpoint (students' resume files carry their
+    own fingerprint); then record this run's fingerprint."""
+    (run_dir.path / "metrics.json").unlink(missing_ok=True)
     path = run_dir.path / "trial.json"
     if path.is_file() and read_json(path).get("trial_fingerprint") != fingerprint:
         shutil.rmtree(run_dir.checkpoints / "policy", ignore_errors=True)
@@ -274,10 +298,10 @@ def _nas_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, devic
 def _rl_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
     from rlpkd.training.rl_pipeline import learn_policy, policy_selector, policy_step_hook
 
+    config = dataclasses.replace(config, rl=dataclasses.replace(config.rl, lam=float(spec.lam)))
+    # the policy learns from the trial's seed; runtime.seed stays the teacher's for the student
     learn_config = dataclasses.replace(
-        config,
-        rl=dataclasses.replace(config.rl, lam=float(spec.lam)),
-        runtime=dataclasses.replace(config.runtime, seed=spec.seed),
+        config, runtime=dataclasses.replace(config.runtime, seed=spec.seed)
     )
     on_iteration = None
     if report is not None:

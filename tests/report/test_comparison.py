@@ -236,3 +236,19 @@ def test_trial_without_a_kind_is_a_data_error(tmp_path):
     write_trial(tmp_path, "odd", {"method": "P2", "seed": 0, "AP": 0.1})
     with pytest.raises(DataError, match="lacks kind"):
         collect_trials(tmp_path)
+
+
+def test_a_trial_still_running_is_skipped(tmp_path):
+    sweep = make_sweep(tmp_path)
+    before = len(collect_trials(sweep))
+    # what run_student writes before the trial adds its own fields (kind, trial_id, ...)
+    write_trial(sweep, "rl-running", {"AP": 0.05, "seed": 0, "student_fingerprint": "abc"})
+    assert len(collect_trials(sweep)) == before
+
+
+def test_only_the_trials_the_sweep_lists_are_reported(tmp_path):
+    sweep = make_sweep(tmp_path)
+    trials = collect_trials(sweep)
+    kept = [t["trial_id"] for t in trials if t["kind"] != "rl"]  # e.g. the lambdas were dropped
+    (sweep / "trials.json").write_text(json.dumps({"trial_ids": kept}))
+    assert sorted(t["trial_id"] for t in collect_trials(sweep)) == sorted(kept)

@@ -6,9 +6,10 @@ import dataclasses
 import json
 
 import pytest
+import yaml
 
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
-from rlpkd.errors import ConfigError
+from rlpkd.errors import ConfigError, UserError
 from rlpkd.rundir import read_json
 from rlpkd.tune.trials import (
     TrialSpec,
@@ -17,6 +18,7 @@ from rlpkd.tune.trials import (
     run_trial,
     teacher_path,
     trial_dir,
+    trial_fingerprint,
 )
 
 
@@ -40,6 +42,21 @@ def test_specs_cover_every_kind_and_seed(tiny_config):
     assert len({spec.trial_id for spec in specs}) == len(specs)
     assert {spec.method for spec in specs if spec.kind == "rl"} == {"rl λ=0.1", "rl λ=0.3"}
     assert TrialSpec.from_dict(specs[0].to_dict()) == specs[0]
+    assert kinds[:4] == ["rl"] * 4  # the longest trials start first, every seed's
+
+
+def test_fingerprint_follows_what_decides_a_trial(tiny_config):
+    rl = TrialSpec("rl-lam0.1-seed0", "rl", "rl λ=0.1", 0, lam=0.1)
+    static = TrialSpec("static-P2-seed0", "static", "P2", 0, levels="P2")
+    base = {spec.trial_id: trial_fingerprint(spec, tiny_config) for spec in (rl, static)}
+    # rl.lam is set by the spec and the sweep's lists only choose trials: same fingerprints
+    same = _with(tiny_config, "rl.lam=0.9", "sweep.seeds=[5]", "sweep.rl_lams=[0.7]")
+    assert {s.trial_id: trial_fingerprint(s, same) for s in (rl, static)} == base
+    # the student's schedule and the device decide the result
+    for override in ("student_schedule.epochs=3", "sweep.trial_gpus=0.25"):
+        other = _with(tiny_config, override)
+        assert trial_fingerprint(static, other) != base[static.trial_id], override
+    assert trial_fingerprint(rl, _with(tiny_config, "rl.iterations=7")) != base[rl.trial_id]
 
 
 def test_unknown_search_method_names_the_valid_ones(tiny_config):
@@ -73,6 +90,12 @@ def test_static_trial_writes_a_run_directory_and_is_reused(tiny_config, tmp_path
     rerun = run_trial(spec, changed, sweep)
     assert rerun["trial_fingerprint"] != metrics["trial_fingerprint"]
 
+    # a rerun with other inputs that fails leaves no stale result behind
+    teacher_path(sweep).unlink()
+    with pytest.raises(UserError, match="checkpoint not found"):
+        run_trial(spec, tiny_config, sweep)
+    assert not (folder / "metrics.json").exists()
+
 
 def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_path):
     config = _with(tiny_config, "rl.iterations=2")
@@ -88,6 +111,8 @@ def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_pa
         ray.shutdown()
     assert [r["training_iteration"] for r in reports] == [1, 2]
     assert metrics["lam"] == 0.2 and metrics["levels"] == "rl-policy"
+    saved = yaml.safe_load((trial_dir(sweep, spec.trial_id) / "config.yaml").read_text())
+    assert saved["rl"]["lam"] == 0.2  # the resolved config of this trial, not the sweep's default
     assert 0.0 <= metrics["policy_kd_flops_fraction"] <= 1.0
     folder = trial_dir(sweep, spec.trial_id)
     learning = json.loads((folder / "policy_learning.json").read_text())
