@@ -9,7 +9,6 @@ import torch
 from rlpkd.config import Config
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.flops.kd_flops import FlopsModel
-from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
 
 __all__ = ["SearchContext", "search_split"]
@@ -57,8 +56,8 @@ class SearchContext:
     progress: bool = True
 
     def kd_fraction(self, levels: tuple[str, ...]) -> float:
-        """kd_flops(levels) / kd_flops(all levels)."""
-        return self.flops.kd_flops(levels) / self.flops.kd_flops(LEVELS)
+        """kd_flops(levels) / kd_flops(all levels) (``FlopsModel.fraction``)."""
+        return self.flops.fraction(levels)
 
     def score(self, ap: float, levels: tuple[str, ...]) -> float:
         """The search objective every method maximises: AP - lam * kd fraction."""
