@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError"]
+__all__ = [
+    "UserError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "DivergenceError",
+    "RunLockedError",
+    "ResumeMismatchError",
+    "ResourceError",
+]
 
 
 class UserError(Exception):
@@ -15,3 +24,37 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A dataset is missing or unreadable (annotation file, image file)."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, truncated, foreign or does not match the config."""
+
+
+class DivergenceError(UserError):
+    """Training produced a non-finite loss: the run stops, earlier results stay intact.
+
+    Args:
+        phase: which training phase diverged (e.g. 'teacher', 'student P2,P3 seed 0').
+        step: the optimiser step (1-based) at which the loss was first non-finite.
+        term: the loss term that was non-finite (e.g. 'detection', 'kd_P2').
+        value: the offending value.
+    """
+
+    def __init__(self, phase: str, step: int, term: str, value: float) -> None:
+        self.phase, self.step, self.term, self.value = phase, step, term, value
+        super().__init__(
+            f"training diverged in {phase} at step {step}: loss term '{term}' is {value} "
+            "(lower the learning rate or check the annotations)"
+        )
+
+
+class RunLockedError(UserError):
+    """Another live process holds the run directory's lock."""
+
+
+class ResumeMismatchError(UserError):
+    """``--resume`` was given a config that differs from the one the run was started with."""
+
+
+class ResourceError(UserError):
+    """The requested compute resources cannot be met (GPUs on a CPU machine, too many CPUs)."""
