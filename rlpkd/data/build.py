@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from rlpkd.data.coco import CocoDetectionDataset
 from rlpkd.data.embedded import ensure_embedded_dataset
 from rlpkd.errors import ConfigError
 
-__all__ = ["DetectionDatasets", "build_datasets", "dataset_paths"]
+__all__ = ["DetectionDatasets", "build_datasets", "dataset_paths", "print_ground_truth_note"]
 
 
 @dataclass
@@ -59,8 +60,31 @@ def dataset_paths(data: DataConfig, progress: bool = True) -> tuple[Path, Path, 
     )
 
 
+# Annotation files whose note this process has printed (env runners build datasets repeatedly).
+_NOTED: set[Path] = set()
+
+
+def print_ground_truth_note(dataset: CocoDetectionDataset) -> str | None:
+    """Print the split's ``note: …`` line (boxes not trained on) to stderr once per process.
+
+    Returns:
+        The note, or None when every box of the file is trained on as given.
+    """
+    note = dataset.ground_truth_report.note(str(dataset.annotation_file))
+    key = dataset.annotation_file.resolve()
+    if note is not None and key not in _NOTED:
+        _NOTED.add(key)
+        print(note, file=sys.stderr, flush=True)
+    return note
+
+
 def build_datasets(data: DataConfig, progress: bool = True) -> DetectionDatasets:
-    """Both splits, validated (missing files and corrupt images raise DataError)."""
+    """Both splits, validated (bad annotation files, missing files and, with ``data.preload``,
+    corrupt images raise DataError).
+
+    For each split whose boxes are not all trained on as given (crowd boxes, boxes under 1 px,
+    boxes past their image) one ``note: …`` line goes to stderr, whatever ``progress`` says.
+    """
     train_images, train_annotations, val_images, val_annotations = dataset_paths(data, progress)
     train = CocoDetectionDataset(
         train_images,
@@ -78,4 +102,6 @@ def build_datasets(data: DataConfig, progress: bool = True) -> DetectionDatasets
             f"{train_annotations} and {val_annotations} have different categories; "
             "both splits must share one category list"
         )
+    for dataset in (train, val):
+        print_ground_truth_note(dataset)
     return DetectionDatasets(train=train, val=val)

@@ -2,7 +2,14 @@
 
 Images are letterboxed: the longer side is scaled to ``image_size`` (keeping the aspect ratio)
 and the bottom/right is zero-padded to ``image_size``×``image_size``. ``scale`` (input pixels per
-original pixel) maps predictions back to the original image (``evaluation.coco_eval``).
+original pixel) maps predictions back to the original image (``evaluation.coco_eval``); it is
+exact on both axes, whatever the aspect ratio: input pixel ``i`` covers original pixels
+``[i / scale, (i + 1) / scale)``, so the content's last row or column may be part padding (it
+is kept, not cut: the content spans ``ceil(width * scale)`` input pixels).
+
+Which boxes are trained on and which are scored in evaluation follows one rule
+(``rlpkd.data.annotations``): boxes are clipped to their image; crowd boxes and boxes narrower or
+shorter than 1 pixel inside their image are not trained on and are ignore regions in evaluation.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -21,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Dataset
 
+from rlpkd.data.annotations import GroundTruthReport, read_coco_annotations, split_ground_truth
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.errors import DataError
 
@@ -50,8 +58,10 @@ class _Target(NamedTuple):
     boxes: torch.Tensor  # [N, 4] xyxy in original pixels
     labels: torch.Tensor  # [N] contiguous class index
     scale: float  # input pixels per original pixel
-    content_w: int  # size of the letterboxed image content in input pixels
+    content_w: int  # size of the letterboxed image content in whole input pixels
     content_h: int
+    extent_w: float  # the original image's exact extent in input pixels (width * scale)
+    extent_h: float
 
 
 class CocoDetectionDataset(Dataset):
@@ -66,12 +76,18 @@ class CocoDetectionDataset(Dataset):
         preload: decode and letterbox every image once at construction into a uint8 tensor
             (fast epochs on small datasets; costs N·3·S² bytes).
 
-    Crowd boxes and boxes narrower or shorter than 1 original pixel are skipped; images with no
-    boxes are kept.
+    The annotation file is checked in full at construction (``read_coco_annotations``). Boxes
+    are clipped to their image; crowd boxes and boxes narrower or shorter than 1 original pixel
+    inside their image are not training targets, and ``coco`` (the evaluation ground truth)
+    holds them as ignore regions, so training and evaluation see the same boxes
+    (``rlpkd.data.annotations``; counts and the first example in ``ground_truth_report``).
+    Images with no boxes are kept.
 
     Raises:
-        DataError: the annotation file is missing or not valid COCO JSON, or an image is missing
-            or cannot be decoded (at construction with ``preload``, else when it is loaded).
+        DataError: the annotation file is missing, not valid JSON or not a valid COCO detection
+            file (one line naming the file and the entry), or an image is missing, cannot be
+            decoded or has another size than its annotation says (at construction with
+            ``preload``, else when it is loaded).
     """
 
     def __init__(
@@ -88,22 +104,19 @@ class CocoDetectionDataset(Dataset):
         self.image_size = image_size
         self.train = train
         self.hflip_prob = hflip_prob
-        if not self.annotation_file.is_file():
-            raise DataError(
-                f"annotation file {self.annotation_file} not found; check the dataset path in the "
-                "config or generate the data with scripts/make_dataset.py"
-            )
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                self._coco = COCO(str(self.annotation_file))
-        except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as error:
-            raise DataError(
-                f"annotation file {self.annotation_file} is not valid COCO JSON ({error})"
-            ) from None
+        ground_truth = split_ground_truth(read_coco_annotations(self.annotation_file))
+        self._report = ground_truth.report
+        self._coco = COCO()
+        self._coco.dataset = ground_truth.evaluation_document
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._coco.createIndex()
         self._category_ids = sorted(self._coco.getCatIds())
         self._label_of_category = {cat: i for i, cat in enumerate(self._category_ids)}
         self._image_ids = sorted(self._coco.getImgIds())
-        self._targets = [self._load_target(image_id) for image_id in self._image_ids]
+        self._targets = [
+            self._load_target(image_id, ground_truth.train_boxes.get(image_id, []))
+            for image_id in self._image_ids
+        ]
         self._preloaded: torch.Tensor | None = None
         if preload:
             self._preloaded = torch.stack(
@@ -112,8 +125,15 @@ class CocoDetectionDataset(Dataset):
 
     @property
     def coco(self) -> COCO:
-        """The pycocotools COCO object holding the ground truth."""
+        """The evaluation ground truth as a pycocotools COCO object: the file's annotations with
+        boxes clipped to their image and untrainable boxes marked as ignore regions
+        (``iscrowd: 1``, reason under ``rlpkd_ignored``)."""
         return self._coco
+
+    @property
+    def ground_truth_report(self) -> GroundTruthReport:
+        """How many of the file's boxes are crowd, untrainable or clipped, with an example."""
+        return self._report
 
     @property
     def image_ids(self) -> list[int]:
@@ -158,9 +178,9 @@ class CocoDetectionDataset(Dataset):
         image = canvas.float().div_(255.0)
         content_w = target.content_w
         boxes = target.boxes * target.scale
-        # Rounding the content size can leave a box a fraction of a pixel outside it.
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, content_w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, target.content_h)
+        # Boxes are clipped to the image already; this only absorbs float rounding.
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, target.extent_w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, target.extent_h)
         if self.train and torch.rand(()) < self.hflip_prob:
             # Flip only the image content, so the padding stays bottom/right.
             image[:, :, :content_w] = image[:, :, :content_w].flip(-1)
@@ -176,32 +196,31 @@ class CocoDetectionDataset(Dataset):
         )
 
     def _letterbox_geometry(self, width: int, height: int) -> tuple[float, int, int]:
+        """(scale, content width, content height): the content is every input pixel the scaled
+        image covers, even in part, so flipping those columns keeps every box inside them."""
         scale = self.image_size / max(width, height)
-        content_w = min(self.image_size, max(1, round(width * scale)))
-        content_h = min(self.image_size, max(1, round(height * scale)))
+        # The tolerance keeps float noise (200 * 0.32 = 64.00000000000001) from adding a pixel.
+        content_w = min(self.image_size, max(1, math.ceil(width * scale - 1e-6)))
+        content_h = min(self.image_size, max(1, math.ceil(height * scale - 1e-6)))
         return scale, content_w, content_h
 
-    def _load_target(self, image_id: int) -> _Target:
-        """Usable boxes and labels of one image, and its letterbox geometry."""
+    def _load_target(
+        self, image_id: int, train_boxes: list[tuple[float, float, float, float, int]]
+    ) -> _Target:
+        """Training boxes and labels of one image, and its letterbox geometry."""
         info = self._coco.imgs[image_id]
-        scale, content_w, content_h = self._letterbox_geometry(info["width"], info["height"])
-        boxes, labels = [], []
-        for annotation in self._coco.imgToAnns.get(image_id, []):
-            x, y, w, h = annotation["bbox"]
-            if annotation.get("iscrowd", 0) or w < 1 or h < 1:
-                continue
-            x0, y0 = max(x, 0.0), max(y, 0.0)
-            x1, y1 = min(x + w, info["width"]), min(y + h, info["height"])
-            if x1 - x0 < 1 or y1 - y0 < 1:
-                continue
-            boxes.append([x0, y0, x1, y1])
-            labels.append(self._label_of_category[annotation["category_id"]])
+        width, height = info["width"], info["height"]
+        scale, content_w, content_h = self._letterbox_geometry(width, height)
+        boxes = [box[:4] for box in train_boxes]
+        labels = [self._label_of_category[box[4]] for box in train_boxes]
         return _Target(
             boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             labels=torch.tensor(labels, dtype=torch.long),
             scale=scale,
             content_w=content_w,
             content_h=content_h,
+            extent_w=width * scale,
+            extent_h=height * scale,
         )
 
     def _letterboxed_uint8(self, index: int) -> torch.Tensor:
@@ -217,19 +236,37 @@ class CocoDetectionDataset(Dataset):
             ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
             raise DataError(f"image file {path} cannot be decoded ({error})") from None
-        _, content_w, content_h = self._letterbox_geometry(*rgb.size)
         if rgb.size != (info["width"], info["height"]):
             raise DataError(
                 f"image file {path} is {rgb.size[0]}x{rgb.size[1]} but the annotations say "
                 f"{info['width']}x{info['height']}"
             )
+        scale, content_w, content_h = self._letterbox_geometry(*rgb.size)
         if (content_w, content_h) != rgb.size:
-            rgb = rgb.resize((content_w, content_h), Image.BILINEAR)
+            rgb = _resize_exactly(rgb, scale, content_w, content_h)
         canvas = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
         canvas[:, :content_h, :content_w] = torch.from_numpy(np.asarray(rgb).copy()).permute(
             2, 0, 1
         )
         return canvas
+
+
+def _resize_exactly(image: Image.Image, scale: float, width: int, height: int) -> Image.Image:
+    """``image`` scaled by exactly ``scale`` on both axes into a ``width``×``height`` canvas.
+
+    Resizing the whole image to the whole-pixel content size would scale each axis by its own
+    factor (a 240×12 image at 64 px covers 3.2 rows: resized into 4 rows it would be scaled 0.27
+    across but 0.33 down), so boxes scaled by ``scale`` would drift off their objects; instead
+    the source region that maps onto the canvas exactly is resampled, zero-padding the image
+    where that region passes its edge.
+    """
+    box_w, box_h = width / scale, height / scale
+    if box_w > image.width + 1e-6 or box_h > image.height + 1e-6:
+        padded = Image.new("RGB", (math.ceil(box_w), math.ceil(box_h)))
+        padded.paste(image, (0, 0))
+        image = padded
+    box = (0.0, 0.0, min(box_w, image.width), min(box_h, image.height))
+    return image.resize((width, height), Image.BILINEAR, box=box)
 
 
 def collate_detection(items: list[DetectionSample]) -> DetectionBatch:

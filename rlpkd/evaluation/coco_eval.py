@@ -35,10 +35,22 @@ def detections_to_coco(
         category_ids: COCO category id of each contiguous class index.
 
     Returns:
-        ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` dicts.
+        ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` dicts; ``category_id`` is
+        the original COCO id (e.g. 90 for label 79 of COCO's 80 classes).
+
+    Raises:
+        ValueError: a label outside ``[0, len(category_ids))`` (a bug: a padding label -1 would
+            otherwise silently become the last category).
     """
     results = []
     for i, image_id in enumerate(image_ids.tolist()):
+        if labels[i].numel() and (
+            int(labels[i].min()) < 0 or int(labels[i].max()) >= len(category_ids)
+        ):
+            raise ValueError(
+                f"detection labels of image {image_id} lie outside [0, {len(category_ids)}): "
+                f"{sorted(set(labels[i].tolist()))}"
+            )
         xyxy = boxes[i].detach().float().cpu() / float(scales[i])
         xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1).tolist()
         for bbox, score, label in zip(
@@ -64,7 +76,9 @@ def evaluate_coco(
     """Run COCOeval (bbox) and return AP, AP50, AP75, APs, APm, APl as fractions in [0, 1].
 
     Args:
-        coco_gt: the ground truth (``CocoDetectionDataset.coco``).
+        coco_gt: the ground truth (``CocoDetectionDataset.coco``, whose crowd boxes and boxes
+            the dataset cannot train on are ignore regions: a detection matched to one is
+            neither a true nor a false positive, COCO's rule for crowds).
         results: COCO result dicts (``detections_to_coco``); not modified.
         image_ids: evaluate only these images (default: every image in ``coco_gt``).
         verbose: let COCOeval print its progress and summary table.
