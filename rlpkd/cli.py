@@ -63,7 +63,7 @@ def check_out_dir(out: str | Path, access: AccessCheck = os.access) -> None:
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a run directory; choose another --out")
+        raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
     existing = out
     while not existing.exists():
         if existing.parent == existing:

@@ -208,10 +208,14 @@ class RunLock:
                 except FileExistsError:
                     self._take_over_if_stale()
                     continue
-                with os.fdopen(fd, "w") as handle:
-                    json.dump(record, handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                try:
+                    with os.fdopen(fd, "w") as handle:
+                        json.dump(record, handle)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                except BaseException:  # never leave a half-written lock behind
+                    self.path.unlink(missing_ok=True)
+                    raise
                 self._record = record
                 return self
             raise RunLockedError(f"run directory {self.out}: could not take the lock {self.path}")

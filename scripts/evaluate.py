@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rlpkd.cli import checked_config, config_argument_parser, run_cli
+from rlpkd.cli import check_input_file, checked_config, config_argument_parser, run_cli
 from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import UserError
@@ -26,6 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.out is None:
         raise UserError("--out is required: the run directory to write metrics.json into")
+    check_input_file(args.checkpoint, "--checkpoint")  # before looking for its config.yaml
     config_path = args.config or args.checkpoint.resolve().parent.parent / "config.yaml"
     overrides = [*args.overrides, f"runtime.out={args.out}"]
     config = checked_config(config_path, overrides, [(args.checkpoint, "--checkpoint")])
