@@ -1,18 +1,39 @@
-"""Shared command-line plumbing: --config/--set/--out/--debug and one-line user errors."""
+"""Shared command-line plumbing: --config/--set/--out/--debug, up-front checks and one-line errors.
+
+Every script calls :func:`config_from_args` (or :func:`checked_config`) before any phase: the whole
+config (types, ranges, registry names) and every input it names (COCO files, ``meta.warm_start``,
+checkpoints given as arguments) and the run directory itself are checked, so a bad input fails with
+one line before anything in ``--out`` is written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rlpkd.checkpoint_io import load_checkpoint
 from rlpkd.config import Config, load_config
-from rlpkd.errors import UserError
+from rlpkd.errors import CheckpointError, ConfigError, DataError, UserError
+from rlpkd.validation import validate_config_names
 
-__all__ = ["config_argument_parser", "config_from_args", "run_cli", "DEBUG_CONFIG"]
+__all__ = [
+    "config_argument_parser",
+    "config_from_args",
+    "checked_config",
+    "check_out_dir",
+    "check_input_file",
+    "check_run_inputs",
+    "run_cli",
+    "DEBUG_CONFIG",
+]
 
 DEBUG_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "debug.yaml"
+
+AccessCheck = Callable[[Path, int], bool]
+"""``os.access``-like: (path, mode) -> allowed; injectable so tests can deny writes as root."""
 
 
 def config_argument_parser(description: str) -> argparse.ArgumentParser:
@@ -34,13 +55,117 @@ def config_argument_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The validated config the arguments describe (--debug replaces --config)."""
+def check_out_dir(out: str | Path, access: AccessCheck = os.access) -> None:
+    """Raise ConfigError unless ``out`` is a directory this process can write, or can be created.
+
+    Nothing is created: an existing ``out`` must be a writable directory; a missing one needs its
+    nearest existing ancestor to be a writable directory.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, so the run directory cannot exist")
+    if not access(existing, os.W_OK | os.X_OK):
+        what = "the run directory" if existing == out else f"its parent {existing}"
+        raise ConfigError(f"--out {out}: {what} is not writable; choose another --out")
+
+
+def check_input_file(path: str | Path, what: str, directory: bool = False) -> None:
+    """Raise DataError unless ``path`` exists (as a directory if ``directory``) and is readable."""
+    path = Path(path)
+    if directory:
+        if not path.is_dir():
+            raise DataError(f"{what} not found: {path} is not a directory")
+        try:
+            next(os.scandir(path), None)
+        except OSError as error:
+            raise DataError(f"{what} {path} is not readable ({error.strerror})") from None
+        return
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise DataError(f"{what} {path} is not readable ({error.strerror})") from None
+
+
+def check_run_inputs(
+    config: Config,
+    input_files: Sequence[tuple[str | Path, str]] = (),
+    access: AccessCheck = os.access,
+) -> None:
+    """Check what a run reads and where it writes before any phase starts.
+
+    Args:
+        config: the validated config (``runtime.out``, ``data`` COCO paths, ``meta.warm_start``).
+        input_files: (path, what) of files given as script arguments (e.g. a --teacher checkpoint).
+        access: ``os.access`` (tests inject a stricter one).
+
+    Raises:
+        ConfigError, DataError, CheckpointError: one line naming the key or file.
+    """
+    check_out_dir(config.runtime.out, access)
+    data = config.data
+    if data.source == "coco":
+        check_input_file(data.train_images, "data.train_images (COCO image directory)", True)
+        check_input_file(data.train_annotations, "data.train_annotations (COCO annotation JSON)")
+        check_input_file(data.val_images, "data.val_images (COCO image directory)", True)
+        check_input_file(data.val_annotations, "data.val_annotations (COCO annotation JSON)")
+    for path, what in input_files:
+        check_input_file(path, what)
+    if config.meta.warm_start:
+        state = load_checkpoint(
+            config.meta.warm_start,
+            "meta.warm_start (policy weights)",
+            required_keys=("state", "hidden_sizes"),
+        )
+        saved = [int(size) for size in state["hidden_sizes"]]
+        if saved != list(config.rl.hidden_sizes):
+            raise CheckpointError(
+                f"meta.warm_start {config.meta.warm_start} has hidden sizes {saved} but "
+                f"rl.hidden_sizes is {list(config.rl.hidden_sizes)}"
+            )
+
+
+def checked_config(
+    path: str | Path | None,
+    overrides: Sequence[str],
+    input_files: Sequence[tuple[str | Path, str]] = (),
+    check_inputs: bool = True,
+) -> Config:
+    """Load ``path`` with ``overrides``, validate every value and registry name, and (with
+    ``check_inputs``) check the run's inputs and ``runtime.out`` (:func:`check_run_inputs`).
+    Nothing is written."""
+    config = load_config(path, list(overrides))
+    source = "defaults" if path is None else str(path)
+    if overrides:
+        source = f"{source} with --set overrides"
+    validate_config_names(config, source)
+    if check_inputs:
+        check_run_inputs(config, input_files)
+    return config
+
+
+def config_from_args(
+    args: argparse.Namespace,
+    input_files: Sequence[tuple[str | Path, str]] = (),
+    check_inputs: bool = True,
+) -> Config:
+    """The validated config the arguments describe (--debug replaces --config); with
+    ``check_inputs`` (scripts that run something) also its inputs and ``--out`` (see
+    :func:`checked_config`)."""
     path = DEBUG_CONFIG if args.debug else args.config
     overrides = list(args.overrides)
     if args.out is not None:
         overrides.append(f"runtime.out={args.out}")
-    return load_config(path, overrides)
+    return checked_config(path, overrides, input_files, check_inputs)
 
 
 def run_cli(main: Callable[[], int | None]) -> None:

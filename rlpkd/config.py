@@ -1,16 +1,20 @@
 """Typed experiment config: YAML -> dataclasses with defaults, dotted overrides, clear errors.
 
-A config is data (``yaml.safe_load`` only). Every field carries a one-line docstring; the resolved
+A config is data (a ``yaml.SafeLoader`` whose floats follow YAML 1.2: ``1e-3`` is a float). Every field carries a one-line docstring; the resolved
 config is written to ``<out>/config.yaml`` so a run is reproducible from that file alone.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,41 @@ __all__ = [
     "save_config",
     "config_fingerprint",
     "validate_config",
+    "parse_config_yaml",
+    "ConfigYamlLoader",
+    "Rule",
+    "FIELD_RULES",
 ]
+
+
+class ConfigYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2 floats: PyYAML's YAML 1.1 resolver reads ``1e-3`` (no
+    dot) as a string; here it is a float, in files and in ``--set`` values alike."""
+
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+ConfigYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigYamlLoader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_config_yaml(text: str) -> Any:
+    """Parse config YAML (a file's text or one ``--set`` value) with :class:`ConfigYamlLoader`."""
+    return yaml.load(text, Loader=ConfigYamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
@@ -433,8 +471,8 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> Config:
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw config dict."""
-    result = yaml.safe_load(yaml.safe_dump(values)) or {}
+    """Apply ``dotted.key=value`` overrides (values parsed as config YAML) to a raw config dict."""
+    result = copy.deepcopy(values) if values else {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected dotted.key=value")
@@ -445,12 +483,16 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: '{key}' is not a section")
-        node[keys[-1]] = yaml.safe_load(raw)
+        try:
+            node[keys[-1]] = parse_config_yaml(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
     return result
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply overrides and validate it."""
+    """Read a YAML config, apply overrides and validate types and ranges (not registry names:
+    see ``rlpkd.validation``)."""
     values: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -459,7 +501,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = parse_config_yaml(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read the config file ({error})") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
     if overrides:
@@ -470,48 +514,254 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return config
 
 
+# ---------------------------------------------------------------------------------------------
+# Value checks: one rule per numeric / named field, checked after the types.
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint on one config value (each item of a list value): ``test`` and its text."""
+
+    test: Callable[[Any], bool]
+    """True when the value is allowed."""
+    allowed: str
+    """What is allowed, for the error message (e.g. '>= 1', 'in [0, 1]')."""
+
+
+def at_least(low: float) -> Rule:
+    """value >= low."""
+    return Rule(lambda v: v >= low, f">= {low}")
+
+
+def greater_than(low: float) -> Rule:
+    """value > low."""
+    return Rule(lambda v: v > low, f"> {low}")
+
+
+def within(low: float, high: float, closed_high: bool = True) -> Rule:
+    """low <= value <= high (or < high when ``closed_high`` is False)."""
+    if closed_high:
+        return Rule(lambda v: low <= v <= high, f"in [{low}, {high}]")
+    return Rule(lambda v: low <= v < high, f"in [{low}, {high})")
+
+
+def one_of(*choices: Any) -> Rule:
+    """value in choices."""
+    return Rule(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def matching(pattern: str, description: str) -> Rule:
+    """A string that fully matches the regular expression ``pattern``."""
+    compiled = re.compile(pattern)
+    return Rule(lambda v: compiled.fullmatch(v) is not None, description)
+
+
+ANY = Rule(lambda v: True, "anything")
+POSITIVE = greater_than(0)
+NON_NEGATIVE = at_least(0)
+COUNT = at_least(1)
+FRACTION = within(0, 1)
+MOMENTUM = within(0, 1, closed_high=False)
+NON_EMPTY = Rule(lambda v: v != "", "a non-empty string")
+
+FIELD_RULES: dict[type, dict[str, Rule]] = {
+    DataConfig: {
+        "source": one_of("embedded", "coco"),
+        "root": NON_EMPTY,
+        "num_train": COUNT,
+        "num_val": COUNT,
+        "regime": ANY,  # a registry name: rlpkd.validation
+        "seed": NON_NEGATIVE,
+        "image_size": Rule(lambda v: v >= 32 and v % 32 == 0, "a multiple of 32, >= 32"),
+        "train_images": ANY,  # required for COCO: checked below and by rlpkd.cli
+        "train_annotations": ANY,
+        "val_images": ANY,
+        "val_annotations": ANY,
+        "hflip_prob": FRACTION,
+        "preload": ANY,
+        "num_workers": NON_NEGATIVE,
+        "level_thresholds": POSITIVE,
+    },
+    ModelConfig: {
+        "depth": ANY,  # a registry name: rlpkd.validation
+        "width": POSITIVE,
+        "fpn_channels": COUNT,
+        "head_convs": NON_NEGATIVE,
+        "pretrained": ANY,
+    },
+    ScheduleConfig: {
+        "epochs": COUNT,
+        "batch_size": COUNT,
+        "optimizer": one_of("sgd", "adamw"),
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "momentum": MOMENTUM,
+        "warmup_steps": NON_NEGATIVE,
+        "grad_clip": NON_NEGATIVE,
+    },
+    DistillConfig: {
+        "loss": ANY,  # a registry name: rlpkd.validation
+        "loss_params": ANY,  # finite; names checked by rlpkd.validation
+        "weight": NON_NEGATIVE,
+        "normalise": ANY,
+        "norm_momentum": MOMENTUM,
+        "gradnorm": ANY,
+        "gradnorm_alpha": NON_NEGATIVE,
+        "gradnorm_lr": POSITIVE,
+        "levels": ANY,  # a level spec: rlpkd.validation
+    },
+    EvalConfig: {
+        "batch_size": COUNT,
+        "score_threshold": FRACTION,
+        "max_detections": COUNT,
+    },
+    ExperimentConfig: {
+        "seeds": NON_NEGATIVE,
+        "level_sets": ANY,  # level specs: rlpkd.validation
+        "ablation": ANY,
+        "ablation_seeds": NON_NEGATIVE,
+    },
+    RLConfig: {
+        "lam": NON_NEGATIVE,
+        "slots": COUNT,
+        "episode_steps": COUNT,
+        "snapshot_fractions": FRACTION,
+        "flops_budget": NON_NEGATIVE,
+        "iterations": COUNT,
+        "train_batch_size": COUNT,
+        "minibatch_size": COUNT,
+        "num_epochs": COUNT,
+        "lr": POSITIVE,
+        "gamma": FRACTION,
+        "entropy_coeff": NON_NEGATIVE,
+        "hidden_sizes": COUNT,
+        "num_env_runners": NON_NEGATIVE,
+        "num_learners": NON_NEGATIVE,
+        "num_gpus_per_learner": NON_NEGATIVE,
+        "greedy": ANY,
+        "static_baselines": ANY,  # level specs: rlpkd.validation
+    },
+    MetaConfig: {
+        "warm_start": ANY,  # a readable checkpoint: rlpkd.cli
+        "regimes": ANY,  # registry names: rlpkd.validation
+        "lambdas": NON_NEGATIVE,
+        "student_depths": ANY,  # registry names: rlpkd.validation
+        "meta_iterations": COUNT,
+        "inner_iterations": COUNT,
+        "meta_lr": Rule(lambda v: 0 < v <= 1, "in (0, 1]"),
+        "compare_scratch": ANY,
+    },
+    SearchConfig: {
+        "lam": NON_NEGATIVE,
+        "holdout_fraction": Rule(lambda v: 0 < v < 1, "in (0, 1)"),
+        "fitness_epochs": COUNT,
+        "gradient_steps": COUNT,
+        "alpha_lr": POSITIVE,
+        "unrolled_lr": NON_NEGATIVE,
+        "finite_difference_eps": POSITIVE,
+        "gate_threshold": FRACTION,
+        "tau_max": POSITIVE,
+        "tau_min": POSITIVE,
+        "population": COUNT,
+        "sample_size": COUNT,
+        "cycles": NON_NEGATIVE,
+        "random_samples": COUNT,
+    },
+    SweepConfig: {
+        "seeds": NON_NEGATIVE,
+        "rl_lams": NON_NEGATIVE,
+        "nas_methods": ANY,  # registry names: rlpkd.validation
+        "static_grid": ANY,
+        "baselines": ANY,  # level specs: rlpkd.validation
+        "trial_cpus": POSITIVE,
+        "trial_gpus": NON_NEGATIVE,
+        "trial_threads": COUNT,
+        "max_concurrent_trials": NON_NEGATIVE,
+        "scheduler": one_of("fifo", "asha"),
+        "asha_grace_period": COUNT,
+        "asha_reduction_factor": at_least(2),
+    },
+    RuntimeConfig: {
+        "out": NON_EMPTY,
+        "device": matching(r"auto|cpu|cuda(:\d+)?", "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        "seed": NON_NEGATIVE,
+        "num_threads": NON_NEGATIVE,
+        "amp": ANY,
+        "channels_last": ANY,
+        "progress": ANY,
+    },
+}
+"""The allowed values of every field of every section (a list field: of each item). Every float
+anywhere must also be finite. Registry names (KD losses, search methods, level specs, regimes,
+ResNet depths) live above this layer and are checked by ``rlpkd.validation``."""
+
+NON_EMPTY_LISTS = ("meta.regimes", "meta.lambdas", "meta.student_depths", "rl.snapshot_fractions")
+"""List fields that must hold at least one item."""
+
+
+def _check_value(key: str, value: Any, rule: Rule, source: str) -> None:
+    items = value.items() if isinstance(value, dict) else None
+    if items is not None:
+        for name, item in items:
+            _check_value(f"{key}.{name}", item, rule, source)
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value(f"{key}[{index}]", item, rule, source)
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: '{key}' is {value}; it must be a finite number")
+    if not rule.test(value):
+        raise ConfigError(f"{source}: '{key}' is {value!r}; allowed: {rule.allowed}")
+
+
+def _check_fields(section: Any, prefix: str, source: str) -> None:
+    rules = FIELD_RULES[type(section)]
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        key = f"{prefix}.{item.name}"
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, key, source)
+            continue
+        _check_value(key, value, rules[item.name], source)
+        if key in NON_EMPTY_LISTS and not value:
+            raise ConfigError(f"{source}: '{key}' is empty; it needs at least one item")
+
+
 def validate_config(config: Config, source: str = "config") -> None:
-    """Value checks that types alone cannot express."""
-    if config.data.source not in ("embedded", "coco"):
-        raise ConfigError(
-            f"{source}: 'data.source' must be 'embedded' or 'coco', got {config.data.source!r}"
-        )
-    if len(config.data.level_thresholds) != 3 or sorted(config.data.level_thresholds) != list(
-        config.data.level_thresholds
+    """Check every value's range (``FIELD_RULES``, finite floats) and the rules that tie fields
+    together; the first violation is a one-line ConfigError naming the key, the value and what is
+    allowed."""
+    for item in dataclasses.fields(config):
+        _check_fields(getattr(config, item.name), item.name, source)
+    thresholds = config.data.level_thresholds
+    if len(thresholds) != 3 or any(
+        a >= b for a, b in zip(thresholds, thresholds[1:], strict=False)
     ):
         raise ConfigError(
-            f"{source}: 'data.level_thresholds' must be 3 increasing numbers, "
-            f"got {config.data.level_thresholds}"
+            f"{source}: 'data.level_thresholds' is {thresholds}; allowed: 3 increasing numbers"
         )
-    for name in ("teacher_schedule", "student_schedule"):
-        schedule = getattr(config, name)
-        if schedule.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(
-                f"{source}: '{name}.optimizer' must be 'sgd' or 'adamw', got {schedule.optimizer!r}"
-            )
-        if schedule.batch_size < 1 or schedule.epochs < 0:
-            raise ConfigError(f"{source}: '{name}' needs batch_size >= 1 and epochs >= 0")
+    if config.data.source == "coco":
+        for name in ("train_images", "train_annotations", "val_images", "val_annotations"):
+            if not getattr(config.data, name):
+                raise ConfigError(
+                    f"{source}: 'data.{name}' is empty; data.source 'coco' needs all four paths"
+                )
     search = config.search
-    if not 0.0 < search.holdout_fraction < 1.0:
+    if search.sample_size > search.population:
         raise ConfigError(
-            f"{source}: 'search.holdout_fraction' must lie in (0, 1), got {search.holdout_fraction}"
+            f"{source}: 'search.sample_size' is {search.sample_size}; allowed: at most "
+            f"search.population ({search.population})"
         )
-    if not 1 <= search.sample_size <= search.population:
+    if search.tau_min > search.tau_max:
         raise ConfigError(
-            f"{source}: 'search.sample_size' must lie in [1, search.population], "
-            f"got {search.sample_size} with population {search.population}"
+            f"{source}: 'search.tau_min' is {search.tau_min}; allowed: at most search.tau_max "
+            f"({search.tau_max})"
         )
-    if search.tau_min <= 0 or search.tau_max < search.tau_min:
-        raise ConfigError(f"{source}: 'search' needs 0 < tau_min <= tau_max")
-    if config.sweep.scheduler not in ("fifo", "asha"):
+    if config.rl.minibatch_size > config.rl.train_batch_size:
         raise ConfigError(
-            f"{source}: 'sweep.scheduler' must be 'fifo' or 'asha', got {config.sweep.scheduler!r}"
-        )
-    if config.sweep.trial_cpus <= 0 or config.sweep.trial_gpus < 0:
-        raise ConfigError(f"{source}: 'sweep' needs trial_cpus > 0 and trial_gpus >= 0")
-    if config.data.image_size % 32:
-        raise ConfigError(
-            f"{source}: 'data.image_size' must be a multiple of 32, got {config.data.image_size}"
+            f"{source}: 'rl.minibatch_size' is {config.rl.minibatch_size}; allowed: at most "
+            f"rl.train_batch_size ({config.rl.train_batch_size})"
         )
 
 

@@ -1,15 +1,21 @@
 """The run directory every script writes (DESIGN §11), with atomic writes.
 
-Scripts validate their config and dataset before calling ``RunDirectory.prepare``, so a bad input
-never touches an existing run; files are replaced atomically, so a crash never leaves half a file.
+Scripts validate their config and inputs before calling ``RunDirectory.prepare``, so a bad input
+never touches an existing run; files are replaced atomically, so a crash never leaves half a file;
+``run_lock`` makes a second run on the same directory fail instead of interleaving with the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +23,20 @@ import torch
 import yaml
 
 from rlpkd.config import Config, config_to_dict
+from rlpkd.errors import RunLockedError
 
-__all__ = ["RunDirectory", "atomic_write_text", "write_json", "read_json"]
+__all__ = [
+    "RunDirectory",
+    "atomic_write_text",
+    "write_json",
+    "read_json",
+    "RunLock",
+    "run_lock",
+    "LOCK_NAME",
+]
+
+LOCK_NAME = ".lock"
+"""The lock file of a run directory (``<out>/.lock``)."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -99,3 +117,160 @@ class RunDirectory:
         torch.save(state, tmp)
         os.replace(tmp, path)
         return path
+
+
+def _process_start_ticks(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks after boot (Linux), else None: it tells a
+    live holder from an unrelated process that reused a dead holder's pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int, start_ticks: int | None) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        pass
+    if start_ticks is not None:
+        current = _process_start_ticks(pid)
+        if current is not None and current != start_ticks:
+            return False  # the pid now belongs to another process
+    return True
+
+
+class RunLock:
+    """One run per directory: ``<out>/.lock``, created atomically, holding pid, host and start time.
+
+    ``acquire`` raises RunLockedError while a live process on this host (or any process on another
+    host) holds the lock; a lock whose holder is gone (kill -9, a crash) is reported as a note on
+    stderr and taken over. ``release`` removes the lock, and the directory too when the lock
+    created it and it is still empty.
+    """
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.path = self.out / LOCK_NAME
+        self._created_dirs: list[Path] = []
+        self._record: dict[str, Any] | None = None
+
+    def _read_holder(self) -> dict[str, Any] | None:
+        """The holder's record, or None when the file is gone, empty or unreadable."""
+        try:
+            record = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _holder_alive(self, holder: dict[str, Any] | None) -> bool:
+        if holder is None:
+            # Unparsable: a writer between create and write, or one killed there. Give a writer a
+            # moment; an old unreadable lock is stale.
+            try:
+                age_s = time.time() - self.path.stat().st_mtime
+            except OSError:
+                return False
+            return age_s < 5.0
+        if holder.get("hostname") != socket.gethostname():
+            return True  # cannot tell from here: assume it runs
+        try:
+            pid = int(holder.get("pid", 0))
+        except (TypeError, ValueError):
+            return False
+        ticks = holder.get("start_ticks")
+        return _pid_alive(pid, ticks if isinstance(ticks, int) else None)
+
+    def acquire(self) -> RunLock:
+        """Take the lock (creating ``out`` if needed); RunLockedError when a live run holds it."""
+        missing = []
+        for folder in (self.out, *self.out.parents):
+            if folder.exists():
+                break
+            missing.append(folder)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._created_dirs = missing
+        record = {
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "start_ticks": _process_start_ticks(os.getpid()),
+        }
+        try:
+            for _ in range(3):
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    self._take_over_if_stale()
+                    continue
+                try:
+                    with os.fdopen(fd, "w") as handle:
+                        json.dump(record, handle)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                except BaseException:  # never leave a half-written lock behind
+                    self.path.unlink(missing_ok=True)
+                    raise
+                self._record = record
+                return self
+            raise RunLockedError(f"run directory {self.out}: could not take the lock {self.path}")
+        except BaseException:
+            self._remove_created_dirs()
+            raise
+
+    def _take_over_if_stale(self) -> None:
+        holder = self._read_holder()
+        if self._holder_alive(holder):
+            holder = holder or {}
+            raise RunLockedError(
+                f"run directory {self.out} is in use by another run (pid {holder.get('pid', '?')} "
+                f"on {holder.get('hostname', '?')}, started {holder.get('started', '?')}); "
+                f"wait for it to finish or choose another --out"
+            )
+        if self._read_holder() != holder:
+            return  # another process took it over meanwhile: try again
+        print(
+            f"note: taking over the stale lock {self.path} of pid "
+            f"{(holder or {}).get('pid', '?')} (no longer running)",
+            file=sys.stderr,
+        )
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def release(self) -> None:
+        """Remove the lock if this process still holds it; remove ``out`` if the lock created it
+        and it is empty."""
+        if self._record is not None and self._read_holder() == self._record:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        self._record = None
+        self._remove_created_dirs()
+
+    def _remove_created_dirs(self) -> None:
+        for folder in self._created_dirs:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (the run wrote results) or already gone
+                break
+        self._created_dirs = []
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def run_lock(out: str | Path) -> Iterator[RunLock]:
+    """Hold ``<out>/.lock`` for the duration of the block (released on any exit; see RunLock)."""
+    lock = RunLock(out).acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()

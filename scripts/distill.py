@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
+from rlpkd.errors import UserError
 from rlpkd.flops.kd_flops import flops_model_from_config
-from rlpkd.rundir import RunDirectory
+from rlpkd.rundir import RunDirectory, run_lock
 from rlpkd.training.level_selection import parse_level_spec
 from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import run_student, selector_from_spec
@@ -25,15 +27,28 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None, help="student seed (runtime.seed)")
     parser.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint")
     args = parser.parse_args()
-    config = config_from_args(args)
+    teacher_file = [(args.teacher, "--teacher checkpoint")] if args.teacher is not None else []
+    config = config_from_args(args, teacher_file)  # the whole config and inputs, before any write
     levels = args.levels if args.levels is not None else config.distill.levels
     parse_level_spec(levels)  # fail on a bad spec before anything runs
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed {args.seed}: a seed must be >= 0")
     seed = config.runtime.seed if args.seed is None else args.seed
+    with run_lock(config.runtime.out):
+        metrics = _distill(config, args.teacher, levels, seed)
+    print(
+        f"student levels={levels} seed={seed}: AP = {100 * metrics['AP']:.1f}, "
+        f"kd_gflops/image = {metrics['kd_gflops']:.3f} ({config.runtime.out}/metrics.json)"
+    )
+    return 0
+
+
+def _distill(config: Config, teacher_path: Path | None, levels: str, seed: int) -> dict:
     device = configure_runtime(config.runtime)
     datasets = build_datasets(config.data, config.runtime.progress)
     run_dir = RunDirectory(config.runtime.out)
-    if args.teacher is not None:
-        teacher, _ = load_teacher(args.teacher, config, datasets.num_classes)
+    if teacher_path is not None:
+        teacher, _ = load_teacher(teacher_path, config, datasets.num_classes)
         teacher = teacher.to(device)
     else:
         run_dir.prepare(config)
@@ -52,11 +67,7 @@ def main() -> int:
         device,
         config.runtime.progress,
     )
-    print(
-        f"student levels={levels} seed={seed}: AP = {100 * metrics['AP']:.1f}, "
-        f"kd_gflops/image = {metrics['kd_gflops']:.3f} ({run_dir.path / 'metrics.json'})"
-    )
-    return 0
+    return metrics
 
 
 if __name__ == "__main__":

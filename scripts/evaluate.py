@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rlpkd.cli import config_argument_parser, run_cli
-from rlpkd.config import load_config
+from rlpkd.cli import check_input_file, checked_config, config_argument_parser, run_cli
+from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import UserError
 from rlpkd.evaluation.evaluate import evaluate_detector
-from rlpkd.rundir import RunDirectory
+from rlpkd.rundir import RunDirectory, run_lock
 from rlpkd.training.checkpoints import load_detector_checkpoint
 from rlpkd.training.runtime import configure_runtime
 
@@ -26,13 +26,21 @@ def main() -> int:
     args = parser.parse_args()
     if args.out is None:
         raise UserError("--out is required: the run directory to write metrics.json into")
+    check_input_file(args.checkpoint, "--checkpoint")  # before looking for its config.yaml
     config_path = args.config or args.checkpoint.resolve().parent.parent / "config.yaml"
     overrides = [*args.overrides, f"runtime.out={args.out}"]
-    config = load_config(config_path, overrides)
+    config = checked_config(config_path, overrides, [(args.checkpoint, "--checkpoint")])
     role = args.role or ("teacher" if args.checkpoint.name.startswith("teacher") else "student")
+    with run_lock(config.runtime.out):
+        metrics = _evaluate(config, args.checkpoint, role)
+    print(" ".join(f"{k}={100 * v:.1f}" for k, v in metrics.items()))
+    return 0
+
+
+def _evaluate(config: Config, checkpoint: Path, role: str) -> dict[str, float]:
     device = configure_runtime(config.runtime)
     datasets = build_datasets(config.data, config.runtime.progress)
-    model = load_detector_checkpoint(args.checkpoint, config, role, datasets.num_classes)
+    model = load_detector_checkpoint(checkpoint, config, role, datasets.num_classes)
     start = time.perf_counter()
     metrics, predictions = evaluate_detector(
         model.to(device), datasets.val, config.eval, device, config.runtime.amp
@@ -42,13 +50,12 @@ def main() -> int:
     run_dir.write_metrics(
         {
             **metrics,
-            "checkpoint": str(args.checkpoint),
+            "checkpoint": str(checkpoint),
             "role": role,
             "wall_time_s": time.perf_counter() - start,
         }
     )
-    print(" ".join(f"{k}={100 * v:.1f}" for k, v in metrics.items()))
-    return 0
+    return metrics
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the FLOPs table; 2 on a user error."""
     args = parse_args(argv)
     try:
-        config = config_from_args(args)
+        config = config_from_args(args, check_inputs=False)  # writes nothing, reads no data
         num_classes = default_num_classes(config) if args.num_classes is None else args.num_classes
         model = flops_model_from_config(config, num_classes)
         level_sets = all_subsets() if args.levels is None else [parse_levels(args.levels)]

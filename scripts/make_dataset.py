@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlpkd.cli import check_out_dir
 from rlpkd.data.synthetic import REGIMES, generate_embedded_dataset, object_size_counts
 from rlpkd.errors import UserError
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     """Generate the dataset and print its size-bin counts; 2 on a user error."""
     args = parse_args(argv)
     try:
+        if args.seed < 0:
+            raise UserError(f"--seed {args.seed}: a seed must be >= 0")
+        check_out_dir(args.out)
         out = generate_embedded_dataset(
             args.out, args.num_train, args.num_val, args.size, args.seed, args.regime, progress=True
         )

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from policies.reptile import meta_train, task_distribution, task_env_config
-from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from policies.reptile import MetaResult, meta_train, task_distribution, task_env_config
+from rlpkd.cli import check_out_dir, config_argument_parser, config_from_args, run_cli
+from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
-from rlpkd.rundir import RunDirectory, write_json
+from rlpkd.errors import UserError
+from rlpkd.rundir import RunDirectory, run_lock, write_json
 from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.teacher_phase import load_or_train_teacher
 
@@ -27,14 +29,25 @@ def main() -> int:
         help="meta-policy weights file (default <out>/checkpoints/meta_policy.pt)",
     )
     args = parser.parse_args()
-    config = config_from_args(args)
+    config = config_from_args(args)  # the whole config and inputs, before any write
+    if args.meta_out is not None:
+        if args.meta_out.is_dir():
+            raise UserError(f"--meta-out {args.meta_out} is a directory; give a file path")
+        check_out_dir(args.meta_out.parent)
+    with run_lock(config.runtime.out):
+        result = _meta_train(config, args.meta_out)
+    print(f"meta-policy = {result.checkpoint}  ({len(result.curves)} Reptile steps)")
+    return 0
+
+
+def _meta_train(config: Config, meta_out: Path | None) -> MetaResult:
     device = configure_runtime(config.runtime)
     progress = config.runtime.progress
     datasets = build_datasets(config.data, progress)
     run_dir = RunDirectory(config.runtime.out).prepare(config)
     load_or_train_teacher(config, datasets, device, run_dir, progress)
     teacher_path = run_dir.checkpoints / "teacher.pt"
-    meta_out = args.meta_out or run_dir.checkpoints / "meta_policy.pt"
+    meta_out = meta_out or run_dir.checkpoints / "meta_policy.pt"
     meta = config.meta
     result = meta_train(
         config,
@@ -50,8 +63,7 @@ def main() -> int:
         seed=config.runtime.seed,
     )
     write_json(run_dir.path / "meta_train.json", result.summary())
-    print(f"meta-policy = {result.checkpoint}  ({len(result.curves)} Reptile steps)")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from rlpkd.rundir import run_lock
 from rlpkd.training.fixed_level_comparison import run_fixed_level_comparison
 
 
 def main() -> int:
     parser = config_argument_parser(__doc__)
-    config = config_from_args(parser.parse_args())
-    report = run_fixed_level_comparison(config)
+    config = config_from_args(parser.parse_args())  # the whole config, before any write
+    with run_lock(config.runtime.out):
+        report = run_fixed_level_comparison(config)
     print(f"report: {config.runtime.out}/report.md  (wall time {report['wall_time_s']:.0f} s)")
     return 0
 

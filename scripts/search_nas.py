@@ -11,6 +11,8 @@ the pick is retrained on ``student_schedule`` and evaluated on val. Writes ``<ou
 from __future__ import annotations
 
 from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from rlpkd.errors import UserError
+from rlpkd.rundir import run_lock
 from rlpkd.search.methods import search_method_names
 from rlpkd.search.retrain import run_search_experiment
 
@@ -20,8 +22,11 @@ def main() -> int:
     parser.add_argument("--method", required=True, choices=search_method_names())
     parser.add_argument("--seed", type=int, default=None, help="search and student seed")
     args = parser.parse_args()
-    config = config_from_args(args)
-    metrics = run_search_experiment(config, args.method, args.seed)
+    config = config_from_args(args)  # the whole config, before any write
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed {args.seed}: a seed must be >= 0")
+    with run_lock(config.runtime.out):
+        metrics = run_search_experiment(config, args.method, args.seed)
     print(
         f"{args.method} picked {metrics['levels']}: AP {100 * metrics['AP']:.1f} "
         f"(kd {metrics['kd_gflops']:.3f} GFLOPs/image) after a search of "

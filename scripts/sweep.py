@@ -9,6 +9,7 @@ Exit status: 0 when every trial finished, 1 when some errored (listed with their
 from __future__ import annotations
 
 from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from rlpkd.rundir import run_lock
 from rlpkd.tune.sweep import run_sweep
 
 
@@ -23,10 +24,11 @@ def main() -> int:
         "--resume", action="store_true", help="continue an interrupted sweep (finished trials stay)"
     )
     args = parser.parse_args()
-    config = config_from_args(args)
-    outcome = run_sweep(
-        config, address=args.address, resume=args.resume, progress=config.runtime.progress
-    )
+    config = config_from_args(args)  # the whole config, before any write
+    with run_lock(config.runtime.out):
+        outcome = run_sweep(
+            config, address=args.address, resume=args.resume, progress=config.runtime.progress
+        )
     if outcome["errored"]:
         return 1
     return 130 if outcome["unfinished"] else 0

@@ -6,6 +6,7 @@ python scripts/train_rl.py --config configs/default.yaml [--debug] [--gpu N] [--
 from __future__ import annotations
 
 from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from rlpkd.rundir import run_lock
 from rlpkd.training.rl_pipeline import run_rl_experiment
 
 
@@ -18,8 +19,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.gpu is not None:
         args.overrides.append(f"runtime.device=cuda:{args.gpu}")
-    config = config_from_args(args)
-    report = run_rl_experiment(config, resume=args.resume)
+    config = config_from_args(args)  # the whole config and its inputs, before any write
+    with run_lock(config.runtime.out):
+        report = run_rl_experiment(config, resume=args.resume)
     print(f"report: {config.runtime.out}/report.md  (wall time {report['wall_time_s']:.0f} s)")
     return 0
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from rlpkd.cli import config_argument_parser, config_from_args, run_cli
 from rlpkd.data.build import build_datasets
-from rlpkd.rundir import RunDirectory
+from rlpkd.rundir import RunDirectory, run_lock
 from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.teacher_phase import load_or_train_teacher
 
 
 def main() -> int:
     parser = config_argument_parser(__doc__)
-    config = config_from_args(parser.parse_args())
-    device = configure_runtime(config.runtime)
-    datasets = build_datasets(config.data, config.runtime.progress)
-    run_dir = RunDirectory(config.runtime.out).prepare(config)
-    _, metrics = load_or_train_teacher(config, datasets, device, run_dir, config.runtime.progress)
-    run_dir.write_metrics({**metrics, "role": "teacher"})
+    config = config_from_args(parser.parse_args())  # the whole config, before any write
+    with run_lock(config.runtime.out):
+        device = configure_runtime(config.runtime)
+        datasets = build_datasets(config.data, config.runtime.progress)
+        run_dir = RunDirectory(config.runtime.out).prepare(config)
+        progress = config.runtime.progress
+        _, metrics = load_or_train_teacher(config, datasets, device, run_dir, progress)
+        run_dir.write_metrics({**metrics, "role": "teacher"})
     print(f"teacher val AP = {100 * metrics['AP']:.1f}  ({run_dir.path / 'metrics.json'})")
     return 0
 

@@ -53,3 +53,77 @@ def test_resolved_config_round_trips(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(config)))
     assert load_config(path) == config
+
+
+# --- value checks (issue 8): every bad value is one ConfigError naming the key and what is allowed
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("student_schedule.lr=-0.01", "student_schedule.lr", "> 0"),
+        ("student_schedule.lr=.nan", "student_schedule.lr", "finite"),
+        ("teacher_schedule.lr=.inf", "teacher_schedule.lr", "finite"),
+        ("rl.slots=0", "rl.slots", ">= 1"),
+        ("rl.episode_steps=0", "rl.episode_steps", ">= 1"),
+        ("student_schedule.epochs=0", "student_schedule.epochs", ">= 1"),
+        ("teacher_schedule.batch_size=0", "teacher_schedule.batch_size", ">= 1"),
+        ("rl.lam=-1", "rl.lam", ">= 0"),
+        ("data.hflip_prob=1.5", "data.hflip_prob", "in [0, 1]"),
+        ("rl.gamma=-0.1", "rl.gamma", "in [0, 1]"),
+        ("rl.snapshot_fractions=[0.0, 1.2]", "rl.snapshot_fractions[1]", "in [0, 1]"),
+        ("distill.norm_momentum=1.0", "distill.norm_momentum", "in [0, 1)"),
+        ("student_schedule.momentum=1.0", "student_schedule.momentum", "in [0, 1)"),
+        ("eval.score_threshold=2", "eval.score_threshold", "in [0, 1]"),
+        ("data.num_workers=-1", "data.num_workers", ">= 0"),
+        ("sweep.rl_lams=[0.1, -0.1]", "sweep.rl_lams[1]", ">= 0"),
+        ("distill.loss_params={temperature: .nan}", "distill.loss_params.temperature", "finite"),
+        ("runtime.device=gpu0", "runtime.device", "'cuda:N'"),
+        ("student_schedule.optimizer=adam", "student_schedule.optimizer", "'adamw'"),
+        ("data.image_size=100", "data.image_size", "multiple of 32"),
+        ("meta.regimes=[]", "meta.regimes", "at least one"),
+        ("rl.minibatch_size=512", "rl.minibatch_size", "rl.train_batch_size"),
+        ("sweep.asha_reduction_factor=1", "sweep.asha_reduction_factor", ">= 2"),
+    ],
+)
+def test_bad_value_is_one_line_naming_key_value_and_allowed(override, key, allowed):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"'{key}'" in message and allowed in message
+
+
+def test_every_field_of_every_section_has_a_rule():
+    import dataclasses
+
+    from rlpkd.config import FIELD_RULES, Config
+
+    for section in dataclasses.fields(Config):
+        cls = type(getattr(Config(), section.name))
+        assert cls in FIELD_RULES, section.name
+        assert set(FIELD_RULES[cls]) == {f.name for f in dataclasses.fields(cls)}, section.name
+
+
+def test_exponent_float_without_a_dot_is_a_float_in_files_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("student_schedule:\n  lr: 1e-3\nrl:\n  lr: 3E-4\n  lam: 2e0\n")
+    config = load_config(path)
+    assert config.student_schedule.lr == pytest.approx(1e-3)
+    assert config.rl.lr == pytest.approx(3e-4) and config.rl.lam == pytest.approx(2.0)
+    config = load_config(None, ["student_schedule.lr=1e-3", "search.alpha_lr=5e-2"])
+    assert config.student_schedule.lr == pytest.approx(1e-3)
+    assert config.search.alpha_lr == pytest.approx(0.05)
+    # the corrected resolver changes nothing else: ints stay ints, other text stays text
+    config = load_config(None, ["rl.slots=12", "runtime.out=1e3run", "distill.levels=P2,P4"])
+    assert config.rl.slots == 12 and isinstance(config.rl.slots, int)
+    assert config.runtime.out == "1e3run" and config.distill.levels == "P2,P4"
+
+
+def test_repo_configs_pass_the_name_checks():
+    from rlpkd.validation import validate_config_names
+    from tests.conftest import REPO
+
+    names = ["default", "debug", "sweep", "coco_r50_r18"]
+    for name in names:
+        validate_config_names(load_config(REPO / "configs" / f"{name}.yaml"))
