@@ -30,7 +30,10 @@ def main() -> int:
     teacher_file = [(args.teacher, "--teacher checkpoint")] if args.teacher is not None else []
     config = config_from_args(args, teacher_file)  # the whole config and inputs, before any write
     levels = args.levels if args.levels is not None else config.distill.levels
-    parse_level_spec(levels)  # fail on a bad spec before anything runs
+    try:
+        parse_level_spec(levels)  # fail on a bad spec before anything runs
+    except UserError as error:
+        raise UserError(f"--levels: {error}") from None
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed {args.seed}: a seed must be >= 0")
     seed = config.runtime.seed if args.seed is None else args.seed

@@ -104,6 +104,9 @@ def parse_level_spec(spec: str) -> tuple[str, tuple[str, ...] | float | None]:
         except ValueError:
             fraction = -1.0
         if not 0.0 <= fraction <= 1.0:
-            raise ConfigError(f"--levels {spec!r}: random:FRACTION needs a fraction in [0, 1]")
+            raise ConfigError(f"level spec {spec!r}: random:FRACTION needs a fraction in [0, 1]")
         return "random", fraction
-    return "fixed", parse_levels(text)
+    try:
+        return "fixed", parse_levels(text)
+    except ConfigError as error:
+        raise ConfigError(f"{error}; or a per-sample spec: {SCALE_RULE}, random:FRACTION") from None
