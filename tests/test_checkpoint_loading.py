@@ -190,3 +190,24 @@ def test_ppo_checkpoints(toy_ray, tmp_path):
     assert record["fingerprint"] == "inputs-b" and record["checkpoint"] == "iteration_0002"
     train(good, "inputs-b", iterations=3)  # the same inputs: PPO continues
     assert len(trained) == 1
+
+
+@pytest.mark.parametrize("experiment", ["fixed-levels", "search"])
+def test_a_truncated_teacher_stops_an_experiment_before_it_writes(tiny_config, experiment):
+    from rlpkd.search.retrain import run_search_experiment
+    from rlpkd.training.fixed_level_comparison import run_fixed_level_comparison
+    from tests.dir_snapshot import directory_snapshot
+
+    out = Path(tiny_config.runtime.out)
+    (out / "checkpoints").mkdir(parents=True)
+    torch.save({"model": build_teacher(tiny_config, 3).state_dict()}, out / "teacher.pt")
+    _truncated_copy(out / "teacher.pt", out / "checkpoints" / "teacher.pt")
+    (out / "teacher.pt").unlink()
+    before = directory_snapshot(out)
+    with pytest.raises(CheckpointError, match="cannot read teacher checkpoint") as error:
+        if experiment == "fixed-levels":
+            run_fixed_level_comparison(tiny_config)
+        else:
+            run_search_experiment(tiny_config, "random")
+    _one_line(error)
+    assert directory_snapshot(out) == before
