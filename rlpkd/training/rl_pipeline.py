@@ -164,8 +164,10 @@ def _policy_inputs_changed(config: Config, out: Path) -> list[str]:
         recorded = json.loads(progress_path.read_text()).get("fingerprint", "")
     except (OSError, ValueError, AttributeError):
         return []  # no checkpoint (or an unreadable one: Phase 2 reports it)
-    if recorded and recorded != policy_fingerprint(config):
-        return [f"the contents of meta.warm_start {config.meta.warm_start!r}"]
+    # with equal keys only the warm start's bytes can differ; a record from an older version
+    # (no or another fingerprint) is not an error: Phase 2 starts over and says so
+    if config.meta.warm_start and recorded and recorded != policy_fingerprint(config):
+        return [f"the contents of meta.warm_start {config.meta.warm_start!r} changed"]
     return []
 
 

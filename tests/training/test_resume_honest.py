@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlpkd.config import load_config
+from rlpkd.config import load_config, save_config
 from rlpkd.errors import ResumeMismatchError
-from rlpkd.rundir import read_json
+from rlpkd.rundir import read_json, write_json
 from rlpkd.training.rl_pipeline import (
     POLICY_METHOD,
     check_resume,
@@ -130,6 +130,24 @@ def test_resume_check_names_every_changed_key_and_ignores_what_does_not_change_r
         "rl.static_baselines=[P3]",
     )
     check_resume(same_results)
+
+
+def test_resume_notices_a_warm_start_file_with_other_contents(tiny_data_root, tmp_path):
+    from policies.ppo_setup import PROGRESS_FILE
+
+    warm = tmp_path / "meta_policy.pt"
+    warm.write_bytes(b"first meta-policy")
+    run = tmp_path / "run"
+    config = _config(tiny_data_root, run, f"meta.warm_start={warm}")
+    (run / "checkpoints" / "policy").mkdir(parents=True)
+    save_config(config, run / "config.yaml")
+    record = {"iteration": 1, "checkpoint": "iteration_0001", "history": []}
+    record["fingerprint"] = policy_fingerprint(config)
+    write_json(run / "checkpoints" / "policy" / PROGRESS_FILE, record)
+    check_resume(config)
+    warm.write_bytes(b"another meta-policy")
+    with pytest.raises(ResumeMismatchError, match="contents of meta.warm_start"):
+        check_resume(config)
 
 
 def test_without_resume_a_changed_lambda_redoes_ppo_and_reuses_the_teacher(
