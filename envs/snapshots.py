@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +25,13 @@ import torch
 from tqdm import tqdm
 
 from envs.observation import new_running_gap
+from rlpkd.checkpoint_io import load_checkpoint, save_checkpoint_atomic
 from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.normalise import RunningLevelScale
 from rlpkd.distill.objective import DistillationObjective
-from rlpkd.errors import ConfigError, UserError
+from rlpkd.errors import CheckpointError, ConfigError
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.training.distill_run import new_student_training
@@ -43,6 +42,7 @@ __all__ = [
     "new_training_state",
     "snapshot_fingerprint",
     "snapshot_path",
+    "check_snapshot_files",
     "build_snapshot_pool",
     "load_snapshot",
 ]
@@ -113,12 +113,44 @@ def snapshot_path(out_dir: Path, fingerprint: str, fraction: float) -> Path:
     return Path(out_dir) / f"student_{fingerprint}_f{fraction:.4f}.pt"
 
 
-def _save_atomic(state: dict, path: Path) -> None:
-    """torch.save through a temporary file and a rename (parallel env runners may read it)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+SNAPSHOT = "snapshot"
+SNAPSHOT_KEYS = ("fingerprint", "step", "total_steps", "model", "kd", "optimizer", "running_gap")
+
+
+def _read_snapshot(path: Path, config: Config, map_location: str | torch.device = "cpu") -> dict:
+    """The dict saved at ``path``, checked to be a whole snapshot of this config.
+
+    Raises:
+        CheckpointError: missing, truncated, foreign, or made from another config.
+    """
+    saved = load_checkpoint(path, SNAPSHOT, SNAPSHOT_KEYS, map_location)
+    if saved["fingerprint"] != snapshot_fingerprint(config):
+        raise CheckpointError(
+            f"snapshot {path} was made from a different config; delete it to rebuild it"
+        )
+    return saved
+
+
+def _snapshot_fractions(config: Config) -> list[float]:
+    fractions = [float(f) for f in config.rl.snapshot_fractions]
+    if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
+        raise ConfigError(f"rl.snapshot_fractions must be fractions in [0, 1], got {fractions}")
+    return fractions
+
+
+def check_snapshot_files(config: Config, out_dir: Path) -> list[Path]:
+    """The snapshot files of ``config``'s pool that already exist in ``out_dir``, each read once
+    to prove it whole (reads only).
+
+    Raises:
+        CheckpointError: an existing file is truncated or foreign (delete it to rebuild it).
+    """
+    fingerprint = snapshot_fingerprint(config)
+    paths = [snapshot_path(out_dir, fingerprint, f) for f in _snapshot_fractions(config)]
+    existing = [path for path in paths if path.is_file()]
+    for path in existing:
+        _read_snapshot(path, config)
+    return existing
 
 
 def _save_if_missing(
@@ -126,9 +158,10 @@ def _save_if_missing(
 ) -> None:
     """Save the state under every missing fraction that falls on its step."""
     for fraction in missing.get(state.step, []):
-        _save_atomic(
-            _snapshot_state(state, fingerprint, fraction),
+        # atomic: parallel env runners may read the pool while it is written
+        save_checkpoint_atomic(
             snapshot_path(out_dir, fingerprint, fraction),
+            _snapshot_state(state, fingerprint, fraction),
         )
 
 
@@ -160,17 +193,16 @@ def build_snapshot_pool(
     fraction (on the teacher's device; torch's global RNG is left as it was) and saves its state at
     each missing fraction; existing files with the same fingerprint are reused untouched.
     """
-    fractions = [float(f) for f in config.rl.snapshot_fractions]
-    if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
-        raise ConfigError(f"rl.snapshot_fractions must be fractions in [0, 1], got {fractions}")
+    fractions = _snapshot_fractions(config)
     out_dir = Path(out_dir)
+    existing = check_snapshot_files(config, out_dir)  # a truncated file fails here, not in PPO
     out_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = snapshot_fingerprint(config)
     paths = [snapshot_path(out_dir, fingerprint, f) for f in fractions]
     total_steps = _schedule_steps(config, datasets)
     missing: dict[int, list[float]] = {}
     for fraction, path in zip(fractions, paths, strict=True):
-        if not path.is_file():
+        if path not in existing:
             missing.setdefault(round(fraction * total_steps), []).append(fraction)
     if not missing:
         return paths
@@ -213,17 +245,16 @@ def build_snapshot_pool(
 def load_snapshot(
     path: Path, config: Config, num_classes: int, device: torch.device
 ) -> StudentTrainingState:
-    """The training state saved at ``path`` (``torch.load(weights_only=True)``), ready to continue.
+    """The training state saved at ``path`` (``rlpkd.checkpoint_io.load_checkpoint``), ready to
+    continue.
 
     The optimiser is a new object holding the saved moments; the LR schedule resumes at the saved
     step.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, foreign or made from another config.
     """
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"snapshot {path} not found; build it with build_snapshot_pool") from None
-    if saved.get("fingerprint") != snapshot_fingerprint(config):
-        raise UserError(f"snapshot {path} was made from a different config; delete it to rebuild")
+    saved = _read_snapshot(path, config, device)
     state = new_training_state(config, num_classes, int(saved["total_steps"]), device)
     state.student.load_state_dict(saved["model"])
     state.objective.load_state_dict(saved["kd"])

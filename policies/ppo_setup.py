@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from policies.level_policy_module import SHARED_MODULE_ID, LevelSelectionModule
 from policies.weights import load_module_weights, read_weights_file
 from rlpkd.config import Config
-from rlpkd.errors import UserError
+from rlpkd.errors import CheckpointError
 from rlpkd.levels import LEVELS
 from rlpkd.rundir import read_json, write_json
 
@@ -47,6 +47,7 @@ __all__ = [
     "collect_env_metrics",
     "iteration_summary",
     "latest_checkpoint",
+    "restore_checkpoint",
     "train_policy",
 ]
 
@@ -266,28 +267,67 @@ def iteration_summary(result: dict[str, Any]) -> dict[str, float]:
     return summary
 
 
+def _start_over(checkpoint_dir: Path) -> str:
+    return f"delete {checkpoint_dir} to start Phase 2 over"
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The latest algorithm checkpoint in ``checkpoint_dir`` and its progress record, if any."""
+    """The latest algorithm checkpoint in ``checkpoint_dir`` and its progress record, if any.
+
+    The record holds ``iteration``, ``checkpoint`` (the folder's name), ``history`` and
+    ``fingerprint`` (of the inputs the policy was trained from; '' when written without one).
+
+    Raises:
+        CheckpointError: progress.json is unreadable or names a checkpoint that is not there.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
     progress_path = checkpoint_dir / PROGRESS_FILE
     if not progress_path.is_file():
         return None
-    progress = read_json(progress_path)
-    path = checkpoint_dir / progress["checkpoint"]
+    try:
+        progress = read_json(progress_path)
+        path = checkpoint_dir / str(progress["checkpoint"])
+        int(progress["iteration"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"cannot read the PPO progress record {progress_path} (truncated or foreign: "
+            f"{type(error).__name__} {error}); {_start_over(checkpoint_dir)}"
+        ) from None
     if not path.is_dir():
-        raise UserError(
-            f"{progress_path} names the missing checkpoint {path}; delete {checkpoint_dir} "
-            "to start Phase 2 over"
+        raise CheckpointError(
+            f"{progress_path} names the missing checkpoint {path}; {_start_over(checkpoint_dir)}"
         )
+    progress.setdefault("fingerprint", "")
     return path, progress
 
 
-def _save_checkpoint(algo: Algorithm, checkpoint_dir: Path, history: list[dict[str, Any]]) -> None:
+def restore_checkpoint(algo: Algorithm, path: Path, checkpoint_dir: Path) -> None:
+    """``algo.restore_from_path(path)``; a truncated or corrupt checkpoint is a CheckpointError
+    naming ``path`` and saying to delete ``checkpoint_dir``."""
+    try:
+        algo.restore_from_path(str(Path(path).resolve()))
+    except Exception as error:  # RLlib raises what unpickling or file access raised
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"cannot restore the PPO checkpoint {path} (truncated or corrupt: "
+            f"{type(error).__name__}: {first_line}); {_start_over(checkpoint_dir)}"
+        ) from None
+
+
+def _save_checkpoint(
+    algo: Algorithm, checkpoint_dir: Path, history: list[dict[str, Any]], fingerprint: str = ""
+) -> None:
     """Save ``iteration_NNNN/``, then point progress.json at it, then drop older checkpoints."""
     name = f"iteration_{algo.iteration:04d}"
     algo.save_to_path(str((checkpoint_dir / name).resolve()))
     write_json(
         checkpoint_dir / PROGRESS_FILE,
-        {"iteration": algo.iteration, "checkpoint": name, "history": history},
+        {
+            "iteration": algo.iteration,
+            "checkpoint": name,
+            "history": history,
+            "fingerprint": fingerprint,
+        },
     )
     for old in checkpoint_dir.glob("iteration_*"):
         if old.name != name and old.is_dir():
@@ -304,6 +344,7 @@ def train_policy(
     progress: bool = True,
     env_name: str = DEFAULT_ENV_NAME,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
+    fingerprint: str = "",
 ) -> tuple[Algorithm, list[dict[str, Any]]]:
     """Phase 2: PPO for ``iterations`` iterations, checkpointing after each one.
 
@@ -319,6 +360,9 @@ def train_policy(
         progress: Show a tqdm bar.
         env_name: Registered env name.
         on_iteration: Called with each new iteration's summary (e.g. a Ray Tune report).
+        fingerprint: What the policy is trained from (``rl_pipeline.policy_fingerprint``),
+            recorded with every checkpoint; a resume continues only a checkpoint with the same
+            fingerprint and otherwise starts PPO over.
 
     Returns:
         The algorithm (the caller stops it) and the per-iteration history (``iteration_summary``
@@ -328,8 +372,10 @@ def train_policy(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     algo = build_algorithm(config, env_config, env_name)
     try:
-        history = _prepare(algo, checkpoint_dir, warm_start, resume)
-        _train_iterations(algo, iterations, checkpoint_dir, history, progress, on_iteration)
+        history = _prepare(algo, checkpoint_dir, warm_start, resume, fingerprint)
+        _train_iterations(
+            algo, iterations, checkpoint_dir, history, progress, on_iteration, fingerprint
+        )
     except BaseException:
         algo.stop()
         raise
@@ -337,17 +383,29 @@ def train_policy(
 
 
 def _prepare(
-    algo: Algorithm, checkpoint_dir: Path, warm_start: Path | None, resume: bool
+    algo: Algorithm,
+    checkpoint_dir: Path,
+    warm_start: Path | None,
+    resume: bool,
+    fingerprint: str = "",
 ) -> list[dict[str, Any]]:
-    """Restore the latest checkpoint (resume) or load the warm start; the history so far."""
+    """Restore the latest checkpoint (resume, same fingerprint) or load the warm start; the
+    history so far."""
     latest = latest_checkpoint(checkpoint_dir) if resume else None
+    if latest is not None and latest[1]["fingerprint"] != fingerprint:
+        print(
+            f"the PPO checkpoint in {checkpoint_dir} was trained from other inputs; "
+            "starting Phase 2 over",
+            flush=True,
+        )
+        latest = None
     if latest is not None:
         path, saved = latest
-        algo.restore_from_path(str(path.resolve()))
+        restore_checkpoint(algo, path, checkpoint_dir)
         if algo.iteration != saved["iteration"]:
-            raise UserError(
+            raise CheckpointError(
                 f"checkpoint {path} restored iteration {algo.iteration}, progress.json says "
-                f"{saved['iteration']}; delete {checkpoint_dir} to start Phase 2 over"
+                f"{saved['iteration']}; {_start_over(checkpoint_dir)}"
             )
         return list(saved.get("history", []))
     if warm_start is not None:
@@ -362,6 +420,7 @@ def _train_iterations(
     history: list[dict[str, Any]],
     progress: bool,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
+    fingerprint: str = "",
 ) -> None:
     """PPO iterations until ``algo.iteration == iterations``, a checkpoint after each."""
     bar = tqdm(
@@ -375,7 +434,7 @@ def _train_iterations(
             summary["iteration"] = algo.iteration
             summary["time_s"] = time.perf_counter() - start
             history.append(summary)
-            _save_checkpoint(algo, checkpoint_dir, history)
+            _save_checkpoint(algo, checkpoint_dir, history, fingerprint)
             if on_iteration is not None:
                 on_iteration(summary)
             bar.update(1)

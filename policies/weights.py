@@ -8,8 +8,6 @@ warm start must reach both, otherwise the first PPO iteration samples with the r
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,8 @@ from policies.level_policy_module import (
     LevelSelectionModule,
     build_level_module,
 )
-from rlpkd.errors import UserError
+from rlpkd.checkpoint_io import load_checkpoint, save_checkpoint_atomic
+from rlpkd.errors import CheckpointError
 
 __all__ = [
     "ModuleState",
@@ -69,7 +68,7 @@ def load_module_weights(
     """Set the shared module's weights on the learner group and on every env runner.
 
     The learner's optimizer keeps its parameter tensors (weights are copied in place). Raises
-    UserError when ``state`` does not match the module's parameter names and shapes.
+    CheckpointError when ``state`` does not match the module's parameter names and shapes.
     """
     current = module_state(algo, module_id)
     _check_compatible(current, state)
@@ -102,7 +101,7 @@ def _check_compatible(reference: Mapping[str, torch.Tensor], state: Mapping[str,
     missing = sorted(set(reference) - set(state))
     unexpected = sorted(set(state) - set(reference))
     if missing or unexpected:
-        raise UserError(
+        raise CheckpointError(
             "policy weights do not match the level-selection module "
             f"(missing {missing or 'none'}, unexpected {unexpected or 'none'}); "
             "were they saved for another rl.hidden_sizes?"
@@ -110,7 +109,7 @@ def _check_compatible(reference: Mapping[str, torch.Tensor], state: Mapping[str,
     for name, value in reference.items():
         shape = tuple(np.shape(state[name]))
         if shape != tuple(value.shape):
-            raise UserError(
+            raise CheckpointError(
                 f"policy weight '{name}' has shape {shape}, the module expects "
                 f"{tuple(value.shape)}; were the weights saved for another observation size "
                 "or rl.hidden_sizes?"
@@ -149,26 +148,28 @@ def save_weights_file(
         "hidden_sizes": [int(h) for h in hidden_sizes],
         "metadata": dict(metadata or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_checkpoint_atomic(path, payload)
 
 
 def read_weights_file(path: Path) -> WeightsFile:
-    """Read a module-weights checkpoint written by ``save_weights_file``."""
+    """Read a module-weights checkpoint written by ``save_weights_file``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or not a level-policy weights file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"policy weights not found: {path} (build them with scripts/meta_train.py)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file
-        raise UserError(
-            f"cannot read policy weights {path}: {str(error).splitlines()[0]}"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise UserError(f"{path} is not a level-policy weights file (no '{WEIGHTS_FORMAT}' tag)")
+        raise CheckpointError(
+            f"policy weights not found: {path} (build them with scripts/meta_train.py)"
+        )
+    payload = load_checkpoint(path, "policy weights", required_keys=("format",))
+    if payload["format"] != WEIGHTS_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a level-policy weights file (no '{WEIGHTS_FORMAT}' tag)"
+        )
+    missing = [key for key in ("state", "obs_dim") if key not in payload]
+    if missing:
+        raise CheckpointError(f"policy weights {path} lack {', '.join(missing)}; delete the file")
     return WeightsFile(
         state=to_torch_state(payload["state"]),
         obs_dim=int(payload["obs_dim"]),

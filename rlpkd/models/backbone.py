@@ -9,7 +9,8 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from rlpkd.errors import ConfigError
+from rlpkd.checkpoint_io import load_checkpoint
+from rlpkd.errors import CheckpointError, ConfigError
 
 __all__ = ["RESNET_LAYERS", "ResNetBody", "build_resnet", "resnet_stage_channels"]
 
@@ -59,6 +60,10 @@ def build_resnet(depth: int, width: float = 1.0, pretrained: bool = False) -> Re
     """A torchvision ResNet of ``depth`` (18/34/50/101), optionally width-scaled.
 
     ImageNet weights are loaded only from the local torch hub cache; nothing is downloaded.
+
+    Raises:
+        ConfigError: an unknown depth, or pretrained weights asked for but not in the cache.
+        CheckpointError: the cached weights file is truncated, foreign or for another model.
     """
     if depth not in RESNET_LAYERS:
         raise ConfigError(f"unknown ResNet depth {depth}; valid: {sorted(RESNET_LAYERS)}")
@@ -77,7 +82,15 @@ def build_resnet(depth: int, width: float = 1.0, pretrained: bool = False) -> Re
                 f"pretrained weights for ResNet-{depth} not found at {path}; "
                 "copy them there or set pretrained: false (nothing is downloaded)"
             )
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = load_checkpoint(path, f"pretrained ResNet-{depth} weights")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            first_line = (str(error).strip().splitlines() or ["mismatch"])[0]
+            raise CheckpointError(
+                f"pretrained ResNet-{depth} weights {path} do not fit the model ({first_line}); "
+                "replace the file with torchvision's"
+            ) from None
     return model
 
 

@@ -18,7 +18,7 @@ from rlpkd.search.methods import run_search
 from rlpkd.training.level_selection import FixedLevels
 from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import run_student
-from rlpkd.training.teacher_phase import load_or_train_teacher
+from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 __all__ = ["search_and_retrain", "run_search_experiment"]
 
@@ -84,7 +84,9 @@ def run_search_experiment(config: Config, method: str, seed: int | None = None) 
     seed = config.runtime.seed if seed is None else seed
     device = configure_runtime(config.runtime)
     datasets = build_datasets(config.data, config.runtime.progress)  # validated before writing
-    run_dir = RunDirectory(config.runtime.out).prepare(config)
+    run_dir = RunDirectory(config.runtime.out)
+    check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # a truncated one: before writes
+    run_dir.prepare(config)
     teacher, _ = load_or_train_teacher(config, datasets, device, run_dir, config.runtime.progress)
     flops = flops_model_from_config(config, datasets.num_classes)
     metrics = search_and_retrain(config, method, seed, datasets, teacher, flops, device, run_dir)

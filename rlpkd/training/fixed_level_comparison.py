@@ -23,7 +23,7 @@ from rlpkd.training.student_phase import (
     selector_key,
     student_fingerprint,
 )
-from rlpkd.training.teacher_phase import load_or_train_teacher
+from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 __all__ = ["planned_student_runs", "run_fixed_level_comparison"]
 
@@ -48,7 +48,9 @@ def run_fixed_level_comparison(config: Config) -> dict[str, Any]:
     progress = config.runtime.progress
     device = configure_runtime(config.runtime)
     datasets = build_datasets(config.data, progress)  # validates before anything is written
-    run_dir = RunDirectory(config.runtime.out).prepare(config)
+    run_dir = RunDirectory(config.runtime.out)
+    check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # a truncated one: before writes
+    run_dir.prepare(config)
     print(f"[phase 1] teacher -> {run_dir.checkpoints / 'teacher.pt'}")
     teacher, teacher_metrics = load_or_train_teacher(config, datasets, device, run_dir, progress)
     print(f"[phase 1] teacher val AP = {100 * teacher_metrics['AP']:.1f}")

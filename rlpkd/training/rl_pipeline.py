@@ -9,16 +9,19 @@ same schedule and seeds -> Phase 4 evaluation, heatmaps and report.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from rlpkd.config import Config, config_to_dict
+from rlpkd.config import Config, config_from_dict, config_to_dict
 from rlpkd.data.build import DetectionDatasets, build_datasets
+from rlpkd.errors import CheckpointError, ConfigError, ResumeMismatchError
 from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
@@ -34,11 +37,16 @@ from rlpkd.training.student_phase import (
     selector_key,
     student_fingerprint,
 )
-from rlpkd.training.teacher_phase import load_or_train_teacher
+from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 from rlpkd.viz.heatmaps import write_heatmaps
 
 __all__ = [
     "POLICY_METHOD",
+    "RESUME_IGNORED_KEYS",
+    "policy_fingerprint",
+    "resume_keys",
+    "check_resume",
+    "check_inputs_and_checkpoints",
     "learn_policy",
     "policy_selector",
     "policy_step_hook",
@@ -46,10 +54,148 @@ __all__ = [
 ]
 
 POLICY_METHOD = "rl-policy"
+DATA_LOCATION_KEYS = ("root", "preload", "num_workers")
+"""data.* keys that say where and how the images are read, not what they are."""
+RESUME_IGNORED_KEYS = tuple(f"data.{key}" for key in DATA_LOCATION_KEYS)
+"""Keys of the fingerprinted sections that ``--resume`` may change (they do not change results)."""
+RESUME_SECTIONS = ("data", "teacher", "student", "teacher_schedule", "student_schedule")
+RESUME_SECTIONS += ("distill", "eval", "rl")
+"""Config sections that a train_rl artifact's fingerprint covers (with meta.warm_start and
+runtime.seed); experiment.seeds and rl.static_baselines only choose which students run."""
 
 
 def _phase(name: str) -> None:
     print(f"\n=== {name} ===", flush=True)
+
+
+def _file_digest(path: str) -> str:
+    """A short hash of a file's bytes ('' for no path; the path itself if it is not a file)."""
+    if not path or not Path(path).is_file():
+        return path
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def policy_fingerprint(config: Config) -> str:
+    """A hash of everything that determines the PPO policy of Phase 2.
+
+    The data, both models and schedules, the KD objective (the env distils the snapshot
+    students with it), the rl section (less Phase 3's ``greedy`` and ``static_baselines``), the
+    warm start's bytes and the seed; not where the data lives or how progress is shown.
+    """
+    relevant = {
+        name: config_to_dict(getattr(config, name))
+        for name in ("data", "teacher", "student", "teacher_schedule", "student_schedule")
+        + ("distill", "rl")
+    }
+    for key in DATA_LOCATION_KEYS:
+        relevant["data"].pop(key)
+    for key in ("greedy", "static_baselines"):
+        relevant["rl"].pop(key)
+    relevant |= {"warm_start": _file_digest(config.meta.warm_start), "seed": config.runtime.seed}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resume_keys(config: Config) -> dict[str, Any]:
+    """{dotted key: value} of every setting a train_rl artifact's fingerprint covers (teacher,
+    snapshots, PPO policy, students), less ``RESUME_IGNORED_KEYS``."""
+    flat = {
+        f"{name}.{key}": value
+        for name in RESUME_SECTIONS
+        for key, value in config_to_dict(getattr(config, name)).items()
+    }
+    flat |= {"meta.warm_start": config.meta.warm_start, "runtime.seed": config.runtime.seed}
+    flat.pop("rl.static_baselines")
+    return {key: value for key, value in flat.items() if key not in RESUME_IGNORED_KEYS}
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _recorded_config(path: Path) -> Config:
+    """The config a run recorded in ``config.yaml`` (types checked, values as recorded)."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ResumeMismatchError(
+            f"--resume: cannot read {path} ({first_line}); rerun without --resume"
+        ) from None
+    try:
+        return config_from_dict(values, str(path))
+    except ConfigError as error:
+        raise ResumeMismatchError(f"--resume: {error}; rerun without --resume") from None
+
+
+def check_resume(config: Config, out: Path | None = None) -> None:
+    """Stop a ``--resume`` whose config differs from the run's where it matters.
+
+    Compares ``resume_keys`` of ``config`` with those of ``<out>/config.yaml`` and the PPO
+    checkpoint's fingerprint with ``policy_fingerprint(config)`` (which also covers the warm
+    start's contents). Reads only; a run directory without ``config.yaml`` passes.
+
+    Raises:
+        ResumeMismatchError: one line naming every changed key as ``key old -> new``.
+    """
+    out = Path(config.runtime.out if out is None else out)
+    recorded_path = out / "config.yaml"
+    if not recorded_path.is_file():
+        return
+    before = resume_keys(_recorded_config(recorded_path))
+    after = resume_keys(config)
+    changed = [
+        f"{key} {_shown(before.get(key))} -> {_shown(after.get(key))}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    ]
+    if not changed:
+        changed = _policy_inputs_changed(config, out)
+    if changed:
+        raise ResumeMismatchError(
+            f"--resume: {out} was started with another config: {', '.join(changed)}; rerun "
+            "without --resume to redo the affected phases, or use another --out"
+        )
+
+
+def _policy_inputs_changed(config: Config, out: Path) -> list[str]:
+    """What differs from the inputs of the run's PPO checkpoint when no config key does."""
+    progress_path = out / "checkpoints" / "policy" / "progress.json"
+    try:
+        recorded = json.loads(progress_path.read_text()).get("fingerprint", "")
+    except (OSError, ValueError, AttributeError):
+        return []  # no checkpoint (or an unreadable one: Phase 2 reports it)
+    # with equal keys only the warm start's bytes can differ; a record from an older version
+    # (no or another fingerprint) is not an error: Phase 2 starts over and says so
+    if config.meta.warm_start and recorded and recorded != policy_fingerprint(config):
+        return [f"the contents of meta.warm_start {config.meta.warm_start!r} changed"]
+    return []
+
+
+def check_inputs_and_checkpoints(config: Config, run_dir: RunDirectory, resume: bool) -> None:
+    """Read, before anything is written, every file the run will load: the warm start, and the
+    teacher, snapshot pool and PPO progress record an earlier run left in ``run_dir``.
+
+    Raises:
+        CheckpointError: one of them is missing (the warm start), truncated or foreign; or the
+            warm start was made for another observation size or ``rl.hidden_sizes``.
+    """
+    from envs.observation import OBS_DIM
+    from envs.snapshots import check_snapshot_files
+    from policies.ppo_setup import latest_checkpoint
+    from policies.weights import read_weights_file
+
+    if config.meta.warm_start:
+        warm = read_weights_file(Path(config.meta.warm_start))
+        if warm.obs_dim != OBS_DIM or list(warm.hidden_sizes) != list(config.rl.hidden_sizes):
+            raise CheckpointError(
+                f"meta.warm_start {config.meta.warm_start} holds a policy for {warm.obs_dim} "
+                f"observations and hidden sizes {warm.hidden_sizes}; this run's has {OBS_DIM} "
+                f"and {list(config.rl.hidden_sizes)} (rl.hidden_sizes)"
+            )
+    check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")
+    check_snapshot_files(config, run_dir.checkpoints / "snapshots")
+    if resume:
+        latest_checkpoint(run_dir.checkpoints / "policy")
 
 
 def learn_policy(
@@ -63,6 +209,10 @@ def learn_policy(
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Phase 2: snapshot pool, PPO (warm-started if configured); saves the policy's weights.
+
+    The PPO checkpoint (``<out>/checkpoints/policy``) and ``policy_weights.pt`` record
+    ``policy_fingerprint(config)``; with ``resume`` PPO continues only a checkpoint with the
+    same fingerprint, otherwise it starts over.
 
     Args:
         teacher_checkpoint: the frozen teacher the env loads (default ``<out>/checkpoints/teacher.pt``).
@@ -90,6 +240,7 @@ def learn_policy(
     }
     ensure_ray()
     warm_start = Path(config.meta.warm_start) if config.meta.warm_start else None
+    fingerprint = policy_fingerprint(config)
     start = time.perf_counter()
     algo, history = train_policy(
         config,
@@ -100,6 +251,7 @@ def learn_policy(
         resume=resume,
         progress=progress,
         on_iteration=on_iteration,
+        fingerprint=fingerprint,
     )
     try:
         weights_path = save_weights_file(
@@ -107,7 +259,11 @@ def learn_policy(
             module_state(algo),
             obs_dim=OBS_DIM,
             hidden_sizes=config.rl.hidden_sizes,
-            metadata={"iterations": len(history), "warm_start": str(warm_start or "")},
+            metadata={
+                "iterations": len(history),
+                "warm_start": str(warm_start or ""),
+                "policy_fingerprint": fingerprint,
+            },
         )
     finally:
         algo.stop()
@@ -215,13 +371,28 @@ def _distil(
 
 
 def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
-    """Run phases 0-4 into ``config.runtime.out``; returns the report."""
+    """Run phases 0-4 into ``config.runtime.out``; returns the report.
+
+    Every phase reuses what an earlier run left when its fingerprint matches (teacher, snapshot
+    pool, students) and redoes it otherwise; PPO continues its checkpoint only with ``resume``.
+
+    Raises:
+        ResumeMismatchError: ``resume`` with a config that differs from the run's where it
+            matters (``check_resume``); nothing is written.
+        CheckpointError: a file the run would load is truncated or foreign
+            (``check_inputs_and_checkpoints``); nothing is written.
+    """
     start = time.perf_counter()
     progress = config.runtime.progress
+    if resume:
+        check_resume(config)
     device = configure_runtime(config.runtime)
     _phase("Phase 0: data")
     datasets = build_datasets(config.data, progress)  # validates before anything is written
-    run_dir = RunDirectory(config.runtime.out).prepare(config)
+    run_dir = RunDirectory(config.runtime.out)
+    check_inputs_and_checkpoints(config, run_dir, resume)
+    # config.yaml is written only now: the config is final, validated and fits the run
+    run_dir.prepare(config)
     writer = SummaryWriter(str(run_dir.tensorboard / "report"))
 
     _phase("Phase 1: teacher")

@@ -10,18 +10,24 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+from rlpkd.checkpoint_io import load_checkpoint
 from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.rundir import RunDirectory
-from rlpkd.training.checkpoints import load_detector_checkpoint
+from rlpkd.training.checkpoints import detector_from_checkpoint_state
 from rlpkd.training.detector_training import train_detector
 from rlpkd.training.model_factory import build_teacher
 from rlpkd.training.runtime import seed_everything
 
-__all__ = ["teacher_fingerprint", "load_teacher", "load_or_train_teacher"]
+__all__ = [
+    "teacher_fingerprint",
+    "check_teacher_checkpoint",
+    "load_teacher",
+    "load_or_train_teacher",
+]
 
 
 def teacher_fingerprint(config: Config) -> str:
@@ -37,11 +43,34 @@ def teacher_fingerprint(config: Config) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+TEACHER_CHECKPOINT = "teacher checkpoint"
+
+
+def check_teacher_checkpoint(path: Path) -> None:
+    """Read ``path`` if it exists, to fail on a truncated or foreign teacher before any write.
+
+    Raises:
+        CheckpointError: the file is truncated, foreign or holds no ``'model'``.
+    """
+    if Path(path).is_file():
+        load_checkpoint(path, TEACHER_CHECKPOINT, required_keys=("model",))
+
+
 def load_teacher(path: Path, config: Config, num_classes: int) -> tuple[PyramidDetector, dict]:
-    """A frozen teacher from ``path`` (``torch.load(weights_only=True)``) and its stored metrics."""
-    teacher = load_detector_checkpoint(path, config, "teacher", num_classes)
-    metrics = torch.load(path, map_location="cpu", weights_only=True).get("metrics", {})
-    return freeze_teacher(teacher), metrics
+    """A frozen teacher from ``path`` and its stored metrics.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, foreign or made for another teacher.
+    """
+    state = load_checkpoint(path, TEACHER_CHECKPOINT, required_keys=("model",))
+    return _teacher_from_state(state, Path(path), config, num_classes)
+
+
+def _teacher_from_state(
+    state: dict, path: Path, config: Config, num_classes: int
+) -> tuple[PyramidDetector, dict]:
+    teacher = detector_from_checkpoint_state(state, path, config, "teacher", num_classes)
+    return freeze_teacher(teacher), dict(state.get("metrics", {}))
 
 
 def load_or_train_teacher(
@@ -52,13 +81,17 @@ def load_or_train_teacher(
     progress: bool = True,
 ) -> tuple[PyramidDetector, dict]:
     """The teacher at ``<out>/checkpoints/teacher.pt``, trained first unless one exists for this
-    config (same fingerprint). Returns the frozen teacher and its metrics (val AP, wall time)."""
+    config (same fingerprint). Returns the frozen teacher and its metrics (val AP, wall time).
+
+    Raises:
+        CheckpointError: an existing teacher.pt is truncated or foreign (delete it to retrain).
+    """
     path = run_dir.checkpoints / "teacher.pt"
     fingerprint = teacher_fingerprint(config)
     if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path, TEACHER_CHECKPOINT, required_keys=("model",))
         if state.get("fingerprint") == fingerprint:
-            teacher, metrics = load_teacher(path, config, datasets.num_classes)
+            teacher, metrics = _teacher_from_state(state, path, config, datasets.num_classes)
             return teacher.to(device), metrics
     seed_everything(config.runtime.seed)
     teacher = build_teacher(config, datasets.num_classes)

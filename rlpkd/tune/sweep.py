@@ -1,9 +1,11 @@
 """One Ray Tune experiment over every trial of a sweep (DESIGN §8).
 
-``run_sweep`` is the whole driver, top to bottom: validate the config and the data and train the
-shared teacher (before Ray starts, so bad input fails fast and writes nothing), start or join Ray,
-run every ``TrialSpec`` as a Tune trial with explicit resources, then write the comparison report
-and say which trials finished, which errored (with their error files) and which did not run.
+``run_sweep`` is the whole driver, top to bottom: validate the config (and, with ``--resume``,
+that it is the sweep's), start or join Ray (an unreachable address fails within seconds), check
+that the cluster can hold one trial's resources, validate the data — all before anything in the
+sweep directory is written or deleted — then train the shared teacher, run every ``TrialSpec`` as
+a Tune trial with explicit resources, write the comparison report and say which trials finished,
+which errored (with their error files) and which did not run.
 
 Layout of a sweep directory (``runtime.out``)::
 
@@ -19,7 +21,10 @@ Layout of a sweep directory (``runtime.out``)::
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from rlpkd.config import Config, config_from_dict, config_to_dict, load_config
-from rlpkd.errors import ConfigError, UserError
+from rlpkd.errors import ConfigError, ResourceError, ResumeMismatchError, UserError
 from rlpkd.report.comparison import build_sweep_report
 from rlpkd.tune.trials import (
     TrialSpec,
@@ -49,6 +54,8 @@ __all__ = [
     "build_scheduler",
     "build_tuner",
     "check_resumable",
+    "check_address",
+    "check_trial_resources",
     "trial_outcomes",
     "run_sweep",
 ]
@@ -254,6 +261,8 @@ def _restore_tuner(tune_dir: Path, config: Config) -> tune.Tuner:
 
 RESUMABLE_CHANGES = ("sweep.trial_cpus", "sweep.trial_gpus", "runtime.progress")
 """Config keys a resumed sweep may change (the rest is fixed in the restored trials)."""
+SHOWN_CHANGES = 6
+"""At most this many changed keys are spelled out in a resume error."""
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -266,25 +275,33 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def check_resumable(config: Config, sweep_dir: Path) -> None:
-    """Raise ConfigError when ``config`` differs from the one the sweep was started with (a
-    restored experiment would silently run the old trials with the old config)."""
+    """Raise ResumeMismatchError when ``config`` differs from the one the sweep was started with
+    (a restored experiment would silently run the old trials with the old config); the one-line
+    message names every changed key as ``key old -> new``. Reads only."""
     saved_path = Path(sweep_dir) / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = _flat(config_to_dict(load_config(saved_path)))
+    try:
+        saved = _flat(config_to_dict(load_config(saved_path)))
+    except ConfigError as error:
+        raise ResumeMismatchError(f"--resume: {error}; run without --resume") from None
     current = _flat(config_to_dict(config))
-    changed = sorted(
-        key
-        for key in saved.keys() | current.keys()
+    changed = [
+        f"{key} {_shown(saved.get(key))} -> {_shown(current.get(key))}"
+        for key in sorted(saved.keys() | current.keys())
         if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
-    )
+    ]
     if changed:
-        key = changed[0]
-        raise ConfigError(
-            f"--resume: '{key}' is {current.get(key)!r} but the sweep at {sweep_dir} was started "
-            f"with {saved.get(key)!r}; resume with the same config, or run without --resume "
-            "(finished trials are reused)"
+        more = len(changed) - SHOWN_CHANGES
+        shown = ", ".join(changed[:SHOWN_CHANGES]) + (f" and {more} more" if more > 0 else "")
+        raise ResumeMismatchError(
+            f"--resume: the sweep at {sweep_dir} was started with another config: {shown}; "
+            "resume with the same config, or run without --resume (finished trials are reused)"
         )
 
 
@@ -338,21 +355,118 @@ def trial_outcomes(results: Any, sweep_dir: Path, trial_ids: list[str]) -> dict[
     return outcome
 
 
+ADDRESS_TIMEOUT_S = 3.0
+"""How long the reachability check of ``--address`` waits for a TCP connection."""
+RAY_CLIENT_PORT = 10001
+"""Ray Client's default port (a ``ray://HOST`` address without one)."""
+
+
+def _no_cluster(address: str, why: str) -> ResourceError:
+    return ResourceError(
+        f"--address {address}: {why}; start one with 'ray start --head', check the address, "
+        "or leave --address out for a local Ray"
+    )
+
+
+def _resolve_auto(address: str) -> str:
+    """The host:port (or ray:// address) that Ray would join for 'auto': RAY_ADDRESS if set,
+    else the cluster ``ray start`` recorded on this machine, else a running local GCS."""
+    from_env = os.environ.get("RAY_ADDRESS", "")
+    if from_env and from_env != "auto":
+        return from_env
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # Ray's private layout changed: let ray.init decide
+        return ""
+    try:
+        resolved = canonicalize_bootstrap_address("auto")
+    except (ConnectionError, ValueError) as error:
+        raise _no_cluster(address, f"no running Ray cluster on this machine ({error})") from None
+    if not resolved:
+        raise _no_cluster(address, "no running Ray cluster on this machine")
+    return resolved
+
+
+def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
+    """Fail within ``timeout_s`` when nothing listens at a Ray ``address`` ('auto',
+    'HOST:PORT' or 'ray://HOST[:PORT]'); ``ray.init`` itself would retry for minutes.
+
+    Raises:
+        ResourceError: one line naming the address.
+    """
+    target = _resolve_auto(address) if address == "auto" else address
+    if not target:
+        return
+    host_port = target.removeprefix("ray://")
+    host, _, port_text = host_port.rpartition(":")
+    if not host:
+        host, port_text = host_port, str(RAY_CLIENT_PORT) if target.startswith("ray://") else ""
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise _no_cluster(address, f"'{target}' is not HOST:PORT or ray://HOST:PORT") from None
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout_s):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise _no_cluster(address, f"nothing answers at {host}:{port} ({reason})") from None
+
+
 def _start_ray(address: str | None, progress: bool) -> bool:
-    """Join the cluster at ``address`` or start a local Ray; True when this call connected."""
+    """Join the cluster at ``address`` or start a local Ray; True when this call connected.
+
+    Without ``progress`` Ray logs only errors, so a bad input stays one line on stderr.
+    """
+    level = logging.INFO if progress else logging.ERROR
     if address:
+        check_address(address)
         try:
-            ray.init(address=address, log_to_driver=progress)
+            ray.init(address=address, log_to_driver=progress, logging_level=level)
         except ConnectionError as error:
-            raise UserError(
-                f"--address {address}: no Ray cluster to join ({error}); start one with "
-                "'ray start --head' or leave --address out for a local Ray"
-            ) from None
+            raise _no_cluster(address, f"no Ray cluster to join ({error})") from None
         return True
     if ray.is_initialized():
         return False
-    ray.init(include_dashboard=False, log_to_driver=progress)
+    ray.init(include_dashboard=False, log_to_driver=progress, logging_level=level)
     return True
+
+
+def _amount(value: float, unit: str) -> str:
+    return f"{value:g} {unit}{'' if value == 1 else 's'}"
+
+
+def check_trial_resources(config: Config) -> None:
+    """Fail when no node of the running Ray cluster can hold one trial (``sweep.trial_cpus`` CPUs
+    and ``sweep.trial_gpus`` GPUs on one node, a fractional GPU needing a GPU), or when RL trials
+    ask RLlib for learner GPUs the cluster does not have: Tune would wait for them forever.
+
+    Raises:
+        ResourceError: one line with what a trial asks and what the nodes have.
+    """
+    sweep = config.sweep
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
+    have = sorted(
+        ((node.get("CPU", 0.0), node.get("GPU", 0.0)) for node in nodes), key=lambda r: r[::-1]
+    )
+    if not any(cpus >= sweep.trial_cpus and gpus >= sweep.trial_gpus for cpus, gpus in have):
+        nodes_text = "; ".join(
+            f"{_amount(cpus, 'CPU')}, {_amount(gpus, 'GPU')}" for cpus, gpus in have
+        )
+        fix = "--set sweep.trial_gpus=0" if sweep.trial_gpus > 0 else "lower sweep.trial_cpus"
+        raise ResourceError(
+            f"sweep: a trial asks for {_amount(sweep.trial_cpus, 'CPU')} and "
+            f"{_amount(sweep.trial_gpus, 'GPU')} on one node (sweep.trial_cpus, "
+            f"sweep.trial_gpus), but no node of the Ray cluster has that much (nodes: "
+            f"{nodes_text or 'none'}); {fix}, or join a cluster that has them (--address)"
+        )
+    learner_gpus = config.rl.num_gpus_per_learner * max(1, config.rl.num_learners)
+    if sweep.rl_lams and learner_gpus > sum(gpus for _, gpus in have):
+        raise ResourceError(
+            f"sweep: RL trials ask RLlib for {_amount(learner_gpus, 'GPU')} "
+            f"(rl.num_gpus_per_learner) but the Ray cluster has "
+            f"{_amount(sum(gpus for _, gpus in have), 'GPU')}; --set rl.num_gpus_per_learner=0"
+        )
 
 
 def _summary_lines(outcome: dict[str, Any], total: int, report: Path | None) -> list[str]:
@@ -376,8 +490,8 @@ def run_sweep(
 
     Args:
         config: the sweep's config (``runtime.out`` is the sweep directory).
-        address: a Ray cluster to join ('auto' or 'ray://host:10001'); None: a local Ray (or the
-            one this process already runs).
+        address: a Ray cluster to join ('auto', 'HOST:PORT' or 'ray://host:10001'); None: a
+            local Ray (or the one this process already runs).
         resume: restore ``<sweep>/tune`` when it holds an experiment (finished trials are not
             re-run); otherwise start afresh.
         progress: Tune's progress table and the trials' logs on the console.
@@ -385,6 +499,11 @@ def run_sweep(
     Returns:
         {"sweep_dir", "trials", "finished", "stopped_early", "errored": [{trial_id, error_file,
         error}], "unfinished", "statuses": {trial_id: status}, "report": path of report.md or None}.
+
+    Raises:
+        ResumeMismatchError: ``resume`` with a config other than the sweep's.
+        ResourceError: ``address`` is unreachable, or no node can hold one trial.
+        UserError: any other bad input; in every case before the sweep directory is touched.
     """
     config = absolute_paths(config)
     sweep_dir = Path(config.runtime.out)
@@ -402,16 +521,19 @@ def run_sweep(
     restore = resume and tune.Tuner.can_restore(str(tune_dir))
     if restore:
         check_resumable(config, sweep_dir)
-    prepare_sweep(config, sweep_dir, progress)
-    if resume and not restore:
-        print(f"resume: no Tune experiment to restore at {tune_dir}; starting a new one")
-    elif not resume and tune_dir.exists():
-        # Tune's bookkeeping of an earlier run; finished trials are still reused by run_trial.
-        print(f"replacing the earlier Tune state at {tune_dir} (use --resume to continue it)")
-        shutil.rmtree(tune_dir)
 
+    # Nothing in the sweep directory is written or deleted before Ray runs, the cluster can
+    # hold a trial and the data is valid (prepare_sweep checks it before its first write).
     connected = _start_ray(address, progress)
     try:
+        check_trial_resources(config)
+        prepare_sweep(config, sweep_dir, progress)
+        if resume and not restore:
+            print(f"resume: no Tune experiment to restore at {tune_dir}; starting a new one")
+        elif not resume and tune_dir.exists():
+            # Tune's bookkeeping of an earlier run; finished trials are still reused by run_trial.
+            print(f"replacing the earlier Tune state at {tune_dir} (use --resume to continue it)")
+            shutil.rmtree(tune_dir)
         if restore:
             tuner = _restore_tuner(tune_dir, config)
         else:

@@ -10,7 +10,7 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from rlpkd.config import save_config
-from rlpkd.errors import ConfigError
+from rlpkd.errors import ConfigError, ResumeMismatchError
 from rlpkd.rundir import read_json
 from rlpkd.tune.sweep import (
     POLICY_RETURN,
@@ -175,5 +175,5 @@ def test_resume_refuses_a_changed_config(make_sweep_config):
     save_config(config, sweep / "config.yaml")
 
     check_resumable(absolute_paths(make_sweep_config("sweep.trial_cpus=2")), sweep)
-    with pytest.raises(ConfigError, match="student_schedule.epochs"):
+    with pytest.raises(ResumeMismatchError, match="student_schedule.epochs 1 -> 3"):
         check_resumable(absolute_paths(make_sweep_config("student_schedule.epochs=3")), sweep)
