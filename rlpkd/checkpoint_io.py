@@ -44,8 +44,7 @@ def load_checkpoint(
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated, empty, foreign or unsafe pickle
         raise CheckpointError(
-            f"cannot read {what} {path}: not a complete torch checkpoint "
-            f"({_reason(error)}); delete it to recompute it"
+            f"cannot read {what} {path}: {_reason(error)}; delete it to recompute it"
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{what} {path} holds a {type(state).__name__}, not a checkpoint")
@@ -62,12 +61,17 @@ def _reason(error: Exception) -> str:
     """A short, readable reason for a failed ``torch.load``."""
     text = str(error).strip()
     if isinstance(error, EOFError) or "central directory" in text or "EOF" in text:
-        return "truncated"
-    if "Weights only load failed" in text:
-        return "it holds objects other than tensors and plain data"
-    if isinstance(error, (UnicodeDecodeError,)) or "invalid load key" in text or text.isdigit():
-        return "not a torch file"
-    return (text.splitlines() or [type(error).__name__])[0][:120]
+        return "truncated (an interrupted write?)"
+    if "Unsupported global" in text:
+        return "it holds objects other than tensors and plain data (unsafe to load)"
+    if (
+        isinstance(error, UnicodeDecodeError)
+        or "Unsupported operand" in text
+        or "invalid load key" in text
+        or text.isdigit()
+    ):
+        return "not a torch checkpoint"
+    return "unreadable: " + (text.splitlines() or [type(error).__name__])[0][:120]
 
 
 def save_checkpoint_atomic(path: str | Path, state: dict[str, Any]) -> Path:

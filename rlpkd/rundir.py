@@ -92,12 +92,14 @@ class RunDirectory:
         return self.path / "tensorboard"
 
     def prepare(self, config: Config) -> RunDirectory:
-        """Create the layout and write the resolved ``config.yaml``."""
+        """Create the layout and write the resolved ``config.yaml`` (left untouched when it already
+        holds exactly this config, so a resumed run does not rewrite it)."""
         for folder in (self.path, self.checkpoints, self.plots, self.tensorboard):
             folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            self.path / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False)
-        )
+        text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+        path = self.path / "config.yaml"
+        if not (path.is_file() and path.read_text() == text):
+            atomic_write_text(path, text)
         return self
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:

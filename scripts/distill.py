@@ -18,7 +18,11 @@ from rlpkd.rundir import RunDirectory, run_lock
 from rlpkd.training.level_selection import parse_level_spec
 from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import run_student, selector_from_spec
-from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
+from rlpkd.training.teacher_phase import (
+    check_teacher_checkpoint,
+    load_or_train_teacher,
+    load_teacher,
+)
 
 
 def main() -> int:
@@ -54,6 +58,7 @@ def _distill(config: Config, teacher_path: Path | None, levels: str, seed: int) 
         teacher, _ = load_teacher(teacher_path, config, datasets.num_classes)
         teacher = teacher.to(device)
     else:
+        check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # before any write
         run_dir.prepare(config)
         teacher, _ = load_or_train_teacher(
             config, datasets, device, run_dir, config.runtime.progress

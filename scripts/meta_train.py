@@ -17,7 +17,7 @@ from rlpkd.data.build import build_datasets
 from rlpkd.errors import UserError
 from rlpkd.rundir import RunDirectory, run_lock, write_json
 from rlpkd.training.runtime import configure_runtime
-from rlpkd.training.teacher_phase import load_or_train_teacher
+from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 
 def main() -> int:
@@ -44,7 +44,9 @@ def _meta_train(config: Config, meta_out: Path | None) -> MetaResult:
     device = configure_runtime(config.runtime)
     progress = config.runtime.progress
     datasets = build_datasets(config.data, progress)
-    run_dir = RunDirectory(config.runtime.out).prepare(config)
+    run_dir = RunDirectory(config.runtime.out)
+    check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # before any write
+    run_dir.prepare(config)
     load_or_train_teacher(config, datasets, device, run_dir, progress)
     teacher_path = run_dir.checkpoints / "teacher.pt"
     meta_out = meta_out or run_dir.checkpoints / "meta_policy.pt"

@@ -6,7 +6,7 @@ from rlpkd.cli import config_argument_parser, config_from_args, run_cli
 from rlpkd.data.build import build_datasets
 from rlpkd.rundir import RunDirectory, run_lock
 from rlpkd.training.runtime import configure_runtime
-from rlpkd.training.teacher_phase import load_or_train_teacher
+from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 
 def main() -> int:
@@ -15,7 +15,9 @@ def main() -> int:
     with run_lock(config.runtime.out):
         device = configure_runtime(config.runtime)
         datasets = build_datasets(config.data, config.runtime.progress)
-        run_dir = RunDirectory(config.runtime.out).prepare(config)
+        run_dir = RunDirectory(config.runtime.out)
+        check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # before any write
+        run_dir.prepare(config)
         progress = config.runtime.progress
         _, metrics = load_or_train_teacher(config, datasets, device, run_dir, progress)
         run_dir.write_metrics({**metrics, "role": "teacher"})

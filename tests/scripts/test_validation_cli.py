@@ -117,3 +117,23 @@ def test_second_run_on_a_locked_directory_fails_naming_the_holder(old_run, tiny_
         )
         _assert_one_line_error(result, str(old_run), f"pid {os.getpid()}", "in use")
         assert directory_snapshot(old_run) == before
+
+
+@pytest.mark.parametrize(
+    "script", ["scripts/train_teacher.py", "scripts/distill.py", "scripts/meta_train.py"]
+)
+def test_damaged_teacher_in_the_run_fails_before_writing(script, old_run, tiny_data_root):
+    before = directory_snapshot(old_run)  # old_run's teacher.pt holds 11 foreign bytes
+    result = _run(
+        script,
+        "--debug",
+        "--set",
+        f"data.root={tiny_data_root}",
+        "--set",
+        "runtime.progress=false",
+        "--out",
+        str(old_run),
+        cwd=old_run.parent,
+    )
+    _assert_one_line_error(result, "cannot read teacher checkpoint", "not a torch checkpoint")
+    assert directory_snapshot(old_run) == before
