@@ -39,6 +39,7 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,9 +51,10 @@ from rlpkd.config import Config
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.masked import masked_kd_losses
 from rlpkd.distill.objective import DistillationObjective
+from rlpkd.errors import ConfigError
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.models.lazy_pyramid import lazy_teacher_pyramid
+from rlpkd.models.lazy_pyramid import freeze_teacher, lazy_teacher_pyramid
 
 __all__ = [
     "LevelValues",
@@ -97,12 +99,14 @@ class LevelValueValidation:
         predicted: [K] ``Σ_{(i,l)∈mask} v_il`` per mask.
         measured: [K] ``L_det(V)`` before minus after the real step with that mask.
         masks: [K, B, 4] the masks.
+        gflops_per_decision: the value signal's cost (``level_value_gflops``) at this batch.
     """
 
     rho: float
     predicted: Tensor
     measured: Tensor
     masks: Tensor
+    gflops_per_decision: float
 
 
 @contextlib.contextmanager
@@ -336,7 +340,8 @@ def validate_level_values(
     """
     from rlpkd.training.kd_step import kd_training_step  # training builds on distill, not back
 
-    values = level_values(student, teacher, objective, optimizer, batch, heldout)
+    with FlopCounterMode(display=False) as counter:
+        values = level_values(student, teacher, objective, optimizer, batch, heldout)
     before = _heldout_loss(student, heldout)
     saved = (
         copy.deepcopy(student.state_dict()),
@@ -367,12 +372,13 @@ def validate_level_values(
         predicted=predicted,
         measured=measured,
         masks=masks,
+        gflops_per_decision=counter.get_total_flops() / len(batch) / 1e9,
     )
 
 
 def validate_on_config(
     config: Config,
-    teacher: PyramidDetector | None = None,
+    teacher_checkpoint: Path | None = None,
     seed: int = 0,
     warmup_steps: int = 10,
     num_masks: int = 32,
@@ -385,19 +391,20 @@ def validate_on_config(
     the first ``heldout_size`` held-out images (never val). A fresh student (``config``'s student,
     objective and optimiser, seeded) distils every level for ``warmup_steps`` steps, so the
     optimiser has state; the validation runs on the next batch. The learning rate is held at
-    ``student_schedule.lr`` (the schedule's peak). ``teacher`` defaults to an
-    untrained teacher of ``config``'s architecture.
+    ``student_schedule.lr`` (the schedule's peak). The teacher is loaded from ``teacher_checkpoint``
+    (a ``teacher.pt`` of a run with this config), else an untrained one of ``config``'s
+    architecture (the prediction is about the student's step, whatever the teacher).
     """
     # Built from the training pipeline's pieces; imported here so that distill does not depend on
     # training at import time (training imports distill).
     from rlpkd.data.build import build_datasets
     from rlpkd.data.coco import build_dataloader, collate_detection
-    from rlpkd.models.lazy_pyramid import freeze_teacher
     from rlpkd.search.context import search_split
     from rlpkd.training.distill_run import new_student_training
     from rlpkd.training.kd_step import kd_training_step
     from rlpkd.training.model_factory import build_teacher
     from rlpkd.training.runtime import seed_everything
+    from rlpkd.training.teacher_phase import load_teacher
 
     device = torch.device(device)
     seed_everything(seed)
@@ -406,16 +413,19 @@ def validate_on_config(
     heldout = collate_detection(
         [split.val[i] for i in range(min(heldout_size, len(split.val)))]
     ).to(device)
-    if teacher is None:
+    if teacher_checkpoint is None:
         teacher = freeze_teacher(build_teacher(config, datasets.num_classes))
+    else:
+        teacher, _ = load_teacher(teacher_checkpoint, config, datasets.num_classes)
     teacher = teacher.to(device)
     schedule = config.student_schedule
     loader = build_dataloader(
         split.train, schedule.batch_size, shuffle=True, seed=seed, drop_last=True
     )
     if len(loader) == 0:
-        raise ValueError(
-            f"{len(split.train)} search-train images make no batch of {schedule.batch_size}"
+        raise ConfigError(
+            f"{len(split.train)} search-train images make no batch of "
+            f"student_schedule.batch_size={schedule.batch_size}; lower it or add images"
         )
     training = new_student_training(
         config, datasets.num_classes, schedule.epochs * len(loader), device
