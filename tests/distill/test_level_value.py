@@ -69,10 +69,17 @@ def _explicit_dot_products(student, teacher, objective, batch, heldout, directio
     probe.train()  # the training step's BatchNorm (batch statistics)
     objective.eval()
     everything = torch.ones(len(batch), 4, dtype=torch.bool)
-    pyramid = lazy_teacher_pyramid(teacher, batch.images, everything)
+    logits = objective.kd.needs_teacher_logits
+    pyramid = lazy_teacher_pyramid(teacher, batch.images, everything, with_class_logits=logits)
     output = probe(batch.images)
     kd = masked_kd_losses(
-        objective.kd, output.features, {}, pyramid, batch.boxes, batch.labels, len(batch)
+        objective.kd,
+        output.features,
+        output.class_logits,
+        pyramid,
+        batch.boxes,
+        batch.labels,
+        len(batch),
     )
     expected = torch.zeros(len(batch), 4, dtype=torch.float64)
     for i in range(len(batch)):
@@ -89,9 +96,10 @@ def _explicit_dot_products(student, teacher, objective, batch, heldout, directio
     return expected, kd.detach()
 
 
-def test_value_is_the_per_pair_gradient_dot_product_under_sgd(tiny_teacher, tiny_student):
+@pytest.mark.parametrize("loss", ["mse", "pkd", "fgd", "kl"])
+def test_value_is_the_per_pair_gradient_dot_product_under_sgd(tiny_teacher, tiny_student, loss):
     teacher = freeze_teacher(tiny_teacher)
-    objective = _objective("mse", weight=0.5, normalise=False)
+    objective = _objective(loss, weight=0.5, normalise=False)
     lr = 0.1
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=lr)
     batch, heldout = _batch(3, 0), _batch(2, 1)
@@ -138,6 +146,19 @@ def test_value_uses_adam_preconditioning_and_the_step_factor(tiny_teacher, tiny_
     )
     for name, value in tiny_student.state_dict().items():  # the probe changed nothing
         assert torch.equal(value, state_before[name]), name
+
+
+def test_value_carries_the_gradnorm_weight_of_its_level(tiny_teacher, tiny_student):
+    teacher = freeze_teacher(tiny_teacher)
+    objective = _objective("pkd", gradnorm=True)
+    optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.1)
+    batch, heldout = _batch(3, 0), _batch(2, 1)
+    weights = torch.tensor([1.2, 0.5, 1.5, 1.0, 0.8])  # detection, P2..P5; they sum to 5
+    objective.balancer.task_weights.data.copy_(weights)
+    balanced = level_values(tiny_student, teacher, objective, optimizer, batch, heldout)
+    objective.balancer = None
+    plain = level_values(tiny_student, teacher, objective, optimizer, batch, heldout)
+    torch.testing.assert_close(balanced.values, plain.values * weights[1:], rtol=1e-5, atol=0.0)
 
 
 def test_value_is_exactly_zero_where_a_pair_has_no_kd_path(tiny_teacher, tiny_student):
