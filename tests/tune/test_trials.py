@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
-from rlpkd.errors import ConfigError, UserError
+from rlpkd.errors import ConfigError, DivergenceError, UserError
+from rlpkd.report.comparison import build_sweep_report
 from rlpkd.rundir import read_json
 from rlpkd.tune.trials import (
+    FAILED_FILE,
     TrialSpec,
     build_trial_specs,
     prepare_sweep,
@@ -20,6 +22,7 @@ from rlpkd.tune.trials import (
     trial_dir,
     trial_fingerprint,
 )
+from tests.dir_snapshot import directory_snapshot
 
 
 def _with(config, *overrides):
@@ -119,3 +122,51 @@ def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_pa
     assert len(learning["history"]) == 2
     assert (folder / "decisions.jsonl").is_file()
     assert list((sweep / "shared" / "snapshots").glob("*.pt"))
+
+
+def test_a_diverged_trial_is_marked_failed_and_not_retrained(tiny_config, tmp_path):
+    sweep = tmp_path / "sweep"
+    prepare_sweep(tiny_config, sweep, progress=False)
+    spec = TrialSpec("baseline-all-seed0", "baseline", "all", 0, levels="all")  # in trials.json
+    folder = trial_dir(sweep, spec.trial_id)
+    finished = run_trial(spec, tiny_config, sweep)  # an earlier success with other inputs
+    assert (folder / "metrics.json").is_file()
+
+    diverging = _with(tiny_config, "student_schedule.lr=1000000.0")
+    with pytest.raises(DivergenceError) as caught:
+        run_trial(spec, diverging, sweep)
+    error = caught.value
+    assert not (folder / "metrics.json").exists()  # the stale success is gone, not reported
+    failed = read_json(folder / FAILED_FILE)
+    assert failed["error"] == str(error) and "\n" not in failed["error"]
+    assert (failed["phase"], failed["step"], failed["term"]) == (
+        "student all seed 0",
+        error.step,
+        error.term,
+    )
+    assert failed["kind"] == "baseline" and failed["method"] == "all" and failed["seed"] == 0
+    assert failed["trial_fingerprint"] == trial_fingerprint(spec, diverging)
+
+    # Tune's retry or --resume with the same inputs: the same error at once, nothing retrained
+    # (the teacher is gone, so a retraining would fail on it instead)
+    snapshot = directory_snapshot(folder)
+    teacher = teacher_path(sweep).read_bytes()
+    teacher_path(sweep).unlink()
+    with pytest.raises(DivergenceError) as again:
+        run_trial(spec, diverging, sweep)
+    assert str(again.value) == str(error)
+    after = directory_snapshot(folder)
+    assert {k: v for k, v in after.items() if k != "attempts.json"} == {
+        k: v for k, v in snapshot.items() if k != "attempts.json"
+    }
+
+    # the report lists it as failed, never as a result
+    report = build_sweep_report(sweep)
+    assert report["methods"][0]["status"] == "failed" and report["methods"][0]["n"] == 0
+    assert [f["trial_id"] for f in report["failed"]] == [spec.trial_id]
+    assert "## Failed trials" in (sweep / "report.md").read_text()
+
+    # other inputs (the original learning rate) clear the mark and train again
+    teacher_path(sweep).write_bytes(teacher)
+    rerun = run_trial(spec, tiny_config, sweep)
+    assert rerun["AP"] == finished["AP"] and not (folder / FAILED_FILE).exists()
