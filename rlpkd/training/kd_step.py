@@ -101,12 +101,17 @@ def raise_if_diverged(
     raise DivergenceError(phase, step, found[0], found[1])
 
 
-def objective_term_values(terms: ObjectiveTerms) -> list[tuple[str, torch.Tensor]]:
+def objective_term_values(
+    terms: ObjectiveTerms, kd_weight: float = 1.0
+) -> list[tuple[str, torch.Tensor]]:
     """The named parts of a KD objective, root causes first: 'detection', 'kd_P2'..'kd_P5' (raw,
-    then normalised) and GradNorm's weights ('gradnorm_weight_detection', 'gradnorm_weight_P2'..)."""
+    normalised, then times ``kd_weight`` as they enter the total) and GradNorm's weights
+    ('gradnorm_weight_detection', 'gradnorm_weight_P2'..)."""
     named: list[tuple[str, torch.Tensor]] = [("detection", terms.detection)]
     named += [(f"kd_{level}", terms.kd_raw[:, i]) for i, level in enumerate(LEVELS)]
     named += [(f"kd_{level}", terms.kd_normalised[:, i]) for i, level in enumerate(LEVELS)]
+    weighted = kd_weight * terms.kd_normalised.mean(dim=0)
+    named += [(f"kd_{level}", weighted[i]) for i, level in enumerate(LEVELS)]
     weight_names = ["detection", *LEVELS]
     named += [
         (f"gradnorm_weight_{weight_names[i]}", terms.level_weights[i])
@@ -188,7 +193,7 @@ def kd_training_step(
         grad_norm,
         phase,
         step,
-        lambda: objective_term_values(terms),
+        lambda: objective_term_values(terms, objective.settings.weight),
         # GradNorm's weights (updated by this step) live on the CPU: no extra sync
         others_finite=bool(torch.isfinite(terms.level_weights).all()),
     )

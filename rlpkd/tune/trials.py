@@ -35,6 +35,7 @@ from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
 __all__ = [
     "TRIAL_MANIFEST",
     "FAILED_FILE",
+    "TrialDivergedError",
     "TrialSpec",
     "build_trial_specs",
     "absolute_paths",
@@ -42,6 +43,7 @@ __all__ = [
     "teacher_path",
     "trial_dir",
     "trial_fingerprint",
+    "divergence_in",
     "run_trial",
 ]
 
@@ -52,6 +54,35 @@ TRIAL_MANIFEST = "trials.json"
 FAILED_FILE = "failed.json"
 """``<trial>/failed.json``: a trial that diverged: {"error", "phase", "step", "term", "value", ...}.
 Such a trial has no ``metrics.json``; the report lists it as failed."""
+
+
+class TrialDivergedError(DivergenceError):
+    """The DivergenceError a diverged trial raises to Tune.
+
+    Picklable and copyable (Tune copies a trial's error and ships it between processes, which
+    needs the constructor's arguments, not the message): ``__reduce__`` gives them.
+    """
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, str, float]]:
+        return type(self), (self.phase, self.step, self.term, self.value)
+
+
+def divergence_in(error: BaseException) -> DivergenceError | None:
+    """The DivergenceError ``error`` is or was caused by (RLlib wraps an env's error in a
+    RuntimeError, Ray in a RayTaskError whose ``cause`` holds it), else None."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, DivergenceError):
+            return current
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        pending += [current.__cause__, current.__context__]
+        pending += [cause] if isinstance(cause, BaseException) else []
+    return None
 
 
 @dataclass(frozen=True)
@@ -242,7 +273,7 @@ def _record_failure(
     )
 
 
-def _recorded_failure(run_dir: RunDirectory, fingerprint: str) -> DivergenceError | None:
+def _recorded_failure(run_dir: RunDirectory, fingerprint: str) -> TrialDivergedError | None:
     """The divergence this trial already met with the same inputs (``failed.json``), if any."""
     path = run_dir.path / FAILED_FILE
     if not path.is_file():
@@ -250,7 +281,7 @@ def _recorded_failure(run_dir: RunDirectory, fingerprint: str) -> DivergenceErro
     failure = read_json(path)
     if failure.get("trial_fingerprint") != fingerprint:
         return None
-    return DivergenceError(
+    return TrialDivergedError(
         failure["phase"], int(failure["step"]), failure["term"], float(failure["value"])
     )
 
@@ -277,11 +308,12 @@ def run_trial(
     ``{'training_iteration', 'policy_return'}``; the other kinds never call it.
 
     Raises:
-        DivergenceError: the trial diverged (a non-finite loss, gradient, reward or fitness). It
-            is marked failed: ``failed.json`` holds the error line, phase, step and term, and no
-            ``metrics.json`` is written. A rerun with the same inputs (same fingerprint, e.g.
-            Tune's retry or ``--resume``) raises the same error at once instead of training
-            again; other inputs (e.g. a lower learning rate) clear the mark and run.
+        TrialDivergedError: the trial diverged (a non-finite loss, gradient, reward or fitness,
+            also one RLlib or Ray wrapped in another error). It is marked failed:
+            ``failed.json`` holds the error line, phase, step and term, and no ``metrics.json``
+            is written. A rerun with the same inputs (same fingerprint, e.g. Tune's retry or
+            ``--resume``) raises the same error at once instead of training again; other inputs
+            (e.g. a lower learning rate) clear the mark and run.
     """
     if spec.kind not in TRIAL_KINDS:
         raise ValueError(f"trial {spec.trial_id}: unknown kind {spec.kind!r}")
@@ -313,9 +345,14 @@ def run_trial(
         metrics = run(
             spec, config, Path(sweep_dir), run_dir, datasets, teacher, flops, device, report
         )
-    except DivergenceError as error:
-        _record_failure(run_dir, spec, error, fingerprint, attempts)
-        raise
+    except Exception as error:
+        diverged = divergence_in(error)
+        if diverged is None:
+            raise
+        _record_failure(run_dir, spec, diverged, fingerprint, attempts)
+        raise TrialDivergedError(
+            diverged.phase, diverged.step, diverged.term, diverged.value
+        ) from None
     metrics |= {
         "trial_id": spec.trial_id,
         "kind": spec.kind,

@@ -240,3 +240,13 @@ def test_distill_cli_divergence_exits_2_with_one_line_and_keeps_the_old_run(
     assert all(path.startswith("tensorboard/events.") for path in added), added
     for name in ("metrics.json", "predictions.json", "checkpoints/student.pt"):
         assert before[name] == after[name]
+
+
+def test_an_overflowing_kd_weight_names_the_level_not_just_the_total(tiny_teacher, tiny_student):
+    teacher = freeze_teacher(tiny_teacher)
+    objective = DistillationObjective(DistillConfig(loss="mse", weight=1.0e39), 16, 32, 3)
+    optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.1)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    with pytest.raises(DivergenceError, match="loss term 'kd_P2' is inf") as caught:
+        kd_training_step(tiny_student, teacher, objective, optimizer, _batch(), mask, step=1)
+    assert caught.value.step == 1

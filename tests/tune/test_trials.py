@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
+import pickle
 
 import pytest
 import yaml
@@ -14,8 +17,10 @@ from rlpkd.report.comparison import build_sweep_report
 from rlpkd.rundir import read_json
 from rlpkd.tune.trials import (
     FAILED_FILE,
+    TrialDivergedError,
     TrialSpec,
     build_trial_specs,
+    divergence_in,
     prepare_sweep,
     run_trial,
     teacher_path,
@@ -136,6 +141,9 @@ def test_a_diverged_trial_is_marked_failed_and_not_retrained(tiny_config, tmp_pa
     with pytest.raises(DivergenceError) as caught:
         run_trial(spec, diverging, sweep)
     error = caught.value
+    # Tune copies a trial's error and ships it between processes
+    for clone in (copy.copy(error), pickle.loads(pickle.dumps(error))):
+        assert isinstance(clone, DivergenceError) and str(clone) == str(error)
     assert not (folder / "metrics.json").exists()  # the stale success is gone, not reported
     failed = read_json(folder / FAILED_FILE)
     assert failed["error"] == str(error) and "\n" not in failed["error"]
@@ -170,3 +178,22 @@ def test_a_diverged_trial_is_marked_failed_and_not_retrained(tiny_config, tmp_pa
     teacher_path(sweep).write_bytes(teacher)
     rerun = run_trial(spec, tiny_config, sweep)
     assert rerun["AP"] == finished["AP"] and not (folder / FAILED_FILE).exists()
+
+
+def test_a_divergence_wrapped_by_rllib_or_ray_is_found():
+    original = DivergenceError("the policy-learning env", 4, "reward", math.nan)
+    try:
+        try:
+            raise original
+        except DivergenceError as error:
+            raise RuntimeError("env step failed") from error  # what RLlib's env runner does
+    except RuntimeError as wrapped:
+        assert divergence_in(wrapped) is original
+    assert divergence_in(ValueError("unrelated")) is None
+    clone = pickle.loads(pickle.dumps(TrialDivergedError("teacher", 2, "detection", math.inf)))
+    assert (clone.phase, clone.step, clone.term, clone.value) == (
+        "teacher",
+        2,
+        "detection",
+        math.inf,
+    )
