@@ -278,12 +278,15 @@ def _recorded_failure(run_dir: RunDirectory, fingerprint: str) -> TrialDivergedE
     path = run_dir.path / FAILED_FILE
     if not path.is_file():
         return None
-    failure = read_json(path)
-    if failure.get("trial_fingerprint") != fingerprint:
+    try:
+        failure = read_json(path)
+        if failure.get("trial_fingerprint") != fingerprint:
+            return None
+        return TrialDivergedError(
+            failure["phase"], int(failure["step"]), failure["term"], float(failure["value"])
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):  # unreadable: run the trial again
         return None
-    return TrialDivergedError(
-        failure["phase"], int(failure["step"]), failure["term"], float(failure["value"])
-    )
 
 
 def _node_id() -> str:
