@@ -267,6 +267,7 @@ def _record_failure(
             "kind": spec.kind,
             "method": spec.method,
             "seed": spec.seed,
+            "lam": spec.lam,
             "trial_attempts": attempts,
             "trial_fingerprint": fingerprint,
         },
