@@ -33,13 +33,17 @@ from rlpkd.config import config_from_dict
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import build_datasets
 from rlpkd.data.coco import collate_detection
+from rlpkd.errors import DivergenceError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, NUM_LEVELS
-from rlpkd.training.kd_step import kd_losses_no_grad, kd_training_step
+from rlpkd.training.kd_step import first_non_finite, kd_losses_no_grad, kd_training_step
 from rlpkd.training.runtime import resolve_device
 from rlpkd.training.teacher_phase import load_teacher
 
-__all__ = ["NUM_SUBSETS", "slot_ids", "actions_to_masks", "LevelSelectionEnv"]
+__all__ = ["ENV_PHASE", "NUM_SUBSETS", "slot_ids", "actions_to_masks", "LevelSelectionEnv"]
+
+ENV_PHASE = "the policy-learning env"
+"""How the env's student updates are named in a DivergenceError."""
 
 NUM_SUBSETS = 2**NUM_LEVELS
 """Actions: every subset of P2..P5, encoded by ``rlpkd.levels.subset_to_index``."""
@@ -132,7 +136,12 @@ class LevelSelectionEnv(MultiAgentEnv):
         return self._observations(), infos
 
     def step(self, action_dict: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
-        """One student update with every slot's chosen levels; a reward per slot."""
+        """One student update with every slot's chosen levels; a reward per slot.
+
+        Raises:
+            DivergenceError: the update's loss or gradient, or a slot's reward, is not finite
+                (the phase is ``ENV_PHASE``, the step the snapshot's student step).
+        """
         if self.state is None or self.batch is None:
             raise RuntimeError("LevelSelectionEnv.step called before reset")
         missing = [agent for agent in self.agents if agent not in action_dict]
@@ -159,6 +168,8 @@ class LevelSelectionEnv(MultiAgentEnv):
             masks,
             self.config.student_schedule.grad_clip,
             amp,
+            phase=ENV_PHASE,
+            step=state.step + 1,
         )
         state.scheduler.step()
         state.step += 1
@@ -171,6 +182,7 @@ class LevelSelectionEnv(MultiAgentEnv):
 
         fractions = subset_flops_fractions(masks, self.fraction_table)
         rewards = sample_rewards(gap_before, gap_after, level_scale, masks, fractions, self.lam)
+        _raise_if_reward_diverged(rewards, gap_before, gap_after, level_scale, state.step)
         drops = normalised_gap_drop(gap_before, gap_after, level_scale)
         # the observation's running gap sees only what Phase 3 sees: the distilled entries
         state.running_gap.update(terms.kd_raw, masks)
@@ -290,3 +302,26 @@ class LevelSelectionEnv(MultiAgentEnv):
         self.kd_gflops_sum += chosen_gflops
         self.kd_flops_fraction_sum += float(fractions.sum())
         self.gap_eval_gflops += 2 * len(masks) * self.gap_eval_gflops_per_sample
+
+
+def _raise_if_reward_diverged(
+    rewards: torch.Tensor,
+    gap_before: torch.Tensor,
+    gap_after: torch.Tensor,
+    level_scale: torch.Tensor,
+    step: int,
+) -> None:
+    """DivergenceError unless every reward is finite, naming what made it non-finite: the KD gap
+    at a level before or after the update, the reward's level scale, else the reward itself."""
+    if bool(torch.isfinite(rewards).all()):
+        return
+    named: list[tuple[str, torch.Tensor]] = []
+    for i, level in enumerate(LEVELS):
+        named += [
+            (f"reward: kd_gap_before_{level}", gap_before[:, i]),
+            (f"reward: kd_gap_after_{level}", gap_after[:, i]),
+            (f"reward: level_scale_{level}", level_scale[i]),
+        ]
+    named.append(("reward", rewards))
+    term, value = first_non_finite(named) or ("reward", float("nan"))
+    raise DivergenceError(ENV_PHASE, step, term, value)

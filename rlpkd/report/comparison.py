@@ -5,6 +5,11 @@ method (mean ± std over seeds), and writes ``report.json``, ``report.md``, ``re
 ``plots/pareto.png`` under the sweep directory. Works on partial sweeps: unfinished trials have no
 metrics file and are skipped; absent kinds simply have no rows.
 
+A trial that diverged has ``<trial>/failed.json`` (``rlpkd.tune.trials.FAILED_FILE``) and counts as
+failed even beside a stale ``metrics.json``: it is listed under "Failed trials", its method's row
+says so in a ``status`` column (a method with no finished seed has a row of n/a, never AP 0.0),
+and it is left out of every mean, the static front, the best static subset and the plot.
+
 The static score of a subset S is ``AP(S) - lam * kd_gflops(S) / kd_gflops(all)``, the objective
 every search method optimises (``search.lam``); with lam = 0 it is the AP.
 """
@@ -30,7 +35,12 @@ from rlpkd.rundir import atomic_write_text, read_json, write_json
 __all__ = [
     "KINDS",
     "SEARCH_COST_METRICS",
+    "FAILED_FILE",
+    "STATUS_FINISHED",
+    "STATUS_PARTLY_FAILED",
+    "STATUS_FAILED",
     "collect_trials",
+    "collect_failed_trials",
     "sweep_lam",
     "comparison_rows",
     "static_front",
@@ -52,6 +62,12 @@ SEARCH_COST_METRICS: tuple[str, ...] = (
 """Search cost fields of NAS trials (mean ± std over seeds in the rows)."""
 NAS_ORDER: tuple[str, ...] = ("darts", "gdas", "evolution", "random", "exhaustive")
 REQUIRED_FIELDS: tuple[str, ...] = ("method", "kind", "seed")
+FAILED_FILE = "failed.json"
+"""A diverged trial's record (written by ``rlpkd.tune.trials.run_trial``)."""
+STATUS_FINISHED = "finished"
+STATUS_PARTLY_FAILED = "partly failed"
+STATUS_FAILED = "failed"
+"""A row's ``status``: every seed finished, some seeds failed, or no seed finished."""
 DEFAULT_TITLE = "RL-PyramidKD sweep: RL λ front vs NAS vs static level subsets"
 
 
@@ -90,21 +106,52 @@ def _current_trial_ids(sweep_dir: Path) -> set[str] | None:
     return set(read_json(path)["trial_ids"])
 
 
-def collect_trials(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The metrics of every finished trial under ``<sweep_dir>/trials`` (sorted by trial dir).
-
-    Trials still running are skipped, and so are trials the sweep's ``trials.json`` no longer
-    lists (e.g. a lambda removed from the config) when that file exists.
-    """
+def _trial_files(sweep_dir: Path, name: str) -> list[Path]:
+    """``<sweep>/trials/*/<name>`` of the trials the sweep lists (all without ``trials.json``)."""
     trials_dir = Path(sweep_dir) / "trials"
     if not trials_dir.is_dir():
         raise DataError(f"no trials directory at {trials_dir}; is {sweep_dir} a sweep directory?")
     current = _current_trial_ids(sweep_dir)
-    paths = sorted(trials_dir.glob("*/metrics.json"))
+    paths = sorted(trials_dir.glob(f"*/{name}"))
     if current is not None:
         paths = [path for path in paths if path.parent.name in current]
+    return paths
+
+
+def collect_trials(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The metrics of every finished trial under ``<sweep_dir>/trials`` (sorted by trial dir).
+
+    Trials still running are skipped, and so are trials the sweep's ``trials.json`` no longer
+    lists (e.g. a lambda removed from the config) when that file exists, and failed trials
+    (``failed.json``), whatever ``metrics.json`` an earlier run left beside it.
+    """
+    paths = [
+        path
+        for path in _trial_files(sweep_dir, "metrics.json")
+        if not (path.parent / FAILED_FILE).is_file()
+    ]
     trials = [_read_trial(path) for path in paths]
     return [trial for trial in trials if trial is not None]
+
+
+def _read_failure(path: Path) -> dict[str, Any]:
+    try:
+        failure = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"corrupt trial failure record {path}: {error}") from None
+    if not isinstance(failure, dict):
+        raise DataError(f"trial failure record {path} is not a JSON object")
+    missing = [key for key in (*REQUIRED_FIELDS, "error") if key not in failure]
+    if missing:
+        raise DataError(f"trial failure record {path} lacks {', '.join(missing)}")
+    failure.setdefault("trial_id", path.parent.name)
+    return failure
+
+
+def collect_failed_trials(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The ``failed.json`` of every failed (diverged) trial the sweep lists, sorted by trial dir:
+    {trial_id, kind, method, seed, error, phase, step, term, ...}."""
+    return [_read_failure(path) for path in _trial_files(sweep_dir, FAILED_FILE)]
 
 
 def sweep_lam(sweep_dir: Path) -> float:
@@ -140,7 +187,7 @@ def _finite(value: Any) -> bool:
 def _kd_normaliser(rows: list[dict[str, Any]]) -> float:
     """kd_gflops of the static 'all' row (NaN when it has not finished)."""
     for row in rows:
-        if row["kind"] == "static" and row["method"] == "all":
+        if row["kind"] == "static" and row["method"] == "all" and row.get("n", 1) > 0:
             return row["kd_gflops_mean"]
     return math.nan
 
@@ -210,18 +257,59 @@ def _add_search_cost_fractions(rows: list[dict[str, Any]]) -> None:
             row[key] = numerator / denominator if ok else math.nan
 
 
-def comparison_rows(trials: list[dict[str, Any]], lam: float = 0.0) -> list[dict[str, Any]]:
+def _failed_row(kind: str, method: str, failures: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of a method none of whose seeds finished: every metric NaN (n/a), n = 0."""
+    row: dict[str, Any] = {"method": method, "seeds": [], "n": 0, "kind": kind}
+    for metric in REPORT_METRICS:
+        row[f"{metric}_mean"], row[f"{metric}_std"] = math.nan, math.nan
+    if kind == "rl":
+        row["lam"] = mean_std([f.get("lam") for f in failures])[0]
+    if kind == "nas":
+        row.update(_nas_extras([]))
+    return row
+
+
+def _add_status(rows: list[dict[str, Any]], failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every row ``status`` and ``failed_seeds``; add rows for methods that only failed."""
+    failures: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for failure in failed:
+        failures[(str(failure["kind"]), str(failure["method"]))].append(failure)
+    by_key = {(row["kind"], row["method"]): row for row in rows}
+    for key, members in failures.items():
+        if key not in by_key:
+            by_key[key] = _failed_row(*key, members)
+            rows.append(by_key[key])
+    for key, row in by_key.items():
+        row["failed_seeds"] = sorted(int(f["seed"]) for f in failures.get(key, []))
+        if not row["failed_seeds"]:
+            row["status"] = STATUS_FINISHED
+        else:
+            row["status"] = STATUS_PARTLY_FAILED if row["n"] else STATUS_FAILED
+    return rows
+
+
+def comparison_rows(
+    trials: list[dict[str, Any]], lam: float = 0.0, failed: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """One row per (kind, method): mean ± std over seeds of REPORT_METRICS plus kind extras.
 
-    Every row has ``kind`` and ``score`` (AP - lam * kd_gflops / kd_gflops(all), from the means);
-    rl rows ``lam``; nas rows the search cost means/stds, ``search_devices``, ``picks``
-    {seed: subset} and ``search_cost_fraction`` / ``search_kd_gflops_fraction`` (relative to the
-    'exhaustive' row; NaN without one). Order: rl by λ, nas, baselines, static by kd_gflops.
+    Every row has ``kind``, ``score`` (AP - lam * kd_gflops / kd_gflops(all), from the means),
+    ``status`` ('finished', 'partly failed', 'failed') and ``failed_seeds``; rl rows ``lam``;
+    nas rows the search cost means/stds, ``search_devices``, ``picks`` {seed: subset} and
+    ``search_cost_fraction`` / ``search_kd_gflops_fraction`` (relative to the 'exhaustive' row;
+    NaN without one). Order: rl by λ, nas, baselines, static by kd_gflops.
+
+    Args:
+        trials: the finished trials (``collect_trials``): the only ones in the means.
+        lam: the static score's FLOPs price.
+        failed: the failed trials (``collect_failed_trials``): they only set the status, and a
+            method with no finished seed gets a row of NaN (n = 0, score NaN).
     """
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for trial in trials:
         by_kind[trial["kind"]].append(trial)
     rows = [row for kind in KINDS for row in _kind_rows(kind, by_kind.get(kind, []))]
+    rows = _add_status(rows, list(failed or []))
     rows.sort(key=_sort_key)
     _add_search_cost_fractions(rows)
     normaliser = _kd_normaliser(rows)
@@ -235,7 +323,7 @@ def comparison_rows(trials: list[dict[str, Any]], lam: float = 0.0) -> list[dict
 
 
 def _static_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["kind"] == "static"]
+    return [r for r in rows if r["kind"] == "static" and r["n"] > 0]
 
 
 def _point(row: dict[str, Any]) -> dict[str, Any]:
@@ -322,8 +410,12 @@ def _rl_vs_front(row: dict[str, Any], front: list[dict[str, Any]]) -> dict[str, 
     return outcome
 
 
-def comparison_summary(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]:
-    """Best static subset, whether each NAS method found it, the static front, RL vs the front.
+def comparison_summary(
+    rows: list[dict[str, Any]], lam: float, failed: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Best static subset, whether each NAS method found it, the static front, RL vs the front,
+    and the failed trials (``failed``: ``collect_failed_trials``; none of them is in a mean,
+    the front or the best static choice: rows with no finished seed are skipped).
 
     ``nas_found_best_static[m]['found']`` is True when every seed of m picked the best static
     subset (None when there are no static rows to compare with); ``regret`` is the best static
@@ -334,6 +426,7 @@ def comparison_summary(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]
     static = _static_rows(rows)
     best = _best_static(static)
     front = static_front(static)
+    finished = [r for r in rows if r["n"] > 0]
     return {
         "lam": lam,
         "kd_gflops_normaliser": _kd_normaliser(rows),
@@ -341,11 +434,17 @@ def comparison_summary(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]
         "kinds": {kind: sum(r["n"] for r in rows if r["kind"] == kind) for kind in KINDS},
         "best_static": best,
         "nas_found_best_static": {
-            r["method"]: _nas_outcome(r, best, static) for r in rows if r["kind"] == "nas"
+            r["method"]: _nas_outcome(r, best, static) for r in finished if r["kind"] == "nas"
         },
         "static_front": front,
-        "rl_vs_static_front": [_rl_vs_front(r, front) for r in rows if r["kind"] == "rl"],
+        "rl_vs_static_front": [_rl_vs_front(r, front) for r in finished if r["kind"] == "rl"],
+        "failed_trials": [_failure_summary(f) for f in failed or []],
     }
+
+
+def _failure_summary(failure: dict[str, Any]) -> dict[str, Any]:
+    keys = ("trial_id", "kind", "method", "seed", "error", "phase", "step", "term")
+    return {key: failure.get(key) for key in keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,8 +471,20 @@ def _number(value: Any, spec: str) -> str:
     return format(value, spec) if _finite(value) else ""
 
 
+def _status_text(row: dict[str, Any]) -> str:
+    """'finished', 'failed (seeds 0,1)' or 'partly failed (seed 1)'."""
+    status = row.get("status", STATUS_FINISHED)
+    seeds = row.get("failed_seeds", [])
+    if not seeds:
+        return status
+    label = "seeds" if len(seeds) > 1 else "seed"
+    return f"{status} ({label} {_seeds_text(seeds)})"
+
+
 def _extra_columns(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]:
     columns: dict[str, Any] = {"kind": lambda r: r["kind"]}
+    if any(r.get("failed_seeds") for r in rows):
+        columns["status"] = _status_text
     if lam != 0.0:
         columns[f"score (λ={lam:g}) %"] = lambda r: _number(100 * r["score"], ".2f")
     if any(r["kind"] == "nas" for r in rows):
@@ -453,12 +564,33 @@ def summary_sentences(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _failure_lines(failed: list[dict[str, Any]]) -> list[str]:
+    if not failed:
+        return []
+    lines = [
+        "",
+        "## Failed trials",
+        "",
+        "These trials diverged; they have no result and are left out of every mean, the static "
+        "front, the best static subset and the plot.",
+        "",
+    ]
+    for failure in failed:
+        lines.append(
+            f"- {failure['trial_id']} ({failure['kind']} {failure['method']}, seed "
+            f"{failure['seed']}): {failure['error']}"
+        )
+    return lines
+
+
 def _markdown(title: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     kinds = ", ".join(f"{k} {n}" for k, n in summary["kinds"].items() if n)
+    failed = summary.get("failed_trials", [])
+    failed_text = f"; {len(failed)} failed (see Failed trials)" if failed else ""
     lines = [
         f"# {title}",
         "",
-        f"{summary['n_trials']} finished trials ({kinds}); λ = {summary['lam']:g}.",
+        f"{summary['n_trials']} finished trials ({kinds}){failed_text}; λ = {summary['lam']:g}.",
         "",
         comparison_table(rows, summary["lam"]),
         "",
@@ -469,6 +601,7 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -
         "## Summary",
         "",
         *[f"- {line}" for line in summary_sentences(summary)],
+        *_failure_lines(failed),
     ]
     return "\n".join(lines) + "\n"
 
@@ -479,6 +612,8 @@ def _csv_columns() -> list[str]:
     return [
         "method",
         "kind",
+        "status",
+        "failed_seeds",
         "lam",
         "n",
         "seeds",
@@ -499,13 +634,16 @@ def _csv_value(value: Any) -> Any:
 
 
 def results_csv(rows: list[dict[str, Any]]) -> str:
-    """One CSV line per method; missing values are empty cells, picks as 'seed:subset;...'."""
+    """One CSV line per method; missing values are empty cells, picks as 'seed:subset;...';
+    ``status`` is 'finished', 'partly failed' or 'failed' (then every metric cell is empty)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_csv_columns(), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         record = {key: _csv_value(row.get(key)) for key in _csv_columns()}
         record["seeds"] = _seeds_text(row["seeds"])
+        record["status"] = row.get("status", STATUS_FINISHED)
+        record["failed_seeds"] = _seeds_text(row.get("failed_seeds", []))
         record["search_devices"] = ";".join(row.get("search_devices", []))
         record["picks"] = ";".join(f"{s}:{p}" for s, p in row.get("picks", {}).items())
         writer.writerow(record)
@@ -518,7 +656,8 @@ def write_comparison_report(
     summary: dict[str, Any],
     title: str = DEFAULT_TITLE,
 ) -> dict[str, Path]:
-    """``report.json``, ``report.md``, ``results.csv``, ``plots/pareto.png``; their paths by name."""
+    """``report.json``, ``report.md``, ``results.csv``, ``plots/pareto.png``; their paths by name
+    (``report.json`` also lists ``failed_trials``, from the summary)."""
     from rlpkd.viz.pareto import pareto_plot  # matplotlib only when a report is written
 
     sweep_dir = Path(sweep_dir)
@@ -528,7 +667,15 @@ def write_comparison_report(
         "csv": sweep_dir / "results.csv",
         "pareto": sweep_dir / "plots" / "pareto.png",
     }
-    write_json(paths["json"], {"title": title, "methods": rows, "summary": summary})
+    write_json(
+        paths["json"],
+        {
+            "title": title,
+            "methods": rows,
+            "summary": summary,
+            "failed_trials": summary.get("failed_trials", []),
+        },
+    )
     atomic_write_text(paths["markdown"], _markdown(title, rows, summary))
     atomic_write_text(paths["csv"], results_csv(rows))
     pareto_plot(rows, summary, paths["pareto"], title)
@@ -536,16 +683,18 @@ def write_comparison_report(
 
 
 def build_sweep_report(sweep_dir: Path, lam: float | None = None) -> dict[str, Any]:
-    """Collect the finished trials, summarise and write the report (lam: config's search.lam).
+    """Collect the finished and failed trials, summarise and write the report (lam: config's
+    search.lam). A sweep whose trials all failed still gets a report listing them.
 
-    Returns {"methods": rows, "summary": summary, "paths": {name: Path}}.
+    Returns {"methods": rows, "summary": summary, "failed": failed trials, "paths": {name: Path}}.
     """
     sweep_dir = Path(sweep_dir)
     trials = collect_trials(sweep_dir)
-    if not trials:
+    failed = collect_failed_trials(sweep_dir)
+    if not trials and not failed:
         raise DataError(f"no finished trials under {sweep_dir / 'trials'} (no */metrics.json yet)")
     lam = sweep_lam(sweep_dir) if lam is None else float(lam)
-    rows = comparison_rows(trials, lam)
-    summary = comparison_summary(rows, lam)
+    rows = comparison_rows(trials, lam, failed)
+    summary = comparison_summary(rows, lam, failed)
     paths = write_comparison_report(sweep_dir, rows, summary)
-    return {"methods": rows, "summary": summary, "paths": paths}
+    return {"methods": rows, "summary": summary, "failed": failed, "paths": paths}

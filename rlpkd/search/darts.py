@@ -29,12 +29,22 @@ from rlpkd.search.detector_problem import build_gradient_search, gradient_search
 from rlpkd.search.hypergradient import (
     GatedDistillProblem,
     gated_student_step,
+    raise_if_hypergradient_diverged,
     unrolled_gate_gradient,
 )
 from rlpkd.search.methods import SEARCH_METHODS
 from rlpkd.search.result import SearchResult
 
-__all__ = ["level_flops_fractions", "architecture_optimizer", "darts_gate_loop", "darts_search"]
+__all__ = [
+    "DARTS_PHASE",
+    "level_flops_fractions",
+    "architecture_optimizer",
+    "darts_gate_loop",
+    "darts_search",
+]
+
+DARTS_PHASE = "the DARTS search"
+"""How DARTS's steps are named in a DivergenceError."""
 
 
 def level_flops_fractions(flops: FlopsModel) -> Tensor:
@@ -68,6 +78,7 @@ def darts_gate_loop(
     grad_clip: float = 0.0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
+    phase: str = DARTS_PHASE,
 ) -> tuple[Tensor, list[dict[str, Any]]]:
     """DARTS's alternating optimisation (Liu, Simonyan, Yang, ICLR 2019, Alg. 1) on any
     ``GatedDistillProblem``.
@@ -85,10 +96,15 @@ def darts_gate_loop(
         grad_clip: the real student step's gradient clipping norm.
         scheduler: stepped after every real student update.
         progress: show a tqdm bar.
+        phase: names the search in a DivergenceError.
 
     Returns:
         (final alpha [4], trace: per step {step, alpha, gates, gates_grad, val_loss,
         train_loss}).
+
+    Raises:
+        DivergenceError: a step's losses, gate gradient or student gradient are not finite
+            (before alpha or the student is updated with them).
     """
     device = problem.parameters()[0].device
     alpha = torch.zeros(NUM_LEVELS, device=device, requires_grad=True)
@@ -101,11 +117,14 @@ def darts_gate_loop(
         step_xi = optimizer.param_groups[0]["lr"] if xi is None else xi
         gates = torch.sigmoid(alpha)
         hyper = unrolled_gate_gradient(problem, gates, train_batch, val_batch, step_xi, eps)
+        raise_if_hypergradient_diverged(hyper, phase, step + 1)
         alpha_optimizer.zero_grad(set_to_none=True)
         ((gates * hyper.gates_grad).sum() + lam * (gates * costs).sum()).backward()
         alpha_optimizer.step()
         gates = torch.sigmoid(alpha).detach()
-        train_loss = gated_student_step(problem, optimizer, train_batch, gates, grad_clip)
+        train_loss = gated_student_step(
+            problem, optimizer, train_batch, gates, grad_clip, phase=phase, step=step + 1
+        )
         if scheduler is not None:
             scheduler.step()
         trace.append(
@@ -144,6 +163,7 @@ def darts_search(context: SearchContext) -> SearchResult:
         grad_clip=setup.grad_clip,
         scheduler=setup.scheduler,
         progress=context.progress,
+        phase=f"{DARTS_PHASE} (seed {context.seed})",
     )
     gates = torch.sigmoid(alpha).cpu()
     levels = mask_to_levels(gates > settings.gate_threshold)

@@ -21,6 +21,7 @@ from rlpkd.search.fitness import (
     ShortRunFitness,
     SubsetFitness,
     best_record,
+    checked_record,
     fitness_search_result,
     ranking_key,
     record_trace,
@@ -112,6 +113,9 @@ def regularized_evolution(
         sample_size: S <= P, tournament size.
         cycles: C, children evaluated after initialisation (P + C fitness calls in all).
         generator: all randomness (initial subsets, tournaments, mutations).
+
+    Raises:
+        DivergenceError: an evaluation's fitness is not finite (before it joins a tournament).
     """
     if population_size < 1 or not 1 <= sample_size <= population_size or cycles < 0:
         raise ValueError(
@@ -121,13 +125,16 @@ def regularized_evolution(
     population: deque[Individual] = deque()
     steps: list[EvolutionStep] = []
     for step in range(population_size):
-        individual = Individual(fitness(index_to_subset(generator.randrange(2**NUM_LEVELS))), step)
+        subset = index_to_subset(generator.randrange(2**NUM_LEVELS))
+        individual = Individual(checked_record(fitness(subset), step + 1), step)
         population.append(individual)
         steps.append(EvolutionStep(individual, None, None, tuple(population)))
     for step in range(population_size, population_size + cycles):
         tournament = generator.sample(list(population), sample_size)
         parent = min(tournament, key=lambda member: ranking_key(member.record))
-        child = Individual(fitness(mutate(parent.levels, generator)), step)
+        child = Individual(
+            checked_record(fitness(mutate(parent.levels, generator)), step + 1), step
+        )
         population.append(child)
         removed = population.popleft()
         steps.append(EvolutionStep(child, parent, removed, tuple(population)))

@@ -18,7 +18,8 @@ __all__ = ["exhaustive_subset_search", "exhaustive_search"]
 
 
 def exhaustive_subset_search(fitness: SubsetFitness) -> list[FitnessRecord]:
-    """The records of all 16 subsets, in subset-index order. Pick with ``best_record``."""
+    """The records of all 16 subsets, in subset-index order. Pick with ``best_record``; a
+    non-finite fitness raises DivergenceError (``evaluate_all``)."""
     return evaluate_all(fitness, all_subsets())
 
 

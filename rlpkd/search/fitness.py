@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rlpkd.config import Config
+from rlpkd.errors import DivergenceError
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.levels import format_levels, parse_levels, subset_to_index
 from rlpkd.search.context import SearchContext
 from rlpkd.search.result import SearchCost, SearchResult
 from rlpkd.training.distill_run import distill_student
+from rlpkd.training.kd_step import first_non_finite
 from rlpkd.training.level_selection import FixedLevels
 from rlpkd.training.student_phase import subset_flops_vector
 
@@ -31,6 +33,8 @@ __all__ = [
     "CachedFitness",
     "ShortRunFitness",
     "short_run_config",
+    "fitness_phase",
+    "checked_record",
     "evaluate_all",
     "ranking_key",
     "best_record",
@@ -64,6 +68,22 @@ class FitnessRecord:
     def name(self) -> str:
         """The subset as 'none' / 'all' / 'P2,P4'."""
         return format_levels(self.levels)
+
+
+def fitness_phase(levels: Sequence[str]) -> str:
+    """How a fitness evaluation is named in a DivergenceError: 'search fitness of P2,P3'."""
+    return f"search fitness of {format_levels(tuple(levels))}"
+
+
+def checked_record(record: FitnessRecord, evaluation: int) -> FitnessRecord:
+    """``record`` itself, or a DivergenceError when its AP, kd_fraction or score is not finite
+    (a search must never rank a NaN). ``evaluation``: its 1-based evaluation number."""
+    found = first_non_finite(
+        [("AP", record.ap), ("kd_fraction", record.kd_fraction), ("score", record.score)]
+    )
+    if found is not None:
+        raise DivergenceError(fitness_phase(record.levels), evaluation, *found)
+    return record
 
 
 class SubsetFitness(Protocol):
@@ -101,7 +121,7 @@ class CachedFitness:
             return dataclasses.replace(
                 self._records[subset], cost=SearchCost(device=self._device), cached=True
             )
-        record = self._evaluate(subset)
+        record = checked_record(self._evaluate(subset), len(self._records) + 1)
         self._records[subset] = record
         return record
 
@@ -147,6 +167,7 @@ class ShortRunFitness(CachedFitness):
             context.device,
             self._subset_kd_flops,
             progress=context.progress,
+            phase=f"{fitness_phase(levels)} (short run, seed {context.seed})",
         )
         metrics, _ = evaluate_detector(
             student,
@@ -175,8 +196,8 @@ class ShortRunFitness(CachedFitness):
 
 
 def evaluate_all(fitness: SubsetFitness, subsets: Iterable[tuple[str, ...]]) -> list[FitnessRecord]:
-    """The fitness of each subset, in order."""
-    return [fitness(subset) for subset in subsets]
+    """The fitness of each subset, in order; a non-finite one raises DivergenceError."""
+    return [checked_record(fitness(subset), i + 1) for i, subset in enumerate(subsets)]
 
 
 def ranking_key(record: FitnessRecord) -> tuple[float, float, int]:
@@ -185,8 +206,12 @@ def ranking_key(record: FitnessRecord) -> tuple[float, float, int]:
 
 
 def best_record(records: Iterable[FitnessRecord]) -> FitnessRecord:
-    """The best record under ``ranking_key`` (deterministic on ties)."""
-    records = list(records)
+    """The best record under ``ranking_key`` (deterministic on ties).
+
+    Raises:
+        DivergenceError: a record's fitness is not finite (NaN would make the pick arbitrary).
+    """
+    records = [checked_record(record, i + 1) for i, record in enumerate(records)]
     if not records:
         raise ValueError("no fitness records to choose from")
     return min(records, key=ranking_key)

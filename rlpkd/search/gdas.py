@@ -28,12 +28,14 @@ from rlpkd.search.detector_problem import build_gradient_search, gradient_search
 from rlpkd.search.hypergradient import (
     GatedDistillProblem,
     gated_student_step,
+    raise_if_hypergradient_diverged,
     unrolled_gate_gradient,
 )
 from rlpkd.search.methods import SEARCH_METHODS
 from rlpkd.search.result import SearchResult
 
 __all__ = [
+    "GDAS_PHASE",
     "NUM_SUBSETS",
     "SUBSET_MASKS",
     "sample_subset_gates",
@@ -46,6 +48,8 @@ __all__ = [
 NUM_SUBSETS = 2**NUM_LEVELS
 SUBSET_MASKS: Tensor = torch.stack([levels_to_mask(s) for s in all_subsets()]).float()
 """[16, 4] float: row i is the 0/1 level mask of ``index_to_subset(i)``."""
+GDAS_PHASE = "the GDAS search"
+"""How GDAS's steps are named in a DivergenceError."""
 
 
 def sample_subset_gates(
@@ -100,6 +104,7 @@ def gdas_subset_loop(
     grad_clip: float = 0.0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
+    phase: str = GDAS_PHASE,
 ) -> tuple[Tensor, list[dict[str, Any]]]:
     """GDAS's alternating optimisation (Dong & Yang, CVPR 2019) on any ``GatedDistillProblem``.
 
@@ -111,6 +116,9 @@ def gdas_subset_loop(
     Returns:
         (final beta [16], trace: per step {step, tau, subset, probabilities, gates_grad,
         val_loss, train_loss}).
+
+    Raises:
+        DivergenceError: as ``darts_gate_loop``.
     """
     device = problem.parameters()[0].device
     beta = torch.zeros(NUM_SUBSETS, device=device, requires_grad=True)
@@ -124,10 +132,13 @@ def gdas_subset_loop(
         step_xi = optimizer.param_groups[0]["lr"] if xi is None else xi
         one_hot, gates = sample_subset_gates(beta, tau, generator)
         hyper = unrolled_gate_gradient(problem, gates, train_batch, val_batch, step_xi, eps)
+        raise_if_hypergradient_diverged(hyper, phase, step + 1)
         beta_optimizer.zero_grad(set_to_none=True)
         ((gates * hyper.gates_grad).sum() + lam * (one_hot * costs).sum()).backward()
         beta_optimizer.step()
-        train_loss = gated_student_step(problem, optimizer, train_batch, gates, grad_clip)
+        train_loss = gated_student_step(
+            problem, optimizer, train_batch, gates, grad_clip, phase=phase, step=step + 1
+        )
         if scheduler is not None:
             scheduler.step()
         trace.append(
@@ -170,6 +181,7 @@ def gdas_search(context: SearchContext) -> SearchResult:
         grad_clip=setup.grad_clip,
         scheduler=setup.scheduler,
         progress=context.progress,
+        phase=f"{GDAS_PHASE} (seed {context.seed})",
     )
     return SearchResult(
         method="gdas",

@@ -20,9 +20,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["GatedDistillProblem", "GateGradient", "unrolled_gate_gradient", "gated_student_step"]
+from rlpkd.errors import DivergenceError
+from rlpkd.training.kd_step import clip_and_measure_gradients, first_non_finite, raise_if_diverged
+
+__all__ = [
+    "GatedDistillProblem",
+    "GateGradient",
+    "unrolled_gate_gradient",
+    "raise_if_hypergradient_diverged",
+    "gated_student_step",
+]
 
 
 class GatedDistillProblem(Protocol):
@@ -57,10 +66,12 @@ class GateGradient:
     Attributes:
         gates_grad: [4] d L_val(w') / d g, on the gates' device.
         val_loss: L_val at the virtual weights w'.
+        train_loss: L_train at the real weights w (the virtual step's loss).
     """
 
     gates_grad: Tensor
     val_loss: float
+    train_loss: float
 
 
 def _grads(loss: Tensor, params: list[Tensor]) -> list[Tensor]:
@@ -111,23 +122,40 @@ def unrolled_gate_gradient(
     saved_buffers = [b.detach().clone() for b in buffers]
     gates = gates.detach()
     try:
-        step = _grads(problem.train_loss(train_batch, gates), params)
+        train_loss = problem.train_loss(train_batch, gates)
+        step = _grads(train_loss, params)
         _assign(params, (w - xi * s for w, s in zip(weights, step, strict=True)))
         val = problem.val_loss(val_batch)
         v = _grads(val, params)
         norm = torch.sqrt(sum((d.double() ** 2).sum() for d in v))
         if xi == 0.0 or float(norm) == 0.0:
-            return GateGradient(torch.zeros_like(gates), float(val.detach()))
+            return GateGradient(
+                torch.zeros_like(gates), float(val.detach()), float(train_loss.detach())
+            )
         r = eps / float(norm)
         _assign(params, (w + r * d for w, d in zip(weights, v, strict=True)))
         grad_plus = _gate_grad(problem, train_batch, gates)
         _assign(params, (w - r * d for w, d in zip(weights, v, strict=True)))
         grad_minus = _gate_grad(problem, train_batch, gates)
         gates_grad = -xi * (grad_plus - grad_minus) / (2.0 * r)
-        return GateGradient(gates_grad.detach(), float(val.detach()))
+        return GateGradient(gates_grad.detach(), float(val.detach()), float(train_loss.detach()))
     finally:
         _assign(params, iter(weights))
         _assign(buffers, iter(saved_buffers))
+
+
+def raise_if_hypergradient_diverged(hyper: GateGradient, phase: str, step: int) -> None:
+    """DivergenceError when the unrolled step's training loss, validation loss or gate gradient
+    is not finite (checked before the architecture is updated with it)."""
+    found = first_non_finite(
+        [
+            ("training loss", hyper.train_loss),
+            ("validation loss", hyper.val_loss),
+            ("gate gradient", hyper.gates_grad),
+        ]
+    )
+    if found is not None:
+        raise DivergenceError(phase, step, *found)
 
 
 def gated_student_step(
@@ -136,13 +164,21 @@ def gated_student_step(
     batch: Any,
     gates: Tensor,
     grad_clip: float = 0.0,
+    *,
+    phase: str = "gated student step",
+    step: int = 0,
 ) -> float:
     """One real update of the student on ``L_train(w, gates)`` (the lower level of the bilevel
-    problem of DARTS, Liu, Simonyan, Yang, ICLR 2019); returns the training loss."""
+    problem of DARTS, Liu, Simonyan, Yang, ICLR 2019); returns the training loss.
+
+    Raises:
+        DivergenceError: the loss or its gradient norm is not finite (before the update; named
+            by ``phase`` and the 1-based ``step``).
+    """
     optimizer.zero_grad(set_to_none=True)
     loss = problem.train_loss(batch, gates.detach())
     loss.backward()
-    if grad_clip > 0:
-        nn.utils.clip_grad_norm_(problem.parameters(), grad_clip)
+    grad_norm = clip_and_measure_gradients(problem.parameters(), grad_clip)
+    raise_if_diverged(loss, grad_norm, phase, step, lambda: [("training loss", loss)])
     optimizer.step()
     return float(loss.detach())

@@ -11,6 +11,7 @@ from rlpkd.search.fitness import (
     FitnessRecord,
     ShortRunFitness,
     SubsetFitness,
+    checked_record,
     fitness_search_result,
 )
 from rlpkd.search.methods import SEARCH_METHODS
@@ -23,10 +24,14 @@ def random_subset_search(
     fitness: SubsetFitness, samples: int, generator: random.Random
 ) -> list[FitnessRecord]:
     """The records of ``samples`` subsets drawn uniformly with replacement from the 16, in order
-    (a caching fitness does not retrain a repeat). Pick with ``best_record``."""
+    (a caching fitness does not retrain a repeat). Pick with ``best_record``; a non-finite
+    fitness raises DivergenceError."""
     if samples < 1:
         raise ValueError(f"random search needs samples >= 1, got {samples}")
-    return [fitness(index_to_subset(generator.randrange(2**NUM_LEVELS))) for _ in range(samples)]
+    return [
+        checked_record(fitness(index_to_subset(generator.randrange(2**NUM_LEVELS))), i + 1)
+        for i in range(samples)
+    ]
 
 
 @SEARCH_METHODS.register("random")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rlpkd.config import ScheduleConfig
 from rlpkd.data.coco import CocoDetectionDataset, build_dataloader
 from rlpkd.models.detector import PyramidDetector
+from rlpkd.training.kd_step import clip_and_measure_gradients, raise_if_diverged
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
 from rlpkd.training.runtime import autocast_for
 
@@ -27,7 +27,12 @@ def train_detector(
     progress: bool = True,
     desc: str = "teacher",
 ) -> list[float]:
-    """Train ``model`` in place for the schedule; returns the per-step detection losses."""
+    """Train ``model`` in place for the schedule; returns the per-step detection losses.
+
+    Raises:
+        DivergenceError: a step's detection loss or its gradient norm is not finite; raised
+            before that step's update, with ``desc`` as the phase.
+    """
     model.to(device).train()
     loader = build_dataloader(dataset, schedule.batch_size, shuffle=True, seed=seed, drop_last=True)
     total_steps = schedule.epochs * len(loader)
@@ -43,8 +48,11 @@ def train_detector(
                 loss = model.detection_loss(output, batch.boxes, batch.labels)
             optimizer.zero_grad(set_to_none=True)
             loss["total"].backward()
-            if schedule.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), schedule.grad_clip)
+            grad_norm = clip_and_measure_gradients(model.parameters(), schedule.grad_clip)
+            total = loss["total"]
+            raise_if_diverged(
+                total, grad_norm, desc, len(losses) + 1, lambda t=total: [("detection", t)]
+            )
             optimizer.step()
             scheduler.step()
             value = loss["total"].item()

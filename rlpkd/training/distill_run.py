@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -12,11 +11,13 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from rlpkd.checkpoint_io import load_checkpoint, save_checkpoint_atomic
 from rlpkd.config import Config
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
+from rlpkd.errors import CheckpointError
 from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.training.kd_step import kd_training_step
@@ -30,11 +31,24 @@ __all__ = [
     "StepHook",
     "StudentTraining",
     "new_student_training",
+    "student_phase_name",
     "distill_student",
 ]
 
 StepHook = Callable[[int, DetectionBatch, torch.Tensor, ObjectiveTerms], None]
 _SUBSET_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
+_RESUME_KEYS = (
+    "student",
+    "objective",
+    "optimizer",
+    "scheduler",
+    "loader_rng",
+    "torch_rng",
+    "selector",
+    "stats",
+    "step",
+    "epoch",
+)
 
 
 @dataclass
@@ -88,6 +102,11 @@ def new_student_training(
     return StudentTraining(student, objective, optimizer, scheduler)
 
 
+def student_phase_name(selector: LevelSelector, seed: int) -> str:
+    """How a student run is named in a DivergenceError: 'student P2,P3 seed 0'."""
+    return f"student {selector.name} seed {seed}"
+
+
 def distill_student(
     config: Config,
     datasets: DetectionDatasets,
@@ -100,6 +119,7 @@ def distill_student(
     progress: bool = True,
     on_step: StepHook | None = None,
     checkpoint_path: Path | None = None,
+    phase: str | None = None,
 ) -> tuple[PyramidDetector, DistillationObjective, DistillationStats]:
     """Train a fresh student for ``config.student_schedule`` with KD at the selector's levels.
 
@@ -110,6 +130,13 @@ def distill_student(
             log, or a policy selector keeping its running KD gap current.
         checkpoint_path: saved at the end of every epoch; if it exists at the start, the run
             resumes after its last finished epoch (same data order, RNG and optimiser state).
+            A file that cannot be read or does not fit this run is a CheckpointError naming it.
+        phase: names the run in a DivergenceError (default ``student_phase_name``).
+
+    Raises:
+        DivergenceError: a step's loss or gradient is not finite. The run stops before that
+            step's update; the resume file keeps the last finished epoch, nothing else is written.
+        CheckpointError: the resume file is truncated, foreign or from another architecture.
     """
     seed_everything(seed)
     schedule = config.student_schedule
@@ -127,17 +154,25 @@ def distill_student(
     start = time.perf_counter()
     step, first_epoch = 0, 0
     if checkpoint_path is not None and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        student.load_state_dict(state["student"])
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        loader.generator.set_state(state["loader_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if hasattr(selector, "load_state_dict"):
-            selector.load_state_dict(state["selector"])
-        stats = DistillationStats(**state["stats"])
-        step, first_epoch = state["step"], state["epoch"] + 1
+        state = load_checkpoint(checkpoint_path, "student resume file", _RESUME_KEYS)
+        try:
+            student.load_state_dict(state["student"])
+            objective.load_state_dict(state["objective"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            loader.generator.set_state(state["loader_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if hasattr(selector, "load_state_dict"):
+                selector.load_state_dict(state["selector"])
+            stats = DistillationStats(**state["stats"])
+            step, first_epoch = int(state["step"]), int(state["epoch"]) + 1
+        except (RuntimeError, KeyError, TypeError, ValueError) as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CheckpointError(
+                f"student resume file {checkpoint_path} does not fit this run ({first_line}); "
+                "delete it to train the student from the start"
+            ) from None
+    phase = student_phase_name(selector, seed) if phase is None else phase
     bar = tqdm(
         total=total_steps, initial=step, desc=f"student {selector.name}", disable=not progress
     )
@@ -146,7 +181,16 @@ def distill_student(
             batch = batch.to(device, non_blocking=True)
             mask = selector.select(batch, step / max(total_steps, 1)).cpu()
             terms = kd_training_step(
-                student, teacher, objective, optimizer, batch, mask, schedule.grad_clip, amp
+                student,
+                teacher,
+                objective,
+                optimizer,
+                batch,
+                mask,
+                schedule.grad_clip,
+                amp,
+                phase=phase,
+                step=step + 1,
             )
             scheduler.step()
             step += 1
@@ -172,7 +216,7 @@ def distill_student(
         if checkpoint_path is not None:
             stats.train_time_s += time.perf_counter() - start
             start = time.perf_counter()
-            _save_resume_state(
+            save_checkpoint_atomic(
                 checkpoint_path,
                 {
                     "student": student.state_dict(),
@@ -190,10 +234,3 @@ def distill_student(
     bar.close()
     stats.train_time_s += time.perf_counter() - start
     return student, objective, stats
-
-
-def _save_resume_state(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)

@@ -1,6 +1,15 @@
-"""One KD training step of the student with per-sample level masks and the lazy teacher."""
+"""One KD training step of the student with per-sample level masks and the lazy teacher.
+
+Every step is guarded against divergence: before the optimiser step, one ``isfinite`` check on
+the total loss and the gradient norm (a single device sync); only when it fails are the terms
+searched for the offending one, and a :class:`~rlpkd.errors.DivergenceError` stops the run
+before any weight is updated with a non-finite value.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -8,11 +17,107 @@ from torch import nn
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.masked import masked_kd_losses
 from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
+from rlpkd.errors import DivergenceError
+from rlpkd.levels import LEVELS
 from rlpkd.models.detector import DetectorOutput, PyramidDetector
 from rlpkd.models.lazy_pyramid import lazy_teacher_pyramid
 from rlpkd.training.runtime import autocast_for
 
-__all__ = ["last_shared_parameter", "kd_training_step", "kd_losses_no_grad"]
+__all__ = [
+    "GRADIENT_NORM",
+    "last_shared_parameter",
+    "first_non_finite",
+    "clip_and_measure_gradients",
+    "raise_if_diverged",
+    "objective_term_values",
+    "kd_training_step",
+    "kd_losses_no_grad",
+]
+
+GRADIENT_NORM = "gradient norm"
+"""The term named when the loss is finite but its gradient is not."""
+
+NamedValues = Sequence[tuple[str, torch.Tensor | float]]
+
+
+def first_non_finite(named: Iterable[tuple[str, torch.Tensor | float]]) -> tuple[str, float] | None:
+    """The first ``(name, value)`` holding a NaN or inf (for a tensor, its first such entry).
+
+    Returns None when every value is finite.
+    """
+    for name, value in named:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().float().reshape(-1).cpu()
+            bad = flat[~torch.isfinite(flat)]
+            if bad.numel():
+                return name, float(bad[0])
+        elif not math.isfinite(float(value)):
+            return name, float(value)
+    return None
+
+
+def clip_and_measure_gradients(
+    parameters: Iterable[torch.Tensor], grad_clip: float
+) -> torch.Tensor:
+    """The total gradient norm of ``parameters`` (0-dim tensor, on their device), clipped to
+    ``grad_clip`` first when it is > 0. No device sync: the caller checks it with the loss."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    if grad_clip > 0:
+        return nn.utils.clip_grad_norm_(params, grad_clip)
+    return nn.utils.get_total_norm([p.grad for p in params])
+
+
+def raise_if_diverged(
+    loss: torch.Tensor,
+    grad_norm: torch.Tensor | None,
+    phase: str,
+    step: int,
+    terms: Callable[[], NamedValues] = lambda: (),
+    others_finite: bool = True,
+) -> None:
+    """Raise DivergenceError unless ``loss`` and ``grad_norm`` are finite (one device sync).
+
+    Args:
+        loss: the scalar about to be (or just) back-propagated.
+        grad_norm: its gradient's total norm, or None when there is none to check.
+        phase: the training phase, for the message (e.g. 'teacher', 'student P2,P3 seed 0').
+        step: the 1-based optimiser step being taken.
+        terms: called only on failure: the loss's named parts, searched in order for the first
+            non-finite one before 'total' and the gradient norm are blamed.
+        others_finite: False when the caller already found a non-finite value among ``terms``
+            (one the loss does not show yet, e.g. GradNorm's updated weights).
+    """
+    finite = torch.isfinite(loss.detach())
+    if grad_norm is not None:
+        finite = finite & torch.isfinite(grad_norm.detach()).to(finite.device)
+    if others_finite and bool(finite):
+        return
+    named = [*terms(), ("total", loss)]
+    if grad_norm is not None:
+        named.append((GRADIENT_NORM, grad_norm))
+    found = first_non_finite(named) or ("total", float(loss.detach()))
+    raise DivergenceError(phase, step, found[0], found[1])
+
+
+def objective_term_values(
+    terms: ObjectiveTerms, kd_weight: float = 1.0
+) -> list[tuple[str, torch.Tensor]]:
+    """The named parts of a KD objective, root causes first: 'detection', 'kd_P2'..'kd_P5' (raw,
+    normalised, then times ``kd_weight`` as they enter the total) and GradNorm's weights
+    ('gradnorm_weight_detection', 'gradnorm_weight_P2'..)."""
+    named: list[tuple[str, torch.Tensor]] = [("detection", terms.detection)]
+    named += [(f"kd_{level}", terms.kd_raw[:, i]) for i, level in enumerate(LEVELS)]
+    named += [(f"kd_{level}", terms.kd_normalised[:, i]) for i, level in enumerate(LEVELS)]
+    weighted = kd_weight * terms.kd_normalised.mean(dim=0)
+    named += [(f"kd_{level}", weighted[i]) for i, level in enumerate(LEVELS)]
+    weight_names = ["detection", *LEVELS]
+    named += [
+        (f"gradnorm_weight_{weight_names[i]}", terms.level_weights[i])
+        for i in range(min(len(weight_names), len(terms.level_weights)))
+    ]
+    return named
 
 
 def last_shared_parameter(student: PyramidDetector) -> torch.Tensor:
@@ -53,11 +158,22 @@ def kd_training_step(
     mask: torch.Tensor,
     grad_clip: float = 0.0,
     amp: bool = False,
+    *,
+    phase: str = "student",
+    step: int = 0,
 ) -> ObjectiveTerms:
     """Forward the student, the lazy teacher at ``mask`` ([B, 4] bool), KD + detection, update.
 
     Masked (sample, level) pairs cost nothing: the teacher computes only the selected pairs and
     their KD entries are exact zeros.
+
+    Args:
+        phase: names the run in a DivergenceError (e.g. 'student P2,P3 seed 0').
+        step: the caller's 1-based step number, for the same message (0: not counted).
+
+    Raises:
+        DivergenceError: the loss, one of its terms, GradNorm's weights or the gradient norm is
+            not finite; the optimiser has not stepped (the weights are unchanged).
     """
     student.train()
     objective.train()
@@ -70,9 +186,17 @@ def kd_training_step(
     terms = objective(detection.float(), kd_raw.float(), mask, shared)
     optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
-    if grad_clip > 0:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        nn.utils.clip_grad_norm_(params, grad_clip)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = clip_and_measure_gradients(params, grad_clip)
+    raise_if_diverged(
+        terms.total,
+        grad_norm,
+        phase,
+        step,
+        lambda: objective_term_values(terms, objective.settings.weight),
+        # GradNorm's weights (updated by this step) live on the CPU: no extra sync
+        others_finite=bool(torch.isfinite(terms.level_weights).all()),
+    )
     optimizer.step()
     return terms
 

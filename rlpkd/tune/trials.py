@@ -23,7 +23,7 @@ from typing import Any
 
 from rlpkd.config import Config, config_to_dict, save_config
 from rlpkd.data.build import build_datasets
-from rlpkd.errors import ConfigError
+from rlpkd.errors import ConfigError, DivergenceError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels
 from rlpkd.rundir import RunDirectory, read_json, write_json
@@ -34,6 +34,8 @@ from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
 
 __all__ = [
     "TRIAL_MANIFEST",
+    "FAILED_FILE",
+    "TrialDivergedError",
     "TrialSpec",
     "build_trial_specs",
     "absolute_paths",
@@ -41,6 +43,7 @@ __all__ = [
     "teacher_path",
     "trial_dir",
     "trial_fingerprint",
+    "divergence_in",
     "run_trial",
 ]
 
@@ -48,6 +51,38 @@ TrialReport = Callable[[dict[str, Any]], None]
 TRIAL_KINDS = ("static", "baseline", "nas", "rl")
 TRIAL_MANIFEST = "trials.json"
 """``<sweep>/trials.json``: the ids of the sweep's current trials (the report shows only these)."""
+FAILED_FILE = "failed.json"
+"""``<trial>/failed.json``: a trial that diverged: {"error", "phase", "step", "term", "value", ...}.
+Such a trial has no ``metrics.json``; the report lists it as failed."""
+
+
+class TrialDivergedError(DivergenceError):
+    """The DivergenceError a diverged trial raises to Tune.
+
+    Picklable and copyable (Tune copies a trial's error and ships it between processes, which
+    needs the constructor's arguments, not the message): ``__reduce__`` gives them.
+    """
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, str, float]]:
+        return type(self), (self.phase, self.step, self.term, self.value)
+
+
+def divergence_in(error: BaseException) -> DivergenceError | None:
+    """The DivergenceError ``error`` is or was caused by (RLlib wraps an env's error in a
+    RuntimeError, Ray in a RayTaskError whose ``cause`` holds it), else None."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, DivergenceError):
+            return current
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        pending += [current.__cause__, current.__context__]
+        pending += [cause] if isinstance(cause, BaseException) else []
+    return None
 
 
 @dataclass(frozen=True)
@@ -203,14 +238,56 @@ def _count_attempt(run_dir: Path) -> int:
 
 
 def _forget_other_inputs(run_dir: RunDirectory, fingerprint: str) -> None:
-    """Drop what a trial left from a run with other inputs: its metrics (so a failed rerun
-    leaves no stale result behind) and its PPO checkpoint (students' resume files carry their
-    own fingerprint); then record this run's fingerprint."""
+    """Drop what a trial left from a run with other inputs: its metrics and its failure record
+    (so a failed rerun leaves no stale result behind, and a rerun that may now succeed is not
+    taken for failed) and its PPO checkpoint (students' resume files carry their own
+    fingerprint); then record this run's fingerprint."""
     (run_dir.path / "metrics.json").unlink(missing_ok=True)
+    (run_dir.path / FAILED_FILE).unlink(missing_ok=True)
     path = run_dir.path / "trial.json"
     if path.is_file() and read_json(path).get("trial_fingerprint") != fingerprint:
         shutil.rmtree(run_dir.checkpoints / "policy", ignore_errors=True)
     write_json(path, {"trial_fingerprint": fingerprint})
+
+
+def _record_failure(
+    run_dir: RunDirectory, spec: TrialSpec, error: DivergenceError, fingerprint: str, attempts: int
+) -> None:
+    """Write ``failed.json`` for a diverged trial (and make sure no ``metrics.json`` is left)."""
+    (run_dir.path / "metrics.json").unlink(missing_ok=True)
+    write_json(
+        run_dir.path / FAILED_FILE,
+        {
+            "error": str(error),
+            "phase": error.phase,
+            "step": error.step,
+            "term": error.term,
+            "value": str(error.value),  # 'nan' / 'inf': JSON has no such numbers
+            "trial_id": spec.trial_id,
+            "kind": spec.kind,
+            "method": spec.method,
+            "seed": spec.seed,
+            "lam": spec.lam,
+            "trial_attempts": attempts,
+            "trial_fingerprint": fingerprint,
+        },
+    )
+
+
+def _recorded_failure(run_dir: RunDirectory, fingerprint: str) -> TrialDivergedError | None:
+    """The divergence this trial already met with the same inputs (``failed.json``), if any."""
+    path = run_dir.path / FAILED_FILE
+    if not path.is_file():
+        return None
+    try:
+        failure = read_json(path)
+        if failure.get("trial_fingerprint") != fingerprint:
+            return None
+        return TrialDivergedError(
+            failure["phase"], int(failure["step"]), failure["term"], float(failure["value"])
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):  # unreadable: run the trial again
+        return None
 
 
 def _node_id() -> str:
@@ -233,6 +310,14 @@ def run_trial(
     A trial whose ``metrics.json`` carries the same ``trial_fingerprint`` is returned as it is,
     not retrained. RL trials call ``report`` after every PPO iteration with
     ``{'training_iteration', 'policy_return'}``; the other kinds never call it.
+
+    Raises:
+        TrialDivergedError: the trial diverged (a non-finite loss, gradient, reward or fitness,
+            also one RLlib or Ray wrapped in another error). It is marked failed:
+            ``failed.json`` holds the error line, phase, step and term, and no ``metrics.json``
+            is written. A rerun with the same inputs (same fingerprint, e.g. Tune's retry or
+            ``--resume``) raises the same error at once instead of training again; other inputs
+            (e.g. a lower learning rate) clear the mark and run.
     """
     if spec.kind not in TRIAL_KINDS:
         raise ValueError(f"trial {spec.trial_id}: unknown kind {spec.kind!r}")
@@ -241,10 +326,13 @@ def run_trial(
     fingerprint = trial_fingerprint(spec, config)
     attempts = _count_attempt(run_dir.path)
     metrics_path = run_dir.path / "metrics.json"
-    if metrics_path.is_file():
+    if metrics_path.is_file() and not (run_dir.path / FAILED_FILE).is_file():
         finished = read_json(metrics_path)
         if finished.get("trial_fingerprint") == fingerprint:
             return finished
+    failure = _recorded_failure(run_dir, fingerprint)
+    if failure is not None:
+        raise failure  # deterministic: training again would diverge again
     _forget_other_inputs(run_dir, fingerprint)
     if config.sweep.trial_gpus <= 0:
         config = dataclasses.replace(
@@ -257,7 +345,18 @@ def run_trial(
     teacher = teacher.to(device)
     flops = flops_model_from_config(config, datasets.num_classes)
     run = _TRIAL_RUNNERS[spec.kind]
-    metrics = run(spec, config, Path(sweep_dir), run_dir, datasets, teacher, flops, device, report)
+    try:
+        metrics = run(
+            spec, config, Path(sweep_dir), run_dir, datasets, teacher, flops, device, report
+        )
+    except Exception as error:
+        diverged = divergence_in(error)
+        if diverged is None:
+            raise
+        _record_failure(run_dir, spec, diverged, fingerprint, attempts)
+        raise TrialDivergedError(
+            diverged.phase, diverged.step, diverged.term, diverged.value
+        ) from None
     metrics |= {
         "trial_id": spec.trial_id,
         "kind": spec.kind,

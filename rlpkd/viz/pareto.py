@@ -44,6 +44,10 @@ def _point(row: dict[str, Any], label: str) -> dict[str, Any]:
 
 
 def _plottable(row: dict[str, Any]) -> bool:
+    """A row with a finite AP and kd_gflops from at least one finished seed (a failed method's
+    row, status 'failed', is never drawn, whatever numbers it holds)."""
+    if row.get("status") == "failed" or row.get("n", 1) == 0:
+        return False
     return _finite(row.get("AP_mean")) and _finite(row.get("kd_gflops_mean"))
 
 
@@ -53,7 +57,8 @@ def _picks_label(picks: dict[Any, str]) -> str:
 
 
 def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-    """The points to draw per series; rows without a finite AP or kd_gflops are skipped.
+    """The points to draw per series; failed rows and rows without a finite AP or kd_gflops
+    are skipped.
 
     Returns {"static", "front", "rl", "baselines", "reference": [point], "nas": {method: point}}.
     """

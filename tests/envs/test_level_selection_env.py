@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from envs import ENV_NAME, register_envs
-from envs.level_selection_env import LevelSelectionEnv, actions_to_masks
+from envs.level_selection_env import ENV_PHASE, LevelSelectionEnv, actions_to_masks
 from envs.observation import OBS_DIM, object_scale_histogram
 from envs.reward import sample_rewards, subset_flops_fractions
 from rlpkd.config import config_to_dict, load_config
 from rlpkd.data.build import build_datasets
+from rlpkd.errors import DivergenceError
 from rlpkd.levels import subset_to_index
 from rlpkd.training.model_factory import build_teacher
 
@@ -180,3 +181,33 @@ def test_snapshot_pool_covers_the_stages_and_is_reused_by_a_second_env(
     second.reset(seed=0)
     assert second.snapshots == env.snapshots
     assert [p.stat().st_mtime_ns for p in second.snapshots] == mtimes
+
+
+def test_a_nan_box_in_the_env_batch_stops_the_step_before_the_update(env_config):
+    env = LevelSelectionEnv(env_config)
+    _reset(env, seed=6)
+    before = copy.deepcopy(dict(env.state.student.named_parameters()))
+    env.batch.boxes[0, 0, 2] = math.nan
+    with pytest.raises(DivergenceError) as caught:
+        env.step({agent: ALL for agent in env.agents})
+    error = caught.value
+    assert (error.phase, error.term) == (ENV_PHASE, "detection")
+    assert error.step == env.state.step + 1  # the update that was not taken
+    for name, value in env.state.student.named_parameters():
+        assert torch.equal(value, before[name]), name
+
+
+def test_a_nan_reward_stops_the_env_naming_the_level(env_config):
+    env = LevelSelectionEnv(env_config)
+    with torch.no_grad():  # a corrupt teacher at P5 only: the all-level gap (the reward) is NaN
+        for parameter in env.teacher.fpn.layer_blocks[3].parameters():
+            parameter.fill_(math.nan)
+    _reset(env, seed=7)
+    step = env.state.step
+    # no slot distils P5, so the update itself is finite and is taken
+    with pytest.raises(DivergenceError) as caught:
+        env.step({agent: subset_to_index(("P3",)) for agent in env.agents})
+    error = caught.value
+    assert error.phase == ENV_PHASE and error.step == step + 1
+    assert error.term == "reward: kd_gap_before_P5" and math.isnan(error.value)
+    assert "\n" not in str(error)

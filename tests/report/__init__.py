@@ -128,3 +128,37 @@ def make_sweep(root: Path, lam: float | None = None) -> Path:
     if lam is not None:
         (sweep / "config.yaml").write_text(f"search:\n  lam: {lam}\n  population: 4\n")
     return sweep
+
+
+def write_failed_trial(
+    sweep: Path, trial_id: str, kind: str, method: str, seed: int, stale_ap: float | None = 0.0
+) -> Path:
+    """``<sweep>/trials/<trial_id>/failed.json`` as ``run_trial`` writes it for a diverged trial,
+    beside a stale ``metrics.json`` with AP ``stale_ap`` (None: no metrics file), e.g. from an
+    earlier run that reported the diverged student as AP 0.0."""
+    folder = sweep / "trials" / trial_id
+    folder.mkdir(parents=True, exist_ok=True)
+    if stale_ap is not None:
+        stale = _metrics(kind, method, method, seed, stale_ap, 1.0)
+        write_trial(sweep, trial_id, stale | {"AP": stale_ap})
+    error = (
+        f"training diverged in student {method} seed {seed} at step 2: loss term 'detection' "
+        "is nan (lower the learning rate or check the annotations)"
+    )
+    path = folder / "failed.json"
+    path.write_text(
+        json.dumps(
+            {
+                "error": error,
+                "phase": f"student {method} seed {seed}",
+                "step": 2,
+                "term": "detection",
+                "value": "nan",
+                "trial_id": trial_id,
+                "kind": kind,
+                "method": method,
+                "seed": seed,
+            }
+        )
+    )
+    return path

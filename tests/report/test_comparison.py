@@ -13,6 +13,7 @@ from rlpkd.errors import DataError
 from rlpkd.levels import all_subsets, format_levels
 from rlpkd.report.comparison import (
     build_sweep_report,
+    collect_failed_trials,
     collect_trials,
     comparison_rows,
     comparison_summary,
@@ -21,6 +22,7 @@ from tests.report import (
     make_sweep,
     subset_ap,
     subset_kd_gflops,
+    write_failed_trial,
     write_nas_trials,
     write_static_trials,
     write_trial,
@@ -252,3 +254,75 @@ def test_only_the_trials_the_sweep_lists_are_reported(tmp_path):
     kept = [t["trial_id"] for t in trials if t["kind"] != "rl"]  # e.g. the lambdas were dropped
     (sweep / "trials.json").write_text(json.dumps({"trial_ids": kept}))
     assert sorted(t["trial_id"] for t in collect_trials(sweep)) == sorted(kept)
+
+
+def _sweep_with_failures(tmp_path):
+    """The synthetic sweep where P3,P4 (on the front; best at λ=0.084) diverged on both seeds,
+    P2,P3,P4 (best at λ=0) on seed 1, and gdas on both seeds (no metrics left)."""
+    sweep = make_sweep(tmp_path)
+    for seed in (0, 1):
+        write_failed_trial(sweep, f"static_P3P4_s{seed}", "static", "P3,P4", seed)
+        write_failed_trial(sweep, f"nas_gdas_s{seed}", "nas", "gdas", seed, stale_ap=None)
+    write_failed_trial(sweep, "static_P2P3P4_s1", "static", "P2,P3,P4", 1, stale_ap=0.9)
+    return sweep
+
+
+def test_failed_trials_are_listed_as_failed_and_left_out_of_rows_and_fronts(tmp_path):
+    sweep = _sweep_with_failures(tmp_path)
+    finished = {t["trial_id"] for t in collect_trials(sweep)}
+    assert not finished & {"static_P3P4_s0", "static_P3P4_s1", "static_P2P3P4_s1"}
+    failed = collect_failed_trials(sweep)
+    assert len(failed) == 5 and all(f["term"] == "detection" for f in failed)
+
+    report = build_sweep_report(sweep, lam=0.0)
+    rows = _by_method(report["methods"])
+    dead = rows["P3,P4"]
+    assert dead["status"] == "failed" and dead["n"] == 0 and dead["failed_seeds"] == [0, 1]
+    assert math.isnan(dead["AP_mean"]) and math.isnan(dead["score"])  # never AP 0.0
+    assert rows["gdas"]["status"] == "failed" and rows["gdas"]["picks"] == {}
+    partly = rows["P2,P3,P4"]
+    assert partly["status"] == "partly failed" and partly["seeds"] == [0]
+    assert partly["AP_mean"] == pytest.approx(subset_ap(("P2", "P3", "P4")) - 0.002)  # seed 0
+    assert rows["P3"]["status"] == "finished" and rows["P3"]["failed_seeds"] == []
+
+    summary = report["summary"]
+    front = [p["method"] for p in summary["static_front"]]
+    # without P3,P4, P3,P4,P5 (6.5 GFLOPs, AP .255) is no longer dominated
+    assert front == ["none", "P4", "P3", "P3,P4,P5", "P2,P3", "P2,P3,P4"]
+    assert summary["best_static"]["method"] == "P2,P3,P4"  # from its finished seed only
+    assert "gdas" not in summary["nas_found_best_static"]
+    assert summary["n_trials"] == 16 * 2 + 3 * 2 + 2 * 2 + 2 - 5
+    assert len(summary["failed_trials"]) == 5
+    assert build_sweep_report(sweep, lam=0.084)["summary"]["best_static"]["method"] != "P3,P4"
+
+    with open(sweep / "results.csv", newline="") as handle:
+        lines = {line["method"]: line for line in csv.DictReader(handle)}
+    assert lines["P3,P4"]["status"] == "failed" and lines["P3,P4"]["AP_mean"] == ""
+    assert lines["P3,P4"]["failed_seeds"] == "0,1" and lines["P3,P4"]["n"] == "0"
+    assert lines["P2,P3,P4"]["status"] == "partly failed"
+    assert lines["P3"]["status"] == "finished"
+    markdown = (sweep / "report.md").read_text()
+    assert "## Failed trials" in markdown
+    assert (
+        "- static_P3P4_s0 (static P3,P4, seed 0): training diverged in student P3,P4 seed 0 "
+        "at step 2: loss term 'detection' is nan" in markdown
+    )
+    assert "| P3,P4 | " in markdown and "failed (seeds 0,1)" in markdown
+    saved = json.loads((sweep / "report.json").read_text())
+    assert {f["trial_id"] for f in saved["failed_trials"]} >= {"nas_gdas_s0", "nas_gdas_s1"}
+
+
+def test_a_sweep_whose_trials_all_failed_still_reports_them(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_failed_trial(sweep, "static_P2_s0", "static", "P2", 0, stale_ap=None)
+    report = build_sweep_report(sweep)
+    assert [row["status"] for row in report["methods"]] == ["failed"]
+    assert report["summary"]["best_static"] is None and report["summary"]["n_trials"] == 0
+    assert "static_P2_s0" in (sweep / "report.md").read_text()
+
+
+def test_a_failed_trial_the_sweep_no_longer_lists_is_not_reported(tmp_path):
+    sweep = _sweep_with_failures(tmp_path)
+    kept = [t["trial_id"] for t in collect_trials(sweep)]
+    (sweep / "trials.json").write_text(json.dumps({"trial_ids": [*kept, "nas_gdas_s0"]}))
+    assert [f["trial_id"] for f in collect_failed_trials(sweep)] == ["nas_gdas_s0"]

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
+import pickle
 
 import pytest
 import yaml
 
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
-from rlpkd.errors import ConfigError, UserError
+from rlpkd.errors import ConfigError, DivergenceError, UserError
+from rlpkd.report.comparison import build_sweep_report
 from rlpkd.rundir import read_json
 from rlpkd.tune.trials import (
+    FAILED_FILE,
+    TrialDivergedError,
     TrialSpec,
     build_trial_specs,
+    divergence_in,
     prepare_sweep,
     run_trial,
     teacher_path,
     trial_dir,
     trial_fingerprint,
 )
+from tests.dir_snapshot import directory_snapshot
 
 
 def _with(config, *overrides):
@@ -119,3 +127,73 @@ def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_pa
     assert len(learning["history"]) == 2
     assert (folder / "decisions.jsonl").is_file()
     assert list((sweep / "shared" / "snapshots").glob("*.pt"))
+
+
+def test_a_diverged_trial_is_marked_failed_and_not_retrained(tiny_config, tmp_path):
+    sweep = tmp_path / "sweep"
+    prepare_sweep(tiny_config, sweep, progress=False)
+    spec = TrialSpec("baseline-all-seed0", "baseline", "all", 0, levels="all")  # in trials.json
+    folder = trial_dir(sweep, spec.trial_id)
+    finished = run_trial(spec, tiny_config, sweep)  # an earlier success with other inputs
+    assert (folder / "metrics.json").is_file()
+
+    diverging = _with(tiny_config, "student_schedule.lr=1000000.0")
+    with pytest.raises(DivergenceError) as caught:
+        run_trial(spec, diverging, sweep)
+    error = caught.value
+    # Tune copies a trial's error and ships it between processes
+    for clone in (copy.copy(error), pickle.loads(pickle.dumps(error))):
+        assert isinstance(clone, DivergenceError) and str(clone) == str(error)
+    assert not (folder / "metrics.json").exists()  # the stale success is gone, not reported
+    failed = read_json(folder / FAILED_FILE)
+    assert failed["error"] == str(error) and "\n" not in failed["error"]
+    assert (failed["phase"], failed["step"], failed["term"]) == (
+        "student all seed 0",
+        error.step,
+        error.term,
+    )
+    assert failed["kind"] == "baseline" and failed["method"] == "all" and failed["seed"] == 0
+    assert failed["trial_fingerprint"] == trial_fingerprint(spec, diverging)
+
+    # Tune's retry or --resume with the same inputs: the same error at once, nothing retrained
+    # (the teacher is gone, so a retraining would fail on it instead)
+    snapshot = directory_snapshot(folder)
+    teacher = teacher_path(sweep).read_bytes()
+    teacher_path(sweep).unlink()
+    with pytest.raises(DivergenceError) as again:
+        run_trial(spec, diverging, sweep)
+    assert str(again.value) == str(error)
+    after = directory_snapshot(folder)
+    assert {k: v for k, v in after.items() if k != "attempts.json"} == {
+        k: v for k, v in snapshot.items() if k != "attempts.json"
+    }
+
+    # the report lists it as failed, never as a result
+    report = build_sweep_report(sweep)
+    assert report["methods"][0]["status"] == "failed" and report["methods"][0]["n"] == 0
+    assert [f["trial_id"] for f in report["failed"]] == [spec.trial_id]
+    assert "## Failed trials" in (sweep / "report.md").read_text()
+
+    # other inputs (the original learning rate) clear the mark and train again
+    teacher_path(sweep).write_bytes(teacher)
+    rerun = run_trial(spec, tiny_config, sweep)
+    assert rerun["AP"] == finished["AP"] and not (folder / FAILED_FILE).exists()
+
+
+def test_a_divergence_wrapped_by_rllib_or_ray_is_found():
+    original = DivergenceError("the policy-learning env", 4, "reward", math.nan)
+    try:
+        try:
+            raise original
+        except DivergenceError as error:
+            raise RuntimeError("env step failed") from error  # what RLlib's env runner does
+    except RuntimeError as wrapped:
+        assert divergence_in(wrapped) is original
+    assert divergence_in(ValueError("unrelated")) is None
+    clone = pickle.loads(pickle.dumps(TrialDivergedError("teacher", 2, "detection", math.inf)))
+    assert (clone.phase, clone.step, clone.term, clone.value) == (
+        "teacher",
+        2,
+        "detection",
+        math.inf,
+    )

@@ -7,9 +7,14 @@ import math
 import matplotlib.pyplot as plt
 import pytest
 
-from rlpkd.report.comparison import collect_trials, comparison_rows, comparison_summary
+from rlpkd.report.comparison import (
+    collect_failed_trials,
+    collect_trials,
+    comparison_rows,
+    comparison_summary,
+)
 from rlpkd.viz.pareto import draw_pareto, pareto_plot, pareto_series
-from tests.report import make_sweep
+from tests.report import make_sweep, write_failed_trial
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -72,3 +77,18 @@ def test_pareto_plot_writes_a_png_and_no_temporary_files(tmp_path):
     assert pareto_plot(rows, summary, out, "sweep") == out
     assert out.read_bytes()[:8] == PNG_MAGIC
     assert [p.name for p in out.parent.iterdir()] == ["pareto.png"]
+
+
+def test_failed_trials_are_not_drawn(tmp_path):
+    sweep = make_sweep(tmp_path)
+    for seed in (0, 1):
+        write_failed_trial(sweep, f"static_P3P4_s{seed}", "static", "P3,P4", seed)
+        write_failed_trial(sweep, f"rl_0.1_s{seed}", "rl", "rl λ=0.1", seed)
+    failed = collect_failed_trials(sweep)
+    rows = comparison_rows(collect_trials(sweep), 0.0, failed)
+    series = pareto_series(rows, comparison_summary(rows, 0.0, failed))
+    assert "P3,P4" not in [p["label"] for p in series["static"] + series["front"]]
+    assert [p["label"] for p in series["rl"]] == ["λ=0.3"]
+    # a failed row is never drawn, even one that carries numbers (e.g. an AP 0.0)
+    dead = {**rows[0], "status": "failed", "AP_mean": 0.0, "kd_gflops_mean": 1.0, "n": 0}
+    assert pareto_series([dead], {"static_front": []})["rl"] == []
