@@ -230,6 +230,8 @@ def build_snapshot_pool(
                     all_levels,
                     schedule.grad_clip,
                     config.runtime.amp,
+                    phase="the policy-learning snapshot pool",
+                    step=state.step + 1,
                 )
                 state.scheduler.step()
                 state.running_gap.update(terms.kd_raw, all_levels)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from policies.level_policy_module import SHARED_MODULE_ID, LevelSelectionModule
 from policies.weights import load_module_weights, read_weights_file
 from rlpkd.config import Config
-from rlpkd.errors import CheckpointError
+from rlpkd.errors import CheckpointError, divergence_in
 from rlpkd.levels import LEVELS
 from rlpkd.rundir import read_json, write_json
 
@@ -429,7 +429,13 @@ def _train_iterations(
     try:
         while algo.iteration < iterations:
             start = time.perf_counter()
-            result = algo.train()
+            try:
+                result = algo.train()
+            except Exception as error:  # RLlib/Ray wrap an env's DivergenceError: unwrap it
+                diverged = divergence_in(error)
+                if diverged is None:
+                    raise
+                raise diverged from None
             summary: dict[str, Any] = iteration_summary(result)
             summary["iteration"] = algo.iteration
             summary["time_s"] = time.perf_counter() - start

@@ -11,6 +11,7 @@ __all__ = [
     "RunLockedError",
     "ResumeMismatchError",
     "ResourceError",
+    "divergence_in",
 ]
 
 
@@ -46,6 +47,28 @@ class DivergenceError(UserError):
             f"training diverged in {phase} at step {step}: loss term '{term}' is {value} "
             "(lower the learning rate or check the annotations)"
         )
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, str, float]]:
+        # Ray and Tune pickle errors between processes: rebuild from the arguments, not the text.
+        return type(self), (self.phase, self.step, self.term, self.value)
+
+
+def divergence_in(error: BaseException) -> DivergenceError | None:
+    """The DivergenceError ``error`` is or was caused by (RLlib wraps an env's error in a
+    RuntimeError, Ray in a RayTaskError whose ``cause`` holds it), else None."""
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, DivergenceError):
+            return current
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        pending += [current.__cause__, current.__context__]
+        pending += [cause] if isinstance(cause, BaseException) else []
+    return None
 
 
 class RunLockedError(UserError):

@@ -91,16 +91,23 @@ class RunDirectory:
         """``<out>/tensorboard``."""
         return self.path / "tensorboard"
 
-    def prepare(self, config: Config) -> RunDirectory:
-        """Create the layout and write the resolved ``config.yaml`` (left untouched when it already
-        holds exactly this config, so a resumed run does not rewrite it)."""
+    def prepare(self, config: Config, write_config: bool = True) -> RunDirectory:
+        """Create the layout and (unless ``write_config`` is False: a single run writes it beside
+        its results, so a run that fails leaves the previous config.yaml with the previous
+        results) write the resolved ``config.yaml``."""
         for folder in (self.path, self.checkpoints, self.plots, self.tensorboard):
             folder.mkdir(parents=True, exist_ok=True)
+        if write_config:
+            self.write_config(config)
+        return self
+
+    def write_config(self, config: Config) -> None:
+        """``config.yaml``, the resolved config (left untouched when it already holds exactly this
+        config, so a resumed run does not rewrite it)."""
         text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
         path = self.path / "config.yaml"
         if not (path.is_file() and path.read_text() == text):
             atomic_write_text(path, text)
-        return self
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """``metrics.json``."""

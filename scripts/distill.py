@@ -59,7 +59,7 @@ def _distill(config: Config, teacher_path: Path | None, levels: str, seed: int) 
         teacher = teacher.to(device)
     else:
         check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # before any write
-        run_dir.prepare(config)
+        run_dir.prepare(config, write_config=False)  # run_student writes it with the metrics
         teacher, _ = load_or_train_teacher(
             config, datasets, device, run_dir, config.runtime.progress
         )

@@ -2,7 +2,8 @@
 
 python scripts/sweep.py --config configs/sweep.yaml [--address auto] [--resume] [--set k=v] [--out DIR]
 
-Exit status: 0 when every trial finished, 1 when some errored (listed with their error files),
+Exit status: 0 when every trial finished, 1 when some errored (listed with their error files) or
+diverged (listed as failed in the report),
 130 when interrupted (Ctrl+C saves Tune's state; --resume continues), 2 on bad input.
 """
 
@@ -29,7 +30,7 @@ def main() -> int:
         outcome = run_sweep(
             config, address=args.address, resume=args.resume, progress=config.runtime.progress
         )
-    if outcome["errored"]:
+    if outcome["errored"] or outcome["diverged"]:
         return 1
     return 130 if outcome["unfinished"] else 0
 

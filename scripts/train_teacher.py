@@ -17,9 +17,10 @@ def main() -> int:
         datasets = build_datasets(config.data, config.runtime.progress)
         run_dir = RunDirectory(config.runtime.out)
         check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # before any write
-        run_dir.prepare(config)
+        run_dir.prepare(config, write_config=False)  # written beside the metrics
         progress = config.runtime.progress
         _, metrics = load_or_train_teacher(config, datasets, device, run_dir, progress)
+        run_dir.write_config(config)
         run_dir.write_metrics({**metrics, "role": "teacher"})
     print(f"teacher val AP = {100 * metrics['AP']:.1f}  ({run_dir.path / 'metrics.json'})")
     return 0

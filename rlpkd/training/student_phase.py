@@ -107,7 +107,7 @@ def run_student(
     """
     start = time.perf_counter()
     fingerprint = student_fingerprint(config, seed, selector_key(selector))
-    run_dir.prepare(config)
+    run_dir.prepare(config, write_config=False)  # config.yaml goes beside the metrics
     writer = SummaryWriter(str(run_dir.tensorboard))
     student, objective, stats = distill_student(
         config,
@@ -144,6 +144,7 @@ def run_student(
         "kd_loss": config.distill.loss,
         "student_fingerprint": fingerprint,
     }
+    run_dir.write_config(config)
     run_dir.write_predictions(predictions)
     run_dir.write_metrics(result)
     return result

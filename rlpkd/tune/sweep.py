@@ -38,6 +38,7 @@ from rlpkd.config import Config, config_from_dict, config_to_dict, load_config
 from rlpkd.errors import ConfigError, ResourceError, ResumeMismatchError, UserError
 from rlpkd.report.comparison import build_sweep_report
 from rlpkd.tune.trials import (
+    FAILED_FILE,
     TrialSpec,
     absolute_paths,
     build_trial_specs,
@@ -315,23 +316,30 @@ def _error_line(error: BaseException | None) -> str:
 
 
 def trial_outcomes(results: Any, sweep_dir: Path, trial_ids: list[str]) -> dict[str, Any]:
-    """Sort the sweep's trials into finished, stopped early (ASHA), errored and unfinished.
+    """Sort the sweep's trials into finished, stopped early (ASHA), diverged, errored and
+    unfinished.
 
-    A trial is finished when Tune completed it and its run directory holds ``metrics.json``;
-    an errored one is listed with its error file (``<sweep>/tune/<trial_id>/error.txt``); a trial
-    Tune had not yet created when the sweep was interrupted counts as unfinished.
+    A trial is finished when Tune completed it and its run directory holds ``metrics.json``; a
+    trial whose run directory holds ``failed.json`` diverged (a result of the experiment, listed
+    as failed in the report); another errored one is listed with its error file
+    (``<sweep>/tune/<trial_id>/error.txt``); a trial Tune had not yet created when the sweep was
+    interrupted counts as unfinished.
     """
     outcome: dict[str, Any] = {
         "statuses": {},
         "finished": [],
         "stopped_early": [],
+        "diverged": [],
         "errored": [],
         "unfinished": [],
     }
     for result in results:
         trial_id = Path(result.path).name
         metrics = result.metrics or {}
-        if result.error is not None:
+        if result.error is not None and (trial_dir(sweep_dir, trial_id) / FAILED_FILE).is_file():
+            status = "DIVERGED"
+            outcome["diverged"].append({"trial_id": trial_id, "error": _error_line(result.error)})
+        elif result.error is not None:
             status = "ERROR"
             outcome["errored"].append(
                 {
@@ -472,14 +480,21 @@ def check_trial_resources(config: Config) -> None:
 def _summary_lines(outcome: dict[str, Any], total: int, report: Path | None) -> list[str]:
     lines = [
         f"sweep: {len(outcome['finished'])}/{total} trials finished, "
-        f"{len(outcome['errored'])} errored, {len(outcome['stopped_early'])} stopped early by "
-        f"ASHA, {len(outcome['unfinished'])} not run to the end"
+        f"{len(outcome['diverged'])} diverged, {len(outcome['errored'])} errored, "
+        f"{len(outcome['stopped_early'])} stopped early by ASHA, "
+        f"{len(outcome['unfinished'])} not run to the end"
     ]
+    for failure in outcome["diverged"]:
+        lines.append(
+            f"  diverged (failed in the report): {failure['trial_id']}: {failure['error']}"
+        )
     for error in outcome["errored"]:
         lines.append(f"  errored: {error['trial_id']}: {error['error']}  ({error['error_file']})")
     if outcome["unfinished"]:
         lines.append(f"  unfinished: {', '.join(outcome['unfinished'])}  (continue with --resume)")
-    lines.append(f"report: {report}" if report else "report: none (no trial has finished)")
+    lines.append(
+        f"report: {report}" if report else "report: none (no trial has finished or failed)"
+    )
     return lines
 
 
@@ -546,7 +561,7 @@ def run_sweep(
     trial_ids = [spec.trial_id for spec in specs]
     outcome = trial_outcomes(results, sweep_dir, trial_ids)
     report_path = None
-    if outcome["finished"]:
+    if outcome["finished"] or outcome["diverged"]:
         report = build_sweep_report(sweep_dir)
         report_path = Path(report["paths"]["markdown"])
     for line in _summary_lines(outcome, len(outcome["statuses"]), report_path):

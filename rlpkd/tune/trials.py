@@ -23,14 +23,18 @@ from typing import Any
 
 from rlpkd.config import Config, config_to_dict, save_config
 from rlpkd.data.build import build_datasets
-from rlpkd.errors import ConfigError, DivergenceError
+from rlpkd.errors import ConfigError, DivergenceError, divergence_in
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels
 from rlpkd.rundir import RunDirectory, read_json, write_json
 from rlpkd.training.level_selection import parse_level_spec
 from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import run_student, selector_from_spec
-from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
+from rlpkd.training.teacher_phase import (
+    check_teacher_checkpoint,
+    load_or_train_teacher,
+    load_teacher,
+)
 
 __all__ = [
     "TRIAL_MANIFEST",
@@ -43,7 +47,6 @@ __all__ = [
     "teacher_path",
     "trial_dir",
     "trial_fingerprint",
-    "divergence_in",
     "run_trial",
 ]
 
@@ -59,30 +62,9 @@ Such a trial has no ``metrics.json``; the report lists it as failed."""
 class TrialDivergedError(DivergenceError):
     """The DivergenceError a diverged trial raises to Tune.
 
-    Picklable and copyable (Tune copies a trial's error and ships it between processes, which
-    needs the constructor's arguments, not the message): ``__reduce__`` gives them.
+    Its own type tells Tune's error files and the sweep summary that a trial diverged (picklable
+    through ``DivergenceError.__reduce__``).
     """
-
-    def __reduce__(self) -> tuple[type, tuple[str, int, str, float]]:
-        return type(self), (self.phase, self.step, self.term, self.value)
-
-
-def divergence_in(error: BaseException) -> DivergenceError | None:
-    """The DivergenceError ``error`` is or was caused by (RLlib wraps an env's error in a
-    RuntimeError, Ray in a RayTaskError whose ``cause`` holds it), else None."""
-    pending: list[BaseException | None] = [error]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        if isinstance(current, DivergenceError):
-            return current
-        seen.add(id(current))
-        cause = getattr(current, "cause", None)
-        pending += [current.__cause__, current.__context__]
-        pending += [cause] if isinstance(cause, BaseException) else []
-    return None
 
 
 @dataclass(frozen=True)
@@ -192,6 +174,7 @@ def prepare_sweep(config: Config, sweep_dir: Path, progress: bool = True) -> dic
     datasets = build_datasets(config.data, progress)
     device = configure_runtime(config.runtime)
     sweep_dir = Path(sweep_dir)
+    check_teacher_checkpoint(teacher_path(sweep_dir))  # a damaged shared teacher: before writes
     sweep_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, sweep_dir / "config.yaml")
     write_json(

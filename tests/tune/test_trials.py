@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
-from rlpkd.errors import ConfigError, DivergenceError, UserError
+from rlpkd.errors import ConfigError, DivergenceError, UserError, divergence_in
 from rlpkd.report.comparison import build_sweep_report
 from rlpkd.rundir import read_json
 from rlpkd.tune.trials import (
@@ -20,7 +20,6 @@ from rlpkd.tune.trials import (
     TrialDivergedError,
     TrialSpec,
     build_trial_specs,
-    divergence_in,
     prepare_sweep,
     run_trial,
     teacher_path,
