@@ -100,7 +100,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tiny_data_r
         second.close()
     log = second.output()
     assert code == 0, log[-3000:]
-    assert "3/3 trials finished, 0 errored" in log, log[-3000:]
+    assert "3/3 trials finished, 0 diverged, 0 errored" in log, log[-3000:]
     assert "starting a new one" not in log  # it restored the experiment
     for trial_id in (FIRST, SECOND, THIRD):
         assert (trials / trial_id / "metrics.json").is_file(), trial_id

@@ -84,7 +84,7 @@ def test_a_failing_trial_is_reported_with_its_error_file(make_sweep_config, loca
     assert "baseline-all-seed0" in Path(error["error_file"]).read_text()
     printed = capsys.readouterr().out
     assert f"errored: baseline-all-seed0: {error['error']}  ({error['error_file']})" in printed
-    assert "1/2 trials finished, 1 errored" in printed
+    assert "1/2 trials finished, 0 diverged, 1 errored" in printed
     assert outcome["report"] == str(sweep / "report.md")  # built from the trial that finished
 
 
