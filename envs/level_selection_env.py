@@ -37,7 +37,7 @@ from rlpkd.errors import DivergenceError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.training.kd_step import first_non_finite, kd_losses_no_grad, kd_training_step
-from rlpkd.training.runtime import resolve_device
+from rlpkd.runtime import resolve_device
 from rlpkd.training.teacher_phase import load_teacher
 
 __all__ = ["ENV_PHASE", "NUM_SUBSETS", "slot_ids", "actions_to_masks", "LevelSelectionEnv"]
@@ -260,7 +260,12 @@ class LevelSelectionEnv(MultiAgentEnv):
         indices = self._rng.choice(
             len(train), size=self.num_slots, replace=len(train) < self.num_slots
         )
-        return collate_detection([train[int(i)] for i in indices]).to(self.device)
+        # The random flips draw from torch's global RNG, which RLlib draws from too: seed them
+        # from this env's own stream, so that a run repeats bit for bit.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self._rng.integers(2**63 - 1)))
+            samples = [train[int(i)] for i in indices]
+        return collate_detection(samples).to(self.device)
 
     def _budget_left(self) -> float:
         """Fraction of the per-episode KD GFLOPs budget not yet spent; 0 without a budget."""

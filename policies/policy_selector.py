@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs.observation import new_running_gap, sample_observations
 from policies.level_policy_module import LevelSelectionModule, subset_bits
 from policies.weights import module_from_weights_file
 from rlpkd.data.batch import DetectionBatch
@@ -34,15 +35,7 @@ ObservationFn = Callable[
 
 def default_observation_fn() -> ObservationFn:
     """The env's own observation builder, ``envs.observation.sample_observations``."""
-    from envs.observation import sample_observations
-
     return sample_observations
-
-
-def _new_running_gap() -> RunningLevelScale:
-    from envs.observation import new_running_gap
-
-    return new_running_gap()
 
 
 class PolicyLevels:
@@ -80,7 +73,7 @@ class PolicyLevels:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.student = student
         self.greedy = greedy
-        self.running_gap = _new_running_gap() if running_gap is None else running_gap
+        self.running_gap = new_running_gap() if running_gap is None else running_gap
         self.budget_left = float(budget_left)
         self.name = name if greedy else f"{name}:sampled"
         self._observe = observe

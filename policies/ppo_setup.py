@@ -26,6 +26,7 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 from tqdm.auto import tqdm
 
+from envs.registration import ENV_NAME, register_envs
 from policies.level_policy_module import SHARED_MODULE_ID, LevelSelectionModule
 from policies.weights import load_module_weights, read_weights_file
 from rlpkd.config import Config
@@ -34,7 +35,6 @@ from rlpkd.levels import LEVELS
 from rlpkd.rundir import read_json, write_json
 
 __all__ = [
-    "DEFAULT_ENV_NAME",
     "SELECTION_METRICS",
     "ENV_METRICS",
     "map_to_shared_module",
@@ -51,8 +51,6 @@ __all__ = [
     "train_policy",
 ]
 
-DEFAULT_ENV_NAME = "rlpkd_level_selection"
-"""Name under which ``envs.register_envs()`` registers the decision process."""
 SELECTION_METRICS = "level_selection"
 """RLlib metrics namespace of the per-decision statistics (``env_runners/level_selection/...``)."""
 ENV_METRICS = "level_selection_env"
@@ -83,7 +81,7 @@ def _episodes_per_iteration(config: Config) -> int:
 
 
 def build_ppo_config(
-    config: Config, env_config: dict[str, Any], env_name: str = DEFAULT_ENV_NAME
+    config: Config, env_config: dict[str, Any], env_name: str = ENV_NAME
 ) -> PPOConfig:
     """The PPOConfig of Phase 2: one shared module, resources and hyperparameters from ``config.rl``.
 
@@ -221,14 +219,12 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def _register_env(env_name: str) -> None:
-    if env_name == DEFAULT_ENV_NAME:
-        import envs  # the colleague package; imported late so policies/ imports without it
-
-        envs.register_envs()
+    if env_name == ENV_NAME:
+        register_envs()
 
 
 def build_algorithm(
-    config: Config, env_config: dict[str, Any], env_name: str = DEFAULT_ENV_NAME
+    config: Config, env_config: dict[str, Any], env_name: str = ENV_NAME
 ) -> Algorithm:
     """A PPO Algorithm built from ``build_ppo_config`` (starts Ray and registers the env if needed)."""
     ensure_ray()
@@ -342,7 +338,7 @@ def train_policy(
     warm_start: Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    env_name: str = DEFAULT_ENV_NAME,
+    env_name: str = ENV_NAME,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     fingerprint: str = "",
 ) -> tuple[Algorithm, list[dict[str, Any]]]:

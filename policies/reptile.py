@@ -23,8 +23,9 @@ import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from tqdm.auto import tqdm
 
+from envs.registration import ENV_NAME
 from policies.level_policy_module import SHARED_MODULE_ID
-from policies.ppo_setup import DEFAULT_ENV_NAME, build_algorithm, iteration_summary
+from policies.ppo_setup import build_algorithm, iteration_summary
 from policies.weights import ModuleState, load_module_weights, module_state, save_weights_file
 from rlpkd.config import Config, MetaConfig, config_from_dict, config_to_dict
 
@@ -168,7 +169,7 @@ def meta_train(
     meta_lr: float,
     out_path: Path,
     progress: bool = True,
-    env_name: str = DEFAULT_ENV_NAME,
+    env_name: str = ENV_NAME,
     seed: int = 0,
 ) -> MetaResult:
     """Reptile over ``tasks``: ``iterations`` outer steps of one uniformly sampled task each.
@@ -233,7 +234,7 @@ def adaptation_curve(
     env_config: dict[str, Any],
     init_state: Mapping[str, torch.Tensor] | None,
     iterations: int,
-    env_name: str = DEFAULT_ENV_NAME,
+    env_name: str = ENV_NAME,
 ) -> list[float]:
     """Mean episode return after each of ``iterations`` PPO iterations from ``init_state``.
 

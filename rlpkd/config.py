@@ -492,7 +492,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply overrides and validate types and ranges (not registry names:
-    see ``rlpkd.validation``)."""
+    see ``experiments.validation``)."""
     values: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -570,10 +570,10 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "root": NON_EMPTY,
         "num_train": COUNT,
         "num_val": COUNT,
-        "regime": ANY,  # a registry name: rlpkd.validation
+        "regime": ANY,  # a registry name: experiments.validation
         "seed": NON_NEGATIVE,
         "image_size": Rule(lambda v: v >= 32 and v % 32 == 0, "a multiple of 32, >= 32"),
-        "train_images": ANY,  # required for COCO: checked below and by rlpkd.cli
+        "train_images": ANY,  # required for COCO: checked below and by experiments.cli
         "train_annotations": ANY,
         "val_images": ANY,
         "val_annotations": ANY,
@@ -583,7 +583,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "level_thresholds": POSITIVE,
     },
     ModelConfig: {
-        "depth": ANY,  # a registry name: rlpkd.validation
+        "depth": ANY,  # a registry name: experiments.validation
         "width": POSITIVE,
         "fpn_channels": COUNT,
         "head_convs": NON_NEGATIVE,
@@ -600,15 +600,15 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "grad_clip": NON_NEGATIVE,
     },
     DistillConfig: {
-        "loss": ANY,  # a registry name: rlpkd.validation
-        "loss_params": ANY,  # finite; names checked by rlpkd.validation
+        "loss": ANY,  # a registry name: experiments.validation
+        "loss_params": ANY,  # finite; names checked by experiments.validation
         "weight": NON_NEGATIVE,
         "normalise": ANY,
         "norm_momentum": MOMENTUM,
         "gradnorm": ANY,
         "gradnorm_alpha": NON_NEGATIVE,
         "gradnorm_lr": POSITIVE,
-        "levels": ANY,  # a level spec: rlpkd.validation
+        "levels": ANY,  # a level spec: experiments.validation
     },
     EvalConfig: {
         "batch_size": COUNT,
@@ -617,7 +617,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
     },
     ExperimentConfig: {
         "seeds": NON_NEGATIVE,
-        "level_sets": ANY,  # level specs: rlpkd.validation
+        "level_sets": ANY,  # level specs: experiments.validation
         "ablation": ANY,
         "ablation_seeds": NON_NEGATIVE,
     },
@@ -639,13 +639,13 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "num_learners": NON_NEGATIVE,
         "num_gpus_per_learner": NON_NEGATIVE,
         "greedy": ANY,
-        "static_baselines": ANY,  # level specs: rlpkd.validation
+        "static_baselines": ANY,  # level specs: experiments.validation
     },
     MetaConfig: {
-        "warm_start": ANY,  # a readable checkpoint: rlpkd.cli
-        "regimes": ANY,  # registry names: rlpkd.validation
+        "warm_start": ANY,  # a readable checkpoint: experiments.cli
+        "regimes": ANY,  # registry names: experiments.validation
         "lambdas": NON_NEGATIVE,
-        "student_depths": ANY,  # registry names: rlpkd.validation
+        "student_depths": ANY,  # registry names: experiments.validation
         "meta_iterations": COUNT,
         "inner_iterations": COUNT,
         "meta_lr": Rule(lambda v: 0 < v <= 1, "in (0, 1]"),
@@ -670,9 +670,9 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
     SweepConfig: {
         "seeds": NON_NEGATIVE,
         "rl_lams": NON_NEGATIVE,
-        "nas_methods": ANY,  # registry names: rlpkd.validation
+        "nas_methods": ANY,  # registry names: experiments.validation
         "static_grid": ANY,
-        "baselines": ANY,  # level specs: rlpkd.validation
+        "baselines": ANY,  # level specs: experiments.validation
         "trial_cpus": POSITIVE,
         "trial_gpus": NON_NEGATIVE,
         "trial_threads": COUNT,
@@ -693,7 +693,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
 }
 """The allowed values of every field of every section (a list field: of each item). Every float
 anywhere must also be finite. Registry names (KD losses, search methods, level specs, regimes,
-ResNet depths) live above this layer and are checked by ``rlpkd.validation``."""
+ResNet depths) live above this layer and are checked by ``experiments.validation``."""
 
 NON_EMPTY_LISTS = ("meta.regimes", "meta.lambdas", "meta.student_depths", "rl.snapshot_fractions")
 """List fields that must hold at least one item."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from rlpkd.bench.kd_step_speed import benchmark_kd_steps
-from rlpkd.bench.rl_step_speed import benchmark_rl_overhead
-from rlpkd.cli import run_cli
+from experiments.bench.kd_step_speed import benchmark_kd_steps
+from experiments.bench.rl_step_speed import benchmark_rl_overhead
+from experiments.cli import run_cli
 from rlpkd.models.detector import DetectorSpec
-from rlpkd.training.runtime import resolve_device
+from rlpkd.runtime import resolve_device
 
 
 def main() -> int:

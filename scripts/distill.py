@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from experiments.cli import config_argument_parser, config_from_args, run_cli
 from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import UserError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.rundir import RunDirectory, run_lock
+from rlpkd.runtime import configure_runtime
 from rlpkd.training.level_selection import parse_level_spec
-from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import run_student, selector_from_spec
 from rlpkd.training.teacher_phase import (
     check_teacher_checkpoint,

@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rlpkd.cli import check_input_file, checked_config, config_argument_parser, run_cli
+from experiments.cli import check_input_file, checked_config, config_argument_parser, run_cli
 from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import UserError
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.rundir import RunDirectory, run_lock
+from rlpkd.runtime import configure_runtime
 from rlpkd.training.checkpoints import load_detector_checkpoint
-from rlpkd.training.runtime import configure_runtime
 
 
 def main() -> int:

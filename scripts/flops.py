@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from rlpkd.cli import config_argument_parser, config_from_args
+from experiments.cli import config_argument_parser, config_from_args
 from rlpkd.errors import UserError
 from rlpkd.flops.kd_flops import default_num_classes, flops_model_from_config, level_set_key
 from rlpkd.levels import all_subsets, parse_levels

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rlpkd.cli import check_out_dir
+from experiments.cli import check_out_dir
 from rlpkd.data.synthetic import REGIMES, generate_embedded_dataset, object_size_counts
 from rlpkd.errors import UserError
 

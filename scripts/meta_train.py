@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.cli import check_out_dir, config_argument_parser, config_from_args, run_cli
 from policies.reptile import MetaResult, meta_train, task_distribution, task_env_config
-from rlpkd.cli import check_out_dir, config_argument_parser, config_from_args, run_cli
 from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import UserError
 from rlpkd.rundir import RunDirectory, run_lock, write_json
-from rlpkd.training.runtime import configure_runtime
+from rlpkd.runtime import configure_runtime
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rlpkd.cli import run_cli
+from experiments.cli import run_cli
 from rlpkd.errors import UserError
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.viz.heatmaps import write_heatmaps

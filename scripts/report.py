@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rlpkd.cli import run_cli
+from experiments.cli import run_cli
 from rlpkd.errors import UserError
 from rlpkd.report.comparison import build_sweep_report, comparison_table
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from experiments.cli import config_argument_parser, config_from_args, run_cli
+from experiments.fixed_level_comparison import run_fixed_level_comparison
 from rlpkd.rundir import run_lock
-from rlpkd.training.fixed_level_comparison import run_fixed_level_comparison
 
 
 def main() -> int:

@@ -10,11 +10,11 @@ the pick is retrained on ``student_schedule`` and evaluated on val. Writes ``<ou
 
 from __future__ import annotations
 
-from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from experiments.cli import config_argument_parser, config_from_args, run_cli
+from experiments.search_retrain import run_search_experiment
 from rlpkd.errors import UserError
 from rlpkd.rundir import run_lock
 from rlpkd.search.methods import search_method_names
-from rlpkd.search.retrain import run_search_experiment
 
 
 def main() -> int:

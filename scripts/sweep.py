@@ -9,9 +9,9 @@ diverged (listed as failed in the report),
 
 from __future__ import annotations
 
-from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from experiments.cli import config_argument_parser, config_from_args, run_cli
+from experiments.tune.sweep import run_sweep
 from rlpkd.rundir import run_lock
-from rlpkd.tune.sweep import run_sweep
 
 
 def main() -> int:

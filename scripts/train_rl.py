@@ -5,9 +5,9 @@ python scripts/train_rl.py --config configs/default.yaml [--debug] [--gpu N] [--
 
 from __future__ import annotations
 
-from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from experiments.cli import config_argument_parser, config_from_args, run_cli
+from experiments.rl_pipeline import run_rl_experiment
 from rlpkd.rundir import run_lock
-from rlpkd.training.rl_pipeline import run_rl_experiment
 
 
 def main() -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rlpkd.cli import config_argument_parser, config_from_args, run_cli
+from experiments.cli import config_argument_parser, config_from_args, run_cli
 from rlpkd.data.build import build_datasets
 from rlpkd.rundir import RunDirectory, run_lock
-from rlpkd.training.runtime import configure_runtime
+from rlpkd.runtime import configure_runtime
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rlpkd.cli import config_argument_parser, config_from_args, run_cli
-from rlpkd.distill.level_value import validate_on_config
-from rlpkd.training.runtime import resolve_device
+from experiments.cli import config_argument_parser, config_from_args, run_cli
+from experiments.level_value_validation import validate_on_config
+from rlpkd.runtime import resolve_device
 
 
 def main() -> int:

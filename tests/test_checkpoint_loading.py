@@ -15,8 +15,8 @@ import torchvision
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import CheckpointError
 from rlpkd.models.backbone import build_resnet
+from rlpkd.models.factory import build_student, build_teacher
 from rlpkd.training.checkpoints import load_detector_checkpoint
-from rlpkd.training.model_factory import build_student, build_teacher
 from rlpkd.training.teacher_phase import load_teacher
 
 
@@ -194,8 +194,8 @@ def test_ppo_checkpoints(toy_ray, tmp_path):
 
 @pytest.mark.parametrize("experiment", ["fixed-levels", "search"])
 def test_a_truncated_teacher_stops_an_experiment_before_it_writes(tiny_config, experiment):
-    from rlpkd.search.retrain import run_search_experiment
-    from rlpkd.training.fixed_level_comparison import run_fixed_level_comparison
+    from experiments.fixed_level_comparison import run_fixed_level_comparison
+    from experiments.search_retrain import run_search_experiment
     from tests.dir_snapshot import directory_snapshot
 
     out = Path(tiny_config.runtime.out)

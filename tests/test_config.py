@@ -121,7 +121,7 @@ def test_exponent_float_without_a_dot_is_a_float_in_files_and_overrides(tmp_path
 
 
 def test_repo_configs_pass_the_name_checks():
-    from rlpkd.validation import validate_config_names
+    from experiments.validation import validate_config_names
     from tests.conftest import REPO
 
     names = ["default", "debug", "sweep", "coco_r50_r18"]

@@ -6,12 +6,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from rlpkd.config import DataConfig
 from rlpkd.data.coco import CocoDetectionDataset
 from rlpkd.data.embedded import ensure_embedded_dataset
 from rlpkd.errors import ConfigError
 
-__all__ = ["DetectionDatasets", "build_datasets", "dataset_paths", "print_ground_truth_note"]
+__all__ = [
+    "DetectionDatasets",
+    "build_datasets",
+    "dataset_paths",
+    "heldout_split",
+    "print_ground_truth_note",
+]
 
 
 @dataclass
@@ -105,3 +113,23 @@ def build_datasets(data: DataConfig, progress: bool = True) -> DetectionDatasets
     for dataset in (train, val):
         print_ground_truth_note(dataset)
     return DetectionDatasets(train=train, val=val)
+
+
+def heldout_split(
+    datasets: DetectionDatasets, holdout_fraction: float, seed: int
+) -> DetectionDatasets:
+    """Split the *training* split into a train part (flips on) and a held-out part (``val``).
+
+    Searches score candidates on the held-out part and the level-value signal measures its
+    detection loss there, so the val split that reports the final numbers is never used to
+    choose anything. The split is a seeded permutation (``search.holdout_fraction``).
+    """
+    train = datasets.train
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    holdout = max(1, round(holdout_fraction * len(train)))
+    if holdout >= len(train):
+        raise ValueError(f"holdout of {holdout} leaves no search-train images of {len(train)}")
+    return DetectionDatasets(
+        train=train.subset(sorted(order[holdout:]), train=True),
+        val=train.subset(sorted(order[:holdout]), train=False),
+    )

@@ -35,11 +35,9 @@ are probed. Neglected: second-order terms, gradient clipping, the step's change 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,25 +45,21 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp
 from torch.utils.flop_counter import FlopCounterMode
 
-from rlpkd.config import Config
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.masked import masked_kd_losses
 from rlpkd.distill.objective import DistillationObjective
-from rlpkd.errors import ConfigError
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.models.lazy_pyramid import freeze_teacher, lazy_teacher_pyramid
+from rlpkd.models.lazy_pyramid import lazy_teacher_pyramid
+from rlpkd.runtime import eval_mode
 
 __all__ = [
     "LevelValues",
-    "LevelValueValidation",
     "heldout_detection_gradient",
     "update_direction",
     "kd_level_factors",
     "level_values",
     "level_value_gflops",
-    "validate_level_values",
-    "validate_on_config",
     "spearman_rho",
 ]
 
@@ -88,38 +82,6 @@ class LevelValues:
     factors: Tensor
     kd_raw: Tensor
     heldout_loss: float
-
-
-@dataclass
-class LevelValueValidation:
-    """Predicted against measured held-out loss drops over random masks at one student state.
-
-    Attributes:
-        rho: Spearman rank correlation of ``predicted`` and ``measured``.
-        predicted: [K] ``Σ_{(i,l)∈mask} v_il`` per mask.
-        measured: [K] ``L_det(V)`` before minus after the real step with that mask.
-        masks: [K, B, 4] the masks.
-        gflops_per_decision: the value signal's cost (``level_value_gflops``) at this batch.
-    """
-
-    rho: float
-    predicted: Tensor
-    measured: Tensor
-    masks: Tensor
-    gflops_per_decision: float
-
-
-@contextlib.contextmanager
-def _eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Eval mode (BatchNorm on running statistics) inside, each module's own mode restored after."""
-    modes = [module.training for module in modules]
-    try:
-        for module in modules:
-            module.eval()
-        yield
-    finally:
-        for module, mode in zip(modules, modes, strict=True):
-            module.train(mode)
 
 
 @contextlib.contextmanager
@@ -148,11 +110,11 @@ def heldout_detection_gradient(
 ) -> tuple[float, dict[str, Tensor]]:
     """``L_det(V)`` and ``∇θ L_det(V)`` (name -> tensor, trainable parameters), BatchNorm in eval.
 
-    ``heldout`` is a fixed batch of held-out *training* images (e.g. ``search_split(...).val``),
+    ``heldout`` is a fixed batch of held-out *training* images (e.g. ``heldout_split(...).val``),
     never the val split. Writes no ``.grad``.
     """
     params = _trainable(student)
-    with _eval_mode(student), torch.enable_grad():
+    with eval_mode(student), torch.enable_grad():
         output = student(heldout.images)
         loss = student.detection_loss(output, heldout.boxes, heldout.labels)["total"]
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
@@ -280,7 +242,7 @@ def level_values(
         )
 
     batchnorm = _batch_statistics(student) if train_batchnorm else contextlib.nullcontext()
-    with _eval_mode(student, objective), batchnorm, torch.no_grad():
+    with eval_mode(student, objective), batchnorm, torch.no_grad():
         kd_raw, directional = jvp(kd_losses, (params,), (direction,))
     zero = torch.zeros_like(directional)
     directional = torch.where(probed, directional, zero)
@@ -311,156 +273,6 @@ def level_value_gflops(
     with FlopCounterMode(display=False) as counter:
         level_values(student, teacher, objective, optimizer, batch, heldout)
     return counter.get_total_flops() / len(batch) / 1e9
-
-
-def _heldout_loss(student: PyramidDetector, heldout: DetectionBatch) -> float:
-    with _eval_mode(student), torch.no_grad():
-        output = student(heldout.images)
-        return float(student.detection_loss(output, heldout.boxes, heldout.labels)["total"])
-
-
-def validate_level_values(
-    student: PyramidDetector,
-    teacher: PyramidDetector,
-    objective: DistillationObjective,
-    optimizer: torch.optim.Optimizer,
-    batch: DetectionBatch,
-    heldout: DetectionBatch,
-    num_masks: int = 32,
-    seed: int = 0,
-    select_probability: float = 0.5,
-    grad_clip: float = 0.0,
-) -> LevelValueValidation:
-    """Check the prediction against reality at the student's current state.
-
-    For ``num_masks`` random [B, 4] masks (each pair kept with ``select_probability``, seeded),
-    restore the same student, objective and optimiser state, take the real
-    ``kd_training_step`` with that mask and measure ``L_det(V)`` (BatchNorm in eval) before minus
-    after; compare with ``Σ_{(i,l)∈mask} v_il`` by Spearman's ρ. Every state is restored at the end.
-    """
-    from rlpkd.training.kd_step import kd_training_step  # training builds on distill, not back
-
-    with FlopCounterMode(display=False) as counter:
-        values = level_values(student, teacher, objective, optimizer, batch, heldout)
-    before = _heldout_loss(student, heldout)
-    saved = (
-        copy.deepcopy(student.state_dict()),
-        copy.deepcopy(objective.state_dict()),
-        copy.deepcopy(optimizer.state_dict()),
-    )
-    generator = torch.Generator().manual_seed(seed)
-    masks = torch.rand(num_masks, len(batch), NUM_LEVELS, generator=generator) < select_probability
-    measured = torch.empty(num_masks, dtype=torch.float64)
-    device = batch.images.device
-    try:
-        for k, mask in enumerate(masks):
-            student.load_state_dict(saved[0])
-            objective.load_state_dict(saved[1])
-            optimizer.load_state_dict(copy.deepcopy(saved[2]))
-            kd_training_step(
-                student, teacher, objective, optimizer, batch, mask.to(device), grad_clip
-            )
-            measured[k] = before - _heldout_loss(student, heldout)
-    finally:
-        student.load_state_dict(saved[0])
-        objective.load_state_dict(saved[1])
-        optimizer.load_state_dict(saved[2])
-        optimizer.zero_grad(set_to_none=True)
-    predicted = (masks.to(values.values.device) * values.values).sum(dim=(1, 2)).double().cpu()
-    return LevelValueValidation(
-        rho=spearman_rho(predicted, measured),
-        predicted=predicted,
-        measured=measured,
-        masks=masks,
-        gflops_per_decision=counter.get_total_flops() / len(batch) / 1e9,
-    )
-
-
-def validate_on_config(
-    config: Config,
-    teacher_checkpoint: Path | None = None,
-    seed: int = 0,
-    warmup_steps: int = 10,
-    num_masks: int = 32,
-    heldout_size: int = 16,
-    device: torch.device | str = "cpu",
-) -> LevelValueValidation:
-    """``validate_level_values`` at a student trained ``warmup_steps`` steps on ``config``'s data.
-
-    The training split is split by ``search_split(…, config.search.holdout_fraction, seed)``; V is
-    the first ``heldout_size`` held-out images (never val). A fresh student (``config``'s student,
-    objective and optimiser, seeded) distils every level for ``warmup_steps`` steps, so the
-    optimiser has state; the validation runs on the next batch. The learning rate is held at
-    ``student_schedule.lr`` (the schedule's peak). The teacher is loaded from ``teacher_checkpoint``
-    (a ``teacher.pt`` of a run with this config), else an untrained one of ``config``'s
-    architecture (the prediction is about the student's step, whatever the teacher).
-    """
-    # Built from the training pipeline's pieces; imported here so that distill does not depend on
-    # training at import time (training imports distill).
-    from rlpkd.data.build import build_datasets
-    from rlpkd.data.coco import build_dataloader, collate_detection
-    from rlpkd.search.context import search_split
-    from rlpkd.training.distill_run import new_student_training
-    from rlpkd.training.kd_step import kd_training_step
-    from rlpkd.training.model_factory import build_teacher
-    from rlpkd.training.runtime import seed_everything
-    from rlpkd.training.teacher_phase import load_teacher
-
-    device = torch.device(device)
-    seed_everything(seed)
-    datasets = build_datasets(config.data, progress=False)
-    split = search_split(datasets, config.search.holdout_fraction, seed)
-    heldout = collate_detection(
-        [split.val[i] for i in range(min(heldout_size, len(split.val)))]
-    ).to(device)
-    if teacher_checkpoint is None:
-        teacher = freeze_teacher(build_teacher(config, datasets.num_classes))
-    else:
-        teacher, _ = load_teacher(teacher_checkpoint, config, datasets.num_classes)
-    teacher = teacher.to(device)
-    schedule = config.student_schedule
-    loader = build_dataloader(
-        split.train, schedule.batch_size, shuffle=True, seed=seed, drop_last=True
-    )
-    if len(loader) == 0:
-        raise ConfigError(
-            f"{len(split.train)} search-train images make no batch of "
-            f"student_schedule.batch_size={schedule.batch_size}; lower it or add images"
-        )
-    training = new_student_training(
-        config, datasets.num_classes, schedule.epochs * len(loader), device
-    )
-    for group in training.optimizer.param_groups:
-        group["lr"] = schedule.lr  # the peak rate, not a warm-up or decay stage of the schedule
-
-    def batches() -> Iterator[DetectionBatch]:
-        while True:
-            yield from loader
-
-    stream = batches()
-    for _ in range(warmup_steps):
-        batch = next(stream).to(device)
-        mask = torch.ones(len(batch), NUM_LEVELS, dtype=torch.bool, device=device)
-        kd_training_step(
-            training.student,
-            teacher,
-            training.objective,
-            training.optimizer,
-            batch,
-            mask,
-            schedule.grad_clip,
-        )
-    return validate_level_values(
-        training.student,
-        teacher,
-        training.objective,
-        training.optimizer,
-        next(stream).to(device),
-        heldout,
-        num_masks=num_masks,
-        seed=seed,
-        grad_clip=schedule.grad_clip,
-    )
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

@@ -9,42 +9,19 @@ gradient to the student.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from rlpkd.distill.losses import LevelKDLoss
 from rlpkd.levels import LEVELS, NUM_LEVELS
+from rlpkd.models.lazy_pyramid import TeacherPyramid
 
 __all__ = [
-    "LevelFeatures",
-    "TeacherPyramid",
     "masked_kd_losses",
     "level_mask_from_pyramid",
     "reduce_kd_loss",
     "per_level_kd_loss",
 ]
-
-
-@dataclass
-class LevelFeatures:
-    """The teacher's outputs at one pyramid level, for the samples that selected it.
-
-    Attributes:
-        sample_index: [n] long, the batch rows these outputs belong to (distinct, any order).
-        features: [n, C_t, H, W] teacher FPN features at the level.
-        class_logits: [n, K, H, W] teacher head class logits at the level; only present when the
-            KD loss needs them (``LevelKDLoss.needs_teacher_logits``).
-    """
-
-    sample_index: Tensor
-    features: Tensor
-    class_logits: Tensor | None = None
-
-
-TeacherPyramid = dict[str, LevelFeatures]
-"""Teacher outputs keyed by level name, holding only levels at least one sample selected."""
 
 
 def masked_kd_losses(

@@ -9,7 +9,7 @@ from rlpkd.config import EvalConfig
 from rlpkd.data.coco import CocoDetectionDataset, build_dataloader
 from rlpkd.evaluation.coco_eval import detections_to_coco, evaluate_coco
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.training.runtime import autocast_for
+from rlpkd.runtime import autocast_for
 
 __all__ = ["evaluate_detector"]
 

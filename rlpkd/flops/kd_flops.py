@@ -30,7 +30,7 @@ from rlpkd.flops.analytic import (
 )
 from rlpkd.levels import LEVELS, NUM_LEVELS, all_subsets, parse_levels
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.training.model_factory import build_student, build_teacher
+from rlpkd.models.factory import build_student, build_teacher
 
 __all__ = ["FlopsModel", "level_set_key", "flops_model_from_config", "default_num_classes"]
 

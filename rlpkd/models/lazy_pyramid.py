@@ -8,15 +8,36 @@ the teacher does not run at all. Results equal the full FPN at the selected leve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from rlpkd.distill.masked import LevelFeatures
 from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 
-__all__ = ["freeze_teacher", "lazy_teacher_pyramid"]
+__all__ = ["LevelFeatures", "TeacherPyramid", "freeze_teacher", "lazy_teacher_pyramid"]
+
+
+@dataclass
+class LevelFeatures:
+    """The teacher's outputs at one pyramid level, for the samples that selected it.
+
+    Attributes:
+        sample_index: [n] long, the batch rows these outputs belong to (distinct, any order).
+        features: [n, C_t, H, W] teacher FPN features at the level.
+        class_logits: [n, K, H, W] teacher head class logits at the level; only present when the
+            KD loss needs them (``LevelKDLoss.needs_teacher_logits``).
+    """
+
+    sample_index: Tensor
+    features: Tensor
+    class_logits: Tensor | None = None
+
+
+TeacherPyramid = dict[str, LevelFeatures]
+"""Teacher outputs keyed by level name, holding only levels at least one sample selected."""
 
 
 def freeze_teacher(teacher: nn.Module) -> nn.Module:
@@ -32,7 +53,7 @@ def lazy_teacher_pyramid(
     images: torch.Tensor,
     mask: torch.Tensor,
     with_class_logits: bool = False,
-) -> dict[str, LevelFeatures]:
+) -> TeacherPyramid:
     """Teacher FPN features at the selected (sample, level) pairs only.
 
     Args:

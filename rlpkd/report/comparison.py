@@ -5,7 +5,7 @@ method (mean ± std over seeds), and writes ``report.json``, ``report.md``, ``re
 ``plots/pareto.png`` under the sweep directory. Works on partial sweeps: unfinished trials have no
 metrics file and are skipped; absent kinds simply have no rows.
 
-A trial that diverged has ``<trial>/failed.json`` (``rlpkd.tune.trials.FAILED_FILE``) and counts as
+A trial that diverged has ``<trial>/failed.json`` (``experiments.tune.trials.FAILED_FILE``) and counts as
 failed even beside a stale ``metrics.json``: it is listed under "Failed trials", its method's row
 says so in a ``status`` column (a method with no finished seed has a row of n/a, never AP 0.0),
 and it is left out of every mean, the static front, the best static subset and the plot.
@@ -31,6 +31,7 @@ from rlpkd.errors import ConfigError, DataError
 from rlpkd.levels import format_levels, parse_levels
 from rlpkd.report.tables import REPORT_METRICS, format_markdown_table, mean_std, summarise_methods
 from rlpkd.rundir import atomic_write_text, read_json, write_json
+from rlpkd.viz.pareto import pareto_plot
 
 __all__ = [
     "KINDS",
@@ -63,7 +64,7 @@ SEARCH_COST_METRICS: tuple[str, ...] = (
 NAS_ORDER: tuple[str, ...] = ("darts", "gdas", "evolution", "random", "exhaustive")
 REQUIRED_FIELDS: tuple[str, ...] = ("method", "kind", "seed")
 FAILED_FILE = "failed.json"
-"""A diverged trial's record (written by ``rlpkd.tune.trials.run_trial``)."""
+"""A diverged trial's record (written by ``experiments.tune.trials.run_trial``)."""
 STATUS_FINISHED = "finished"
 STATUS_PARTLY_FAILED = "partly failed"
 STATUS_FAILED = "failed"
@@ -658,8 +659,6 @@ def write_comparison_report(
 ) -> dict[str, Path]:
     """``report.json``, ``report.md``, ``results.csv``, ``plots/pareto.png``; their paths by name
     (``report.json`` also lists ``failed_trials``, from the summary)."""
-    from rlpkd.viz.pareto import pareto_plot  # matplotlib only when a report is written
-
     sweep_dir = Path(sweep_dir)
     paths = {
         "json": sweep_dir / "report.json",

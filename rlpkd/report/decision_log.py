@@ -10,25 +10,10 @@ from typing import Any
 import torch
 
 from rlpkd.data.batch import DetectionBatch
+from rlpkd.data.size_bins import dominant_size_bin
 from rlpkd.levels import LEVELS
 
-__all__ = ["SIZE_BINS", "dominant_size_bin", "DecisionLog", "read_decisions"]
-
-SIZE_BINS: tuple[str, ...] = ("small", "medium", "large")
-_COCO_AREA_EDGES = (32.0**2, 96.0**2)
-
-
-def dominant_size_bin(boxes: torch.Tensor, scale: float) -> str:
-    """The COCO size bin (by area in original pixels) holding most of a sample's boxes.
-
-    Ties go to the smaller bin; a sample without boxes is 'none'.
-    """
-    if boxes.numel() == 0:
-        return "none"
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / scale**2
-    bins = torch.bucketize(area, torch.tensor(_COCO_AREA_EDGES, dtype=area.dtype))
-    counts = torch.bincount(bins, minlength=len(SIZE_BINS))
-    return SIZE_BINS[int(torch.argmax(counts))]
+__all__ = ["DecisionLog", "read_decisions"]
 
 
 class DecisionLog:

@@ -11,26 +11,7 @@ from rlpkd.data.build import DetectionDatasets
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.models.detector import PyramidDetector
 
-__all__ = ["SearchContext", "search_split"]
-
-
-def search_split(
-    datasets: DetectionDatasets, holdout_fraction: float, seed: int
-) -> DetectionDatasets:
-    """Split the *training* split into search-train (flips on) and a held-out search-val part.
-
-    Searches score candidates on the held-out part, so the val split that reports the final
-    numbers is never used to choose a subset. The split is a seeded permutation.
-    """
-    train = datasets.train
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
-    holdout = max(1, round(holdout_fraction * len(train)))
-    if holdout >= len(train):
-        raise ValueError(f"holdout of {holdout} leaves no search-train images of {len(train)}")
-    return DetectionDatasets(
-        train=train.subset(sorted(order[holdout:]), train=True),
-        val=train.subset(sorted(order[:holdout]), train=False),
-    )
+__all__ = ["SearchContext"]
 
 
 @dataclass
@@ -39,7 +20,7 @@ class SearchContext:
 
     Attributes:
         config: the experiment (``config.search`` holds the methods' settings).
-        datasets: the search split (``search_split``): ``train`` to train on, ``val`` to score on.
+        datasets: the search split (``rlpkd.data.build.heldout_split``): ``train`` to train on, ``val`` to score on.
         teacher: the frozen teacher.
         flops: the FLOPs model (kd_flops per subset, for the FLOPs penalty and the cost).
         device: where to train.

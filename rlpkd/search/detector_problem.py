@@ -19,15 +19,15 @@ from torch.utils.data import DataLoader
 
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.coco import build_dataloader
-from rlpkd.distill.masked import TeacherPyramid, masked_kd_losses
+from rlpkd.distill.masked import masked_kd_losses
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.models.lazy_pyramid import lazy_teacher_pyramid
+from rlpkd.models.lazy_pyramid import TeacherPyramid, lazy_teacher_pyramid
+from rlpkd.runtime import autocast_for, seed_everything
 from rlpkd.search.context import SearchContext
 from rlpkd.search.result import SearchCost
 from rlpkd.training.distill_run import new_student_training
-from rlpkd.training.runtime import autocast_for, seed_everything
 
 __all__ = [
     "DetectorGateProblem",

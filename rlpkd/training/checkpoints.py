@@ -10,7 +10,7 @@ from rlpkd.checkpoint_io import load_checkpoint
 from rlpkd.config import Config
 from rlpkd.errors import CheckpointError
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.training.model_factory import build_student, build_teacher
+from rlpkd.models.factory import build_student, build_teacher
 
 __all__ = ["load_detector_checkpoint", "detector_from_checkpoint_state"]
 

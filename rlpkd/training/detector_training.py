@@ -9,9 +9,9 @@ from tqdm import tqdm
 from rlpkd.config import ScheduleConfig
 from rlpkd.data.coco import CocoDetectionDataset, build_dataloader
 from rlpkd.models.detector import PyramidDetector
+from rlpkd.runtime import autocast_for
 from rlpkd.training.kd_step import clip_and_measure_gradients, raise_if_diverged
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
-from rlpkd.training.runtime import autocast_for
 
 __all__ = ["train_detector"]
 

@@ -20,11 +20,11 @@ from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
 from rlpkd.errors import CheckpointError
 from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
+from rlpkd.models.factory import build_student
+from rlpkd.runtime import seed_everything
 from rlpkd.training.kd_step import kd_training_step
 from rlpkd.training.level_selection import LevelSelector
-from rlpkd.training.model_factory import build_student
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
-from rlpkd.training.runtime import seed_everything
 
 __all__ = [
     "DistillationStats",

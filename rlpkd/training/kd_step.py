@@ -21,7 +21,7 @@ from rlpkd.errors import DivergenceError
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import DetectorOutput, PyramidDetector
 from rlpkd.models.lazy_pyramid import lazy_teacher_pyramid
-from rlpkd.training.runtime import autocast_for
+from rlpkd.runtime import autocast_for
 
 __all__ = [
     "GRADIENT_NORM",

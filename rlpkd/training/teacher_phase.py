@@ -15,12 +15,12 @@ from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.models.detector import PyramidDetector
+from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.rundir import RunDirectory
+from rlpkd.runtime import seed_everything
 from rlpkd.training.checkpoints import detector_from_checkpoint_state
 from rlpkd.training.detector_training import train_detector
-from rlpkd.training.model_factory import build_teacher
-from rlpkd.training.runtime import seed_everything
 
 __all__ = [
     "teacher_fingerprint",

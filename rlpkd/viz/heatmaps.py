@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rlpkd.data.size_bins import SIZE_BINS  # noqa: E402
 from rlpkd.levels import LEVELS  # noqa: E402
-from rlpkd.report.decision_log import SIZE_BINS  # noqa: E402
 
 __all__ = ["SelectionTable", "selection_tables", "plot_selection_heatmap", "write_heatmaps"]
 

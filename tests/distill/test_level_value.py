@@ -8,20 +8,16 @@ import copy
 import pytest
 import torch
 
+from experiments.level_value_validation import validate_on_config
 from rlpkd.config import DistillConfig
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.distill.level_value import (
-    level_value_gflops,
-    level_values,
-    spearman_rho,
-    validate_level_values,
-    validate_on_config,
-)
+from rlpkd.distill.level_value import level_value_gflops, level_values, spearman_rho
 from rlpkd.distill.masked import masked_kd_losses
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.levels import LEVELS
 from rlpkd.models.lazy_pyramid import freeze_teacher, lazy_teacher_pyramid
 from rlpkd.training.kd_step import kd_training_step
+from rlpkd.training.level_value_validation import validate_level_values
 
 
 @pytest.fixture(autouse=True)

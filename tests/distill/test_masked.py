@@ -8,14 +8,13 @@ from torch import Tensor
 
 from rlpkd.distill.losses import LevelKDLoss, build_kd_loss
 from rlpkd.distill.masked import (
-    LevelFeatures,
-    TeacherPyramid,
     level_mask_from_pyramid,
     masked_kd_losses,
     per_level_kd_loss,
     reduce_kd_loss,
 )
 from rlpkd.levels import LEVEL_STRIDES, LEVELS
+from rlpkd.models.lazy_pyramid import LevelFeatures, TeacherPyramid
 
 B, C_S, C_T, K, IMAGE = 3, 4, 6, 3, 32
 NAMES = ["fgd", "kl", "mse", "pkd"]

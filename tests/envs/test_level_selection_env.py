@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from envs import ENV_NAME, register_envs
 from envs.level_selection_env import ENV_PHASE, LevelSelectionEnv, actions_to_masks
 from envs.observation import OBS_DIM, object_scale_histogram
+from envs.registration import ENV_NAME, register_envs
 from envs.reward import sample_rewards, subset_flops_fractions
 from rlpkd.config import config_to_dict, load_config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import DivergenceError
 from rlpkd.levels import subset_to_index
-from rlpkd.training.model_factory import build_teacher
+from rlpkd.models.factory import build_teacher
 
 REPO = Path(__file__).resolve().parents[2]
 SLOTS = 3

@@ -238,7 +238,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _real_env_setup(tiny_data_root, tmp_path, rl_overrides):
     """The tiny debug config with ``rl_overrides`` and an env_config over a saved random teacher."""
     from rlpkd.data.build import build_datasets
-    from rlpkd.training.model_factory import build_teacher
+    from rlpkd.models.factory import build_teacher
 
     config = load_config(
         REPO / "configs" / "debug.yaml",

@@ -8,13 +8,13 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from rlpkd.data.build import build_datasets
+from rlpkd.data.build import build_datasets, heldout_split
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import NUM_LEVELS, subset_to_index
+from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
-from rlpkd.search.context import SearchContext, search_split
+from rlpkd.search.context import SearchContext
 from rlpkd.search.fitness import FitnessRecord
-from rlpkd.training.model_factory import build_teacher
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def search_context(tiny_config) -> SearchContext:
     flops = flops_model_from_config(config, datasets.num_classes)
     return SearchContext(
         config,
-        search_split(datasets, 0.25, 0),
+        heldout_split(datasets, 0.25, 0),
         teacher,
         flops,
         torch.device("cpu"),

@@ -21,12 +21,12 @@ from rlpkd.distill.objective import DistillationObjective
 from rlpkd.errors import CheckpointError, DivergenceError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS
+from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.detector_training import train_detector
 from rlpkd.training.distill_run import distill_student
 from rlpkd.training.kd_step import GRADIENT_NORM, kd_training_step, raise_if_diverged
 from rlpkd.training.level_selection import FixedLevels
-from rlpkd.training.model_factory import build_teacher
 from rlpkd.training.student_phase import subset_flops_vector
 from tests.conftest import REPO
 from tests.dir_snapshot import directory_snapshot

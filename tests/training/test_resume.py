@@ -9,10 +9,10 @@ import torch
 
 from rlpkd.data.build import build_datasets
 from rlpkd.flops.kd_flops import flops_model_from_config
+from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.distill_run import distill_student
 from rlpkd.training.level_selection import RandomLevels
-from rlpkd.training.model_factory import build_teacher
 from rlpkd.training.student_phase import subset_flops_vector
 
 

@@ -10,7 +10,8 @@ import sys
 import torch
 
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.report.decision_log import DecisionLog, dominant_size_bin, read_decisions
+from rlpkd.data.size_bins import dominant_size_bin
+from rlpkd.report.decision_log import DecisionLog, read_decisions
 from tests.conftest import REPO
 
 

@@ -7,15 +7,15 @@ import json
 
 import torch
 
+from experiments.rl_pipeline import POLICY_METHOD, run_rl_experiment
 from rlpkd.config import RLConfig
 from rlpkd.data.build import build_datasets
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import mask_to_levels
+from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.training.distill_run import distill_student
-from rlpkd.training.model_factory import build_teacher
-from rlpkd.training.rl_pipeline import POLICY_METHOD, run_rl_experiment
 from rlpkd.training.student_phase import subset_flops_vector
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rlpkd.bench.torchvision_fcos_kd import TorchvisionFCOSKDStep, build_torchvision_fcos
+from experiments.bench.torchvision_fcos_kd import TorchvisionFCOSKDStep, build_torchvision_fcos
 from rlpkd.config import DistillConfig
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.objective import DistillationObjective

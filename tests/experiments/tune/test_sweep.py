@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from rlpkd.config import save_config
-from rlpkd.errors import ConfigError, ResumeMismatchError
-from rlpkd.rundir import read_json
-from rlpkd.tune.sweep import (
+from experiments.tune.sweep import (
     POLICY_RETURN,
     RLTrialsASHA,
     build_scheduler,
     check_resumable,
     run_sweep,
 )
-from rlpkd.tune.trials import absolute_paths
+from experiments.tune.trials import absolute_paths
+from rlpkd.config import save_config
+from rlpkd.errors import ConfigError, ResumeMismatchError
+from rlpkd.rundir import read_json
 
 TRIALS = ("baseline-none-seed0", "baseline-all-seed0")
 REPORT_FILES = ("report.md", "report.json", "results.csv", "plots/pareto.png")

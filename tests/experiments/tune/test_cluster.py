@@ -7,8 +7,8 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
+from experiments.tune.sweep import run_sweep
 from rlpkd.rundir import read_json
-from rlpkd.tune.sweep import run_sweep
 
 
 def test_sweep_on_a_two_node_cluster_uses_both_nodes(make_sweep_config):

@@ -15,7 +15,7 @@ from rlpkd.data.build import build_datasets
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.report.tables import summarise_methods, write_report
 from rlpkd.rundir import RunDirectory
-from rlpkd.training.runtime import configure_runtime
+from rlpkd.runtime import configure_runtime
 from rlpkd.training.student_phase import (
     finished_student_metrics,
     run_student,

@@ -9,14 +9,14 @@ from typing import Any
 import torch
 
 from rlpkd.config import Config
-from rlpkd.data.build import DetectionDatasets, build_datasets
+from rlpkd.data.build import DetectionDatasets, build_datasets, heldout_split
 from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory, write_json
-from rlpkd.search.context import SearchContext, search_split
+from rlpkd.runtime import configure_runtime
+from rlpkd.search.context import SearchContext
 from rlpkd.search.methods import run_search
 from rlpkd.training.level_selection import FixedLevels
-from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import run_student
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
@@ -36,7 +36,7 @@ def search_and_retrain(
     """Run search ``method`` on a held-out split of the training set, write ``search.json``,
     retrain the chosen subset on ``student_schedule`` and return its metrics plus the search cost.
     """
-    split = search_split(datasets, config.search.holdout_fraction, seed)
+    split = heldout_split(datasets, config.search.holdout_fraction, seed)
     context = SearchContext(config, split, teacher, flops, device, seed, config.runtime.progress)
     print(
         f"[search] {method} seed={seed}: {len(split.train)} search-train / {len(split.val)} "

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from experiments.validation import validate_config_names
 from rlpkd.checkpoint_io import load_checkpoint
 from rlpkd.config import Config, load_config
 from rlpkd.errors import CheckpointError, ConfigError, DataError, UserError
-from rlpkd.validation import validate_config_names
 
 __all__ = [
     "config_argument_parser",

@@ -34,10 +34,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from rlpkd.config import Config, config_from_dict, config_to_dict, load_config
-from rlpkd.errors import ConfigError, ResourceError, ResumeMismatchError, UserError
-from rlpkd.report.comparison import build_sweep_report
-from rlpkd.tune.trials import (
+from experiments.tune.trials import (
     FAILED_FILE,
     TrialSpec,
     absolute_paths,
@@ -46,6 +43,9 @@ from rlpkd.tune.trials import (
     run_trial,
     trial_dir,
 )
+from rlpkd.config import Config, config_from_dict, config_to_dict, load_config
+from rlpkd.errors import ConfigError, ResourceError, ResumeMismatchError, UserError
+from rlpkd.report.comparison import build_sweep_report
 
 __all__ = [
     "TUNE_DIR_NAME",

@@ -11,11 +11,7 @@ import pickle
 import pytest
 import yaml
 
-from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
-from rlpkd.errors import ConfigError, DivergenceError, UserError, divergence_in
-from rlpkd.report.comparison import build_sweep_report
-from rlpkd.rundir import read_json
-from rlpkd.tune.trials import (
+from experiments.tune.trials import (
     FAILED_FILE,
     TrialDivergedError,
     TrialSpec,
@@ -26,6 +22,10 @@ from rlpkd.tune.trials import (
     trial_dir,
     trial_fingerprint,
 )
+from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
+from rlpkd.errors import ConfigError, DivergenceError, UserError, divergence_in
+from rlpkd.report.comparison import build_sweep_report
+from rlpkd.rundir import read_json
 from tests.dir_snapshot import directory_snapshot
 
 

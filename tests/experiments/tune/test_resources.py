@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from experiments.tune.sweep import check_address, check_resumable, run_sweep
+from experiments.tune.trials import absolute_paths
 from rlpkd.config import save_config
 from rlpkd.errors import ResourceError, ResumeMismatchError
-from rlpkd.tune.sweep import check_address, check_resumable, run_sweep
-from rlpkd.tune.trials import absolute_paths
 from tests.conftest import REPO
 from tests.dir_snapshot import directory_snapshot
-from tests.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
+from tests.experiments.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
 
 UNREACHABLE = "127.0.0.1:1"
 """A port nobody listens on (binding it needs root)."""

@@ -3,7 +3,7 @@ dataset regimes, ResNet depths and KD-loss parameters.
 
 ``rlpkd.config`` checks types and ranges without importing the rest of the package; this module
 sits above the registries and finishes the job, so a wrong name fails at load (with the valid
-names), not after the teacher has trained. ``rlpkd.cli.config_from_args`` calls it.
+names), not after the teacher has trained. ``experiments.cli.config_from_args`` calls it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 
 from rlpkd.rundir import read_json
 from tests.conftest import REPO
-from tests.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
+from tests.experiments.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
 
 FIRST, SECOND, THIRD = "baseline-none-seed0", "baseline-all-seed0", "baseline-P2-seed0"
 

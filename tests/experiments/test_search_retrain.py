@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
+from experiments.search_retrain import run_search_experiment
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
 from rlpkd.levels import parse_levels
-from rlpkd.search.retrain import run_search_experiment
 from tests.conftest import REPO
 
 

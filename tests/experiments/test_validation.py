@@ -8,10 +8,10 @@ import stat
 import pytest
 import torch
 
-from rlpkd.cli import check_out_dir, check_run_inputs, checked_config
+from experiments.cli import check_out_dir, check_run_inputs, checked_config
+from experiments.validation import validate_config_names
 from rlpkd.config import load_config
 from rlpkd.errors import CheckpointError, ConfigError, DataError
-from rlpkd.validation import validate_config_names
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
+from tests.experiments.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
 
 
 def _bad_dataset(tmp_path) -> list[str]:

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlpkd.config import load_config, save_config
-from rlpkd.errors import ResumeMismatchError
-from rlpkd.rundir import read_json, write_json
-from rlpkd.training.rl_pipeline import (
+from experiments.rl_pipeline import (
     POLICY_METHOD,
     check_resume,
     policy_fingerprint,
     run_rl_experiment,
 )
+from rlpkd.config import load_config, save_config
+from rlpkd.errors import ResumeMismatchError
+from rlpkd.rundir import read_json, write_json
 from tests.conftest import REPO
 from tests.dir_snapshot import directory_snapshot
 

@@ -7,14 +7,14 @@ import json
 import torch
 import yaml
 
+from experiments.fixed_level_comparison import run_fixed_level_comparison
 from rlpkd.data.build import build_datasets
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import mask_to_levels
+from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.distill_run import distill_student
-from rlpkd.training.fixed_level_comparison import run_fixed_level_comparison
 from rlpkd.training.level_selection import RandomLevels
-from rlpkd.training.model_factory import build_teacher
 from rlpkd.training.student_phase import subset_flops_vector
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rlpkd.bench.kd_step_speed import benchmark_kd_steps
+from experiments.bench.kd_step_speed import benchmark_kd_steps
 from rlpkd.models.detector import DetectorSpec
 
 
@@ -30,7 +30,7 @@ def test_benchmark_reports_all_step_kinds_with_consistent_flops():
 
 
 def test_rl_overhead_benchmark_reports_every_step_kind():
-    from rlpkd.bench.rl_step_speed import benchmark_rl_overhead
+    from experiments.bench.rl_step_speed import benchmark_rl_overhead
 
     result = benchmark_rl_overhead(
         DetectorSpec(18, 0.25, 32, 1),

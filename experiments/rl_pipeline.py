@@ -19,6 +19,12 @@ import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
+from envs.observation import OBS_DIM
+from envs.snapshots import build_snapshot_pool, check_snapshot_files
+from policies.policy_selector import PolicyLevels
+from policies.ppo_setup import ensure_ray, latest_checkpoint, train_policy
+from policies.reptile import adaptation_curve
+from policies.weights import module_state, read_weights_file, save_weights_file
 from rlpkd.config import Config, config_from_dict, config_to_dict
 from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.errors import CheckpointError, ConfigError, ResumeMismatchError
@@ -28,8 +34,8 @@ from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.decision_log import DecisionLog, read_decisions
 from rlpkd.report.tables import summarise_methods, write_report
 from rlpkd.rundir import RunDirectory, write_json
+from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
-from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import (
     finished_student_metrics,
     run_student,
@@ -179,10 +185,6 @@ def check_inputs_and_checkpoints(config: Config, run_dir: RunDirectory, resume: 
         CheckpointError: one of them is missing (the warm start), truncated or foreign; or the
             warm start was made for another observation size or ``rl.hidden_sizes``.
     """
-    from envs.observation import OBS_DIM
-    from envs.snapshots import check_snapshot_files
-    from policies.ppo_setup import latest_checkpoint
-    from policies.weights import read_weights_file
 
     if config.meta.warm_start:
         warm = read_weights_file(Path(config.meta.warm_start))
@@ -223,10 +225,6 @@ def learn_policy(
     Returns the learning record: history, time, extra FLOPs of learning, weights path and, with a
     warm start and ``meta.compare_scratch``, the scratch curve.
     """
-    from envs.observation import OBS_DIM
-    from envs.snapshots import build_snapshot_pool
-    from policies.ppo_setup import ensure_ray, train_policy
-    from policies.weights import module_state, save_weights_file
 
     progress = config.runtime.progress
     snapshot_dir = snapshot_dir or run_dir.checkpoints / "snapshots"
@@ -279,8 +277,6 @@ def learn_policy(
         "level_selection_env/gap_eval_gflops_per_decision", float("nan")
     )
     if warm_start is not None and config.meta.compare_scratch:
-        from policies.reptile import adaptation_curve
-
         record["scratch_curve"] = adaptation_curve(config, env_config, None, config.rl.iterations)
     return record
 
@@ -295,7 +291,6 @@ def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str
 
 def policy_selector(config: Config, weights: Path, seed: int) -> Any:
     """The frozen policy as a ``PolicyLevels`` selector, fingerprinted by its weights file."""
-    from policies.policy_selector import PolicyLevels
 
     selector = PolicyLevels.from_weights_file(
         weights,

@@ -21,14 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.rl_pipeline import learn_policy, policy_selector, policy_step_hook
+from experiments.search_retrain import search_and_retrain
 from rlpkd.config import Config, config_to_dict, save_config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import ConfigError, DivergenceError, divergence_in
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels
 from rlpkd.rundir import RunDirectory, read_json, write_json
+from rlpkd.runtime import configure_runtime
+from rlpkd.search.methods import search_method_names
 from rlpkd.training.level_selection import parse_level_spec
-from rlpkd.training.runtime import configure_runtime
 from rlpkd.training.student_phase import run_student, selector_from_spec
 from rlpkd.training.teacher_phase import (
     check_teacher_checkpoint,
@@ -106,7 +109,6 @@ def _dir_safe(name: str) -> str:
 def build_trial_specs(config: Config) -> list[TrialSpec]:
     """Every trial of ``config.sweep``: RL lambdas, NAS methods, baselines and the static grid,
     each over ``sweep.seeds``, in that order (the longest trials start first)."""
-    from rlpkd.search.methods import search_method_names
 
     sweep = config.sweep
     known = search_method_names()
@@ -370,7 +372,6 @@ def _fixed_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, dev
 
 
 def _nas_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
-    from rlpkd.search.retrain import search_and_retrain
 
     return search_and_retrain(
         config, spec.search_method, spec.seed, datasets, teacher, flops, device, run_dir
@@ -378,7 +379,6 @@ def _nas_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, devic
 
 
 def _rl_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
-    from rlpkd.training.rl_pipeline import learn_policy, policy_selector, policy_step_hook
 
     config = dataclasses.replace(config, rl=dataclasses.replace(config.rl, lam=float(spec.lam)))
     # the policy learns from the trial's seed; runtime.seed stays the teacher's for the student

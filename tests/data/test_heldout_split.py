@@ -7,15 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from rlpkd.data.build import build_datasets
+from rlpkd.data.build import build_datasets, heldout_split
 from rlpkd.evaluation.coco_eval import evaluate_coco
-from rlpkd.search.context import search_split
 
 
 def test_search_split_partitions_the_training_split(tiny_config):
     datasets = build_datasets(tiny_config.data, progress=False)
     train_ids, val_ids = datasets.train.image_ids, datasets.val.image_ids
-    split = search_split(datasets, 0.25, seed=0)
+    split = heldout_split(datasets, 0.25, seed=0)
     search_train, holdout = split.train.image_ids, split.val.image_ids
     assert len(holdout) == round(0.25 * 24) == 6
     assert set(search_train).isdisjoint(holdout)
@@ -24,9 +23,9 @@ def test_search_split_partitions_the_training_split(tiny_config):
     assert split.train.train and not split.val.train  # flips on for training only
     assert datasets.val.image_ids == val_ids and len(datasets.val) == 12  # untouched
     assert datasets.train.image_ids == train_ids and datasets.train.train
-    again = search_split(datasets, 0.25, seed=0)
+    again = heldout_split(datasets, 0.25, seed=0)
     assert again.val.image_ids == holdout and again.train.image_ids == search_train
-    assert search_split(datasets, 0.25, seed=1).val.image_ids != holdout
+    assert heldout_split(datasets, 0.25, seed=1).val.image_ids != holdout
 
 
 @pytest.mark.parametrize("preload", [True, False])

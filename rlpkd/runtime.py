@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ import torch
 from rlpkd.config import RuntimeConfig
 from rlpkd.errors import ConfigError
 
-__all__ = ["resolve_device", "seed_everything", "configure_runtime", "autocast_for"]
+__all__ = ["resolve_device", "seed_everything", "configure_runtime", "autocast_for", "eval_mode"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,3 +51,16 @@ def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractCont
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (BatchNorm on running statistics) inside, each module's own mode restored after."""
+    modes = [module.training for module in modules]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)

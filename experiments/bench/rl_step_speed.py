@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from rlpkd.bench.kd_step_speed import build_kd_bench, time_steps
+from envs.observation import OBS_DIM, new_running_gap, sample_observations
+from experiments.bench.kd_step_speed import build_kd_bench, time_steps
+from policies.level_policy_module import build_level_module
+from policies.policy_selector import PolicyLevels
 from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.models.detector import DetectorSpec
 from rlpkd.training.kd_step import kd_losses_no_grad, kd_training_step
@@ -31,9 +34,6 @@ def benchmark_rl_overhead(
     hidden_sizes: tuple[int, ...] = (64, 64),
 ) -> dict[str, float]:
     """Milliseconds per step of each kind and the ratios to the fixed all-level KD step."""
-    from envs.observation import OBS_DIM, new_running_gap, sample_observations
-    from policies.level_policy_module import build_level_module
-    from policies.policy_selector import PolicyLevels
 
     bench = build_kd_bench(
         teacher_spec, student_spec, image_size, batch_size, device, num_classes, kd_loss
