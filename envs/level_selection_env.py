@@ -36,8 +36,8 @@ from rlpkd.data.coco import collate_detection
 from rlpkd.errors import DivergenceError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, NUM_LEVELS
-from rlpkd.training.kd_step import first_non_finite, kd_losses_no_grad, kd_training_step
 from rlpkd.runtime import resolve_device
+from rlpkd.training.kd_step import first_non_finite, kd_losses_no_grad, kd_training_step
 from rlpkd.training.teacher_phase import load_teacher
 
 __all__ = ["ENV_PHASE", "NUM_SUBSETS", "slot_ids", "actions_to_masks", "LevelSelectionEnv"]
