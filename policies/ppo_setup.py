@@ -298,8 +298,9 @@ def latest_checkpoint(checkpoint_dir: Path) -> tuple[Path, dict[str, Any]] | Non
 
 
 def restore_checkpoint(algo: Algorithm, path: Path, checkpoint_dir: Path) -> None:
-    """``algo.restore_from_path(path)``; a truncated or corrupt checkpoint is a CheckpointError
-    naming ``path`` and saying to delete ``checkpoint_dir``."""
+    """``algo.restore_from_path(path)`` (which also syncs the restored weights to every env
+    runner); a truncated or corrupt checkpoint is a CheckpointError naming ``path`` and saying
+    to delete ``checkpoint_dir``."""
     try:
         algo.restore_from_path(str(Path(path).resolve()))
     except Exception as error:  # RLlib raises what unpickling or file access raised
@@ -313,7 +314,18 @@ def restore_checkpoint(algo: Algorithm, path: Path, checkpoint_dir: Path) -> Non
 def _save_checkpoint(
     algo: Algorithm, checkpoint_dir: Path, history: list[dict[str, Any]], fingerprint: str = ""
 ) -> None:
-    """Save ``iteration_NNNN/``, then point progress.json at it, then drop older checkpoints."""
+    """Save ``iteration_NNNN/`` (RLlib's ``Algorithm.save_to_path``), then point progress.json
+    at it, then drop older checkpoints.
+
+    The pointer and the pruning are ours because RLlib has neither for an algorithm trained by
+    its own loop: ``save_to_path`` (and ``Trainable.save``) write one folder and leave keeping
+    or deleting earlier ones to the caller; Tune's ``CheckpointConfig(num_to_keep=...)`` keeps
+    only checkpoints a Tune trial reports, in Tune's storage (not ``checkpoint_dir``, and a
+    single run has no Tune); and saving over one fixed folder is not atomic, so a crash during
+    the save would leave a mix of two iterations. progress.json, written atomically after the
+    save, switches resume to the new checkpoint in one rename and carries what RLlib's
+    checkpoint does not: the history and the fingerprint of the policy's inputs.
+    """
     name = f"iteration_{algo.iteration:04d}"
     algo.save_to_path(str((checkpoint_dir / name).resolve()))
     write_json(

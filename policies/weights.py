@@ -2,8 +2,9 @@
 
 RLlib keeps two copies of an RLModule: the learner's (trained) and each env runner's (acting). A
 warm start must reach both, otherwise the first PPO iteration samples with the random init: so
-``load_module_weights`` sets the learner group and then pushes the same state into every env runner
-(the local one included) with ``EnvRunnerGroup.foreach_env_runner``.
+``load_module_weights`` sets the learner group and then lets RLlib copy the learner's weights into
+every env runner (the local one included) with ``EnvRunnerGroup.sync_weights``, as RLlib itself
+does after each update and after ``Algorithm.restore_from_path``.
 """
 
 from __future__ import annotations
@@ -65,21 +66,31 @@ def module_state(algo: Algorithm, module_id: str = SHARED_MODULE_ID) -> ModuleSt
 def load_module_weights(
     algo: Algorithm, state: Mapping[str, Any], module_id: str = SHARED_MODULE_ID
 ) -> None:
-    """Set the shared module's weights on the learner group and on every env runner.
+    """Set the shared module's weights on the learner group and on every env runner of an
+    algorithm that has not trained yet (a warm start).
 
     The learner's optimizer keeps its parameter tensors (weights are copied in place). Raises
-    CheckpointError when ``state`` does not match the module's parameter names and shapes.
+    CheckpointError when ``state`` does not match the module's parameter names and shapes, and
+    ValueError for an algorithm that has trained: RLlib's weight sync skips an env runner that
+    already acts with the learner's current weight version (``weights_seq_no``), and setting
+    the learner's weights does not advance that version.
     """
+    if algo.iteration > 0:
+        raise ValueError(
+            f"load_module_weights needs an untrained algorithm (this one ran {algo.iteration} "
+            "iterations): its env runners would keep their weights"
+        )
     current = module_state(algo, module_id)
     _check_compatible(current, state)
     numpy_state = {name: np.asarray(to_torch_state({name: v})[name]) for name, v in state.items()}
     algo.learner_group.set_weights({module_id: numpy_state})
-
-    def _set_env_runner_module(env_runner: Any) -> bool:
-        env_runner.module[module_id].set_state(numpy_state)
-        return True
-
-    algo.env_runner_group.foreach_env_runner(_set_env_runner_module, local_env_runner=True)
+    # Remote env runners get the weights by an actor call that runs before any later call of
+    # this process to them (their next sample included); the local one gets them now.
+    algo.env_runner_group.sync_weights(
+        policies=[module_id],
+        from_worker_or_learner_group=algo.learner_group,
+        inference_only=True,
+    )
 
 
 def env_runner_module_state(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from experiments.bench.kd_step_speed import benchmark_kd_steps
+from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
 from experiments.bench.rl_step_speed import benchmark_rl_overhead
 from experiments.cli import run_cli
 from rlpkd.models.detector import DetectorSpec
@@ -33,18 +33,7 @@ def main() -> int:
     if args.cpu_preset:
         args.image_size, args.batch_size, args.steps, args.warmup = 128, 4, 3, 1
     device = resolve_device(args.device)
-    result = benchmark_kd_steps(
-        DetectorSpec(depth=50),
-        DetectorSpec(depth=18),
-        args.image_size,
-        args.batch_size,
-        device,
-        steps=args.steps,
-        warmup=args.warmup,
-        kd_loss=args.kd_loss,
-        with_torchvision=not args.no_torchvision,
-    )
-    result["rl_overhead"] = benchmark_rl_overhead(
+    settings = StepBenchSettings(
         DetectorSpec(depth=50),
         DetectorSpec(depth=18),
         args.image_size,
@@ -54,6 +43,8 @@ def main() -> int:
         warmup=args.warmup,
         kd_loss=args.kd_loss,
     )
+    result = benchmark_kd_steps(settings, with_torchvision=not args.no_torchvision)
+    result["rl_overhead"] = benchmark_rl_overhead(settings)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

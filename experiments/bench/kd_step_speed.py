@@ -25,6 +25,7 @@ from rlpkd.training.kd_step import kd_training_step
 
 __all__ = [
     "StepTiming",
+    "StepBenchSettings",
     "KDBench",
     "build_kd_bench",
     "random_detection_batch",
@@ -79,6 +80,34 @@ def time_steps(step: Callable[[], object], device: torch.device, warmup: int, st
     return (time.perf_counter() - start) / steps
 
 
+@dataclass(frozen=True)
+class StepBenchSettings:
+    """What every step benchmark of one report shares: models, input, device and timing loop."""
+
+    teacher_spec: DetectorSpec
+    """The frozen teacher's architecture."""
+    student_spec: DetectorSpec
+    """The student's architecture."""
+    image_size: int
+    """Side of the square random images, in pixels."""
+    batch_size: int
+    """Images per step."""
+    device: torch.device
+    """Where the models and the batch live."""
+    steps: int = 5
+    """Timed calls of each step."""
+    warmup: int = 2
+    """Untimed calls before them."""
+    num_classes: int = 80
+    """Detection classes of the models and the random labels."""
+    kd_loss: str = "mse"
+    """The KD loss (``distill.loss``)."""
+
+    def seconds_per_step(self, step: Callable[[], object]) -> float:
+        """``time_steps`` of ``step`` with these settings' device, warmup and steps."""
+        return time_steps(step, self.device, self.warmup, self.steps)
+
+
 @dataclass
 class KDBench:
     """The models, objective, optimiser and batch a step benchmark times."""
@@ -91,50 +120,36 @@ class KDBench:
     thresholds: tuple[float, float, float]
 
 
-def build_kd_bench(
-    teacher_spec: DetectorSpec,
-    student_spec: DetectorSpec,
-    image_size: int,
-    batch_size: int,
-    device: torch.device,
-    num_classes: int = 80,
-    kd_loss: str = "mse",
-) -> KDBench:
-    """A frozen teacher, a student, the KD objective, SGD and a random batch on ``device``."""
+def build_kd_bench(settings: StepBenchSettings) -> KDBench:
+    """A frozen teacher, a student, the KD objective, SGD and a random batch on the device."""
+    image_size, num_classes, device = settings.image_size, settings.num_classes, settings.device
     thresholds = (image_size / 16, image_size / 8, image_size / 4)
-    teacher = freeze_teacher(build_detector(teacher_spec, num_classes, thresholds)).to(device)
-    student = build_detector(student_spec, num_classes, thresholds).to(device)
+    teacher = freeze_teacher(build_detector(settings.teacher_spec, num_classes, thresholds)).to(
+        device
+    )
+    student = build_detector(settings.student_spec, num_classes, thresholds).to(device)
     objective = DistillationObjective(
-        DistillConfig(loss=kd_loss),
-        student_spec.fpn_channels,
-        teacher_spec.fpn_channels,
+        DistillConfig(loss=settings.kd_loss),
+        settings.student_spec.fpn_channels,
+        settings.teacher_spec.fpn_channels,
         num_classes,
     ).to(device)
     optimizer = torch.optim.SGD([*student.parameters(), *objective.kd.parameters()], lr=1e-4)
-    batch = random_detection_batch(batch_size, image_size, num_classes, 8).to(device)
+    batch = random_detection_batch(settings.batch_size, image_size, num_classes, 8).to(device)
     return KDBench(teacher, student, objective, optimizer, batch, thresholds)
 
 
 def benchmark_kd_steps(
-    teacher_spec: DetectorSpec,
-    student_spec: DetectorSpec,
-    image_size: int,
-    batch_size: int,
-    device: torch.device,
-    steps: int = 5,
-    warmup: int = 2,
-    num_classes: int = 80,
-    kd_loss: str = "mse",
+    settings: StepBenchSettings,
     amp: bool = True,
     channels_last: bool = True,
     level_sets: tuple[tuple[str, ...], ...] = (LEVELS, ("P4", "P5"), ()),
     with_torchvision: bool = True,
 ) -> dict:
     """Time one KD step per level set (and torchvision's FCOS KD loop); timings and ratios."""
-    bench = build_kd_bench(
-        teacher_spec, student_spec, image_size, batch_size, device, num_classes, kd_loss
-    )
+    bench = build_kd_bench(settings)
     teacher, student, objective, batch = bench.teacher, bench.student, bench.objective, bench.batch
+    device, batch_size, image_size = settings.device, settings.batch_size, settings.image_size
     if channels_last and device.type == "cuda":
         teacher.to(memory_format=torch.channels_last)
         student.to(memory_format=torch.channels_last)
@@ -148,12 +163,16 @@ def benchmark_kd_steps(
         def step(mask=mask):
             kd_training_step(student, teacher, objective, optimizer, batch, mask, 0.0, use_amp)
 
-        seconds = time_steps(step, device, warmup, steps)
+        seconds = settings.seconds_per_step(step)
         per_image = flops.student_train_flops() + flops.kd_flops(levels)
         timings.append(_timing(f"ours {format_levels(levels)}", seconds, batch_size, per_image))
     if with_torchvision:
-        tv_student = build_torchvision_fcos(student_spec.depth, num_classes, image_size).to(device)
-        tv_teacher = build_torchvision_fcos(teacher_spec.depth, num_classes, image_size).to(device)
+        tv_student = build_torchvision_fcos(
+            settings.student_spec.depth, settings.num_classes, image_size
+        ).to(device)
+        tv_teacher = build_torchvision_fcos(
+            settings.teacher_spec.depth, settings.num_classes, image_size
+        ).to(device)
         tv_step = TorchvisionFCOSKDStep(tv_student, tv_teacher)
         with FlopCounterMode(display=False) as counter:
             tv_step(batch)
@@ -163,7 +182,7 @@ def benchmark_kd_steps(
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 tv_step(batch)
 
-        seconds = time_steps(tv, device, warmup, steps)
+        seconds = settings.seconds_per_step(tv)
         timings.append(_timing("torchvision FCOS, all levels", seconds, batch_size, per_image))
     return {"timings": [asdict(t) for t in timings], "ratios": _ratios(timings, flops)}
 

@@ -11,35 +11,24 @@ from __future__ import annotations
 import torch
 
 from envs.observation import OBS_DIM, new_running_gap, sample_observations
-from experiments.bench.kd_step_speed import build_kd_bench, time_steps
+from experiments.bench.kd_step_speed import StepBenchSettings, build_kd_bench
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
 from rlpkd.levels import LEVELS, NUM_LEVELS
-from rlpkd.models.detector import DetectorSpec
 from rlpkd.training.kd_step import kd_losses_no_grad, kd_training_step
 
 __all__ = ["benchmark_rl_overhead"]
 
 
 def benchmark_rl_overhead(
-    teacher_spec: DetectorSpec,
-    student_spec: DetectorSpec,
-    image_size: int,
-    batch_size: int,
-    device: torch.device,
-    steps: int = 5,
-    warmup: int = 2,
-    num_classes: int = 80,
-    kd_loss: str = "mse",
-    hidden_sizes: tuple[int, ...] = (64, 64),
+    settings: StepBenchSettings, hidden_sizes: tuple[int, ...] = (64, 64)
 ) -> dict[str, float]:
     """Milliseconds per step of each kind and the ratios to the fixed all-level KD step."""
 
-    bench = build_kd_bench(
-        teacher_spec, student_spec, image_size, batch_size, device, num_classes, kd_loss
-    )
+    bench = build_kd_bench(settings)
     teacher, student, objective, batch = bench.teacher, bench.student, bench.objective, bench.batch
     optimizer, thresholds = bench.optimizer, bench.thresholds
+    device, batch_size = settings.device, settings.batch_size
     policy = PolicyLevels(
         build_level_module(OBS_DIM, list(hidden_sizes)).to(device), thresholds, student=student
     )
@@ -66,7 +55,7 @@ def benchmark_rl_overhead(
         sample_observations(student, batch, running_gap.scale, 0.5, 0.0, thresholds)
 
     ms = {
-        name: 1e3 * time_steps(fn, device, warmup, steps)
+        name: 1e3 * settings.seconds_per_step(fn)
         for name, fn in (
             ("fixed_all_ms", fixed_all),
             ("fixed_same_mask_ms", fixed_policy_mask),

@@ -123,6 +123,11 @@ class RLTrialsASHA(FIFOScheduler):
     comparable: each λ gets its own ASHA, and a trial competes only with the other seeds of its
     λ (one ASHA over every λ would stop the high-λ trials and cut the Pareto front short).
 
+    Each λ's ASHA is a plain ``ASHAScheduler`` driven only through its public scheduler hooks
+    (``on_trial_add``, ``on_trial_result``, ``on_trial_complete``, ``on_trial_remove``,
+    ``debug_string``); which RL trials it holds is recorded here, so each trial is added once
+    (also one restored by ``--resume``) and is removed exactly once.
+
     ASHA's ``stop_last_trials`` is off: with ``max_t = rl.iterations`` it would stop every
     surviving trial at its last PPO iteration, before its policy-guided student is trained.
 
@@ -138,6 +143,7 @@ class RLTrialsASHA(FIFOScheduler):
         self.reduction_factor = float(reduction_factor)
         self.max_t = int(max_t)
         self._by_lam: dict[float, ASHAScheduler] = {}
+        self._lam_of_trial: dict[str, float] = {}  # the RL trials the ASHAs hold now: their λ
 
     def asha_for_lam(self, lam: float) -> ASHAScheduler:
         """The ASHA of the RL trials at ``lam`` (created on first use)."""
@@ -154,35 +160,50 @@ class RLTrialsASHA(FIFOScheduler):
         return self._by_lam[lam]
 
     def _asha(self, tune_controller: Any, trial: Trial) -> ASHAScheduler | None:
+        """The ASHA of an RL trial, which now holds the trial; None for any other trial."""
         values = _trial_spec_values(trial)
         if values.get("kind") != "rl":
             return None
-        asha = self.asha_for_lam(float(values["lam"]))
-        if trial.trial_id not in asha._trial_info:  # e.g. a trial restored by --resume
+        lam = float(values["lam"])
+        asha = self.asha_for_lam(lam)
+        if trial.trial_id not in self._lam_of_trial:  # Tune adds a retried trial again
             asha.on_trial_add(tune_controller, trial)
+            self._lam_of_trial[trial.trial_id] = lam
         return asha
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        """An RL trial joins its λ's ASHA."""
         self._asha(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        """Its λ's ASHA decides for an RL trial; any other trial continues."""
         asha = self._asha(tune_controller, trial)
         if asha is None:
             return TrialScheduler.CONTINUE
         return asha.on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        """An RL trial leaves its λ's ASHA; a last result on the curve is recorded first."""
         asha = self._asha(tune_controller, trial)
-        if asha is not None:
+        if asha is None:
+            return
+        del self._lam_of_trial[trial.trial_id]
+        if TIME_ATTR in result and POLICY_RETURN in result:
             asha.on_trial_complete(tune_controller, trial, result)
-            asha._trial_info.pop(trial.trial_id, None)
+        else:
+            # ASHA ignores (and keeps holding) a trial whose last result is off its curve, as
+            # the final metrics of a trial that trained its student are: remove it instead.
+            asha.on_trial_remove(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        """An RL trial leaves its λ's ASHA."""
         asha = self._asha(tune_controller, trial)
         if asha is not None:
-            asha._trial_info.pop(trial.trial_id, None)
+            del self._lam_of_trial[trial.trial_id]
+            asha.on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
+        """One line per λ: the state of its ASHA."""
         parts = [f"λ={lam:g}: {asha.debug_string()}" for lam, asha in sorted(self._by_lam.items())]
         return " ".join(["ASHA on the RL trials, one per λ.", *parts])
 

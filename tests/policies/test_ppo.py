@@ -209,6 +209,9 @@ def test_resume_continues_after_an_interruption(tmp_path, monkeypatch):
         assert calls["n"] == 0 and algo.iteration == 4 and len(history) == 4
         assert all(torch.equal(v, final[k]) for k, v in module_state(algo).items())
         assert all(torch.equal(v, final[k]) for k, v in env_runner_module_state(algo)[0].items())
+        # RLlib's weight sync would skip env runners already at the learner's weight version
+        with pytest.raises(ValueError, match="untrained algorithm"):
+            load_module_weights(algo, final)
     finally:
         algo.stop()
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import torch
 
-from experiments.bench.kd_step_speed import benchmark_kd_steps
+from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
+from experiments.bench.rl_step_speed import benchmark_rl_overhead
 from rlpkd.models.detector import DetectorSpec
+
+TINY = StepBenchSettings(
+    DetectorSpec(18, 0.25, 32, 1),
+    DetectorSpec(18, 0.125, 16, 1),
+    image_size=64,
+    batch_size=2,
+    device=torch.device("cpu"),
+    steps=1,
+    warmup=0,
+    num_classes=3,
+)
+"""A teacher and student small enough to time on a CPU in seconds."""
 
 
 def test_benchmark_reports_all_step_kinds_with_consistent_flops():
-    result = benchmark_kd_steps(
-        DetectorSpec(18, 0.25, 32, 1),
-        DetectorSpec(18, 0.125, 16, 1),
-        image_size=64,
-        batch_size=2,
-        device=torch.device("cpu"),
-        steps=1,
-        warmup=0,
-        num_classes=3,
-    )
+    result = benchmark_kd_steps(TINY)
     names = [t["name"] for t in result["timings"]]
     assert names == ["ours all", "ours P4,P5", "ours none", "torchvision FCOS, all levels"]
     gflops = {t["name"]: t["gflops_per_image"] for t in result["timings"]}
@@ -30,19 +34,7 @@ def test_benchmark_reports_all_step_kinds_with_consistent_flops():
 
 
 def test_rl_overhead_benchmark_reports_every_step_kind():
-    from experiments.bench.rl_step_speed import benchmark_rl_overhead
-
-    result = benchmark_rl_overhead(
-        DetectorSpec(18, 0.25, 32, 1),
-        DetectorSpec(18, 0.125, 16, 1),
-        image_size=64,
-        batch_size=2,
-        device=torch.device("cpu"),
-        steps=1,
-        warmup=0,
-        num_classes=3,
-        hidden_sizes=(8,),
-    )
+    result = benchmark_rl_overhead(TINY, hidden_sizes=(8,))
     for key in ("fixed_all_ms", "fixed_same_mask_ms", "policy_guided_ms", "env_step_ms"):
         assert result[key] > 0
     assert result["env_step_vs_fixed_all"] == result["env_step_ms"] / result["fixed_all_ms"]

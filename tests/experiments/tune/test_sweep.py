@@ -152,8 +152,14 @@ def test_asha_compares_rl_trials_of_one_lambda_and_leaves_the_rest(make_sweep_co
     # A surviving trial goes on past its last PPO iteration (its student is still to train).
     for iteration in (2, 3, 4, 5):
         assert scheduler.on_trial_result(None, good, _curve_point(iteration, 2.0)) == CONTINUE
+    # Tune adds a retried trial again: it stays one trial of its ASHA, and then leaves it once.
+    scheduler.on_trial_add(None, good)
     scheduler.on_trial_complete(None, good, {"training_iteration": 5, "AP": 0.2})
-    scheduler.on_trial_remove(None, bad)
+    # A stopped trial completes with its last point on the curve; a pending one is removed.
+    scheduler.on_trial_complete(None, bad, _curve_point(1, 0.5))
+    scheduler.on_trial_remove(None, costly)
+    scheduler.on_trial_complete(None, static, {"training_iteration": 1, "AP": 0.1})
+    assert "λ=0.1" in scheduler.debug_string() and "λ=1" in scheduler.debug_string()
 
 
 @pytest.mark.parametrize(
