@@ -8,7 +8,6 @@ same schedule and seeds -> Phase 4 evaluation, heatmaps and report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from policies.weights import module_state, read_weights_file, save_weights_file
 from rlpkd.config import Config, config_from_dict, config_to_dict
 from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.errors import CheckpointError, ConfigError, ResumeMismatchError
+from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest, fingerprint
 from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
@@ -60,8 +60,6 @@ __all__ = [
 ]
 
 POLICY_METHOD = "rl-policy"
-DATA_LOCATION_KEYS = ("root", "preload", "num_workers")
-"""data.* keys that say where and how the images are read, not what they are."""
 RESUME_IGNORED_KEYS = tuple(f"data.{key}" for key in DATA_LOCATION_KEYS)
 """Keys of the fingerprinted sections that ``--resume`` may change (they do not change results)."""
 RESUME_SECTIONS = ("data", "teacher", "student", "teacher_schedule", "student_schedule")
@@ -74,13 +72,6 @@ def _phase(name: str) -> None:
     print(f"\n=== {name} ===", flush=True)
 
 
-def _file_digest(path: str) -> str:
-    """A short hash of a file's bytes ('' for no path; the path itself if it is not a file)."""
-    if not path or not Path(path).is_file():
-        return path
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def policy_fingerprint(config: Config) -> str:
     """A hash of everything that determines the PPO policy of Phase 2.
 
@@ -88,17 +79,12 @@ def policy_fingerprint(config: Config) -> str:
     students with it), the rl section (less Phase 3's ``greedy`` and ``static_baselines``), the
     warm start's bytes and the seed; not where the data lives or how progress is shown.
     """
-    relevant = {
-        name: config_to_dict(getattr(config, name))
-        for name in ("data", "teacher", "student", "teacher_schedule", "student_schedule")
-        + ("distill", "rl")
-    }
-    for key in DATA_LOCATION_KEYS:
-        relevant["data"].pop(key)
-    for key in ("greedy", "static_baselines"):
-        relevant["rl"].pop(key)
-    relevant |= {"warm_start": _file_digest(config.meta.warm_start), "seed": config.runtime.seed}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(
+        config,
+        ("data", "teacher", "student", "teacher_schedule", "student_schedule", "distill", "rl"),
+        {"warm_start": file_digest(config.meta.warm_start), "seed": config.runtime.seed},
+        drop={"rl": ("greedy", "static_baselines")},
+    )
 
 
 def resume_keys(config: Config) -> dict[str, Any]:
@@ -299,7 +285,7 @@ def policy_selector(config: Config, weights: Path, seed: int) -> Any:
         seed=seed,
         name=POLICY_METHOD,
     )
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    digest = file_digest(str(weights))
     selector.fingerprint = f"{POLICY_METHOD}:{digest}:greedy={config.rl.greedy}"
     return selector
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
 import re
 import types
@@ -39,7 +37,6 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "save_config",
-    "config_fingerprint",
     "validate_config",
     "parse_config_yaml",
     "ConfigYamlLoader",
@@ -763,12 +760,6 @@ def validate_config(config: Config, source: str = "config") -> None:
             f"{source}: 'rl.minibatch_size' is {config.rl.minibatch_size}; allowed: at most "
             f"rl.train_batch_size ({config.rl.train_batch_size})"
         )
-
-
-def config_fingerprint(config: Config) -> str:
-    """A short hash of the whole resolved config (to recognise results made from it)."""
-    text = json.dumps(config_to_dict(config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "rlpkd.checkpoint_io",
             "rlpkd.config",
             "rlpkd.errors",
+            "rlpkd.fingerprint",
             "rlpkd.levels",
             "rlpkd.registry",
             "rlpkd.rundir",

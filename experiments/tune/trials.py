@@ -12,8 +12,6 @@ Four kinds share one schedule, seeds and teacher, so the report compares them on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -23,16 +21,17 @@ from typing import Any
 
 from experiments.rl_pipeline import learn_policy, policy_selector, policy_step_hook
 from experiments.search_retrain import search_and_retrain
-from rlpkd.config import Config, config_to_dict, save_config
+from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import ConfigError, DivergenceError, divergence_in
+from rlpkd.fingerprint import file_digest, fingerprint
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels
 from rlpkd.rundir import RunDirectory, read_json, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.search.methods import search_method_names
 from rlpkd.training.level_selection import parse_level_spec
-from rlpkd.training.student_phase import run_student, selector_from_spec
+from rlpkd.training.student_phase import STUDENT_SECTIONS, run_student, selector_from_spec
 from rlpkd.training.teacher_phase import (
     check_teacher_checkpoint,
     load_or_train_teacher,
@@ -193,25 +192,12 @@ def trial_fingerprint(spec: TrialSpec, config: Config) -> str:
     """A hash of what determines a trial's result: the spec, the config sections it reads and
     whether it trains on a GPU (not ``sweep``'s trial lists, paths or progress settings; for RL
     not ``rl.lam``, which the spec sets, and of ``meta`` only the warm start's contents)."""
-    sections = ["data", "teacher", "student", "teacher_schedule", "student_schedule", "distill"]
-    sections += ["eval"] + {"nas": ["search"], "rl": ["rl"]}.get(spec.kind, [])
-    relevant: dict[str, Any] = {name: config_to_dict(getattr(config, name)) for name in sections}
-    for key in ("preload", "num_workers", "root"):
-        relevant["data"].pop(key)
+    sections = [*STUDENT_SECTIONS, *{"nas": ["search"], "rl": ["rl"]}.get(spec.kind, [])]
+    extra: dict[str, Any] = {"spec": spec.to_dict(), "teacher_seed": config.runtime.seed}
+    extra |= {"amp": config.runtime.amp, "gpu": config.sweep.trial_gpus > 0}
     if spec.kind == "rl":
-        for key in ("lam", "static_baselines"):
-            relevant["rl"].pop(key)
-        relevant["warm_start"] = _file_digest(config.meta.warm_start)
-    relevant |= {"spec": spec.to_dict(), "teacher_seed": config.runtime.seed}
-    relevant |= {"amp": config.runtime.amp, "gpu": config.sweep.trial_gpus > 0}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: str) -> str:
-    """A short hash of a file's bytes ('' for no file)."""
-    if not path or not Path(path).is_file():
-        return path
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        extra["warm_start"] = file_digest(config.meta.warm_start)
+    return fingerprint(config, sections, extra, drop={"rl": ("lam", "static_baselines")})
 
 
 def _count_attempt(run_dir: Path) -> int:

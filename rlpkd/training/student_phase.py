@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rlpkd.config import Config, config_to_dict
+from rlpkd.config import Config
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
+from rlpkd.fingerprint import fingerprint
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import index_to_subset
 from rlpkd.models.detector import PyramidDetector
@@ -30,6 +29,7 @@ from rlpkd.training.level_selection import (
 __all__ = [
     "subset_flops_vector",
     "selector_from_spec",
+    "STUDENT_SECTIONS",
     "student_fingerprint",
     "selector_key",
     "finished_student_metrics",
@@ -59,18 +59,20 @@ def selector_from_spec(
     return FixedLevels(value)
 
 
+STUDENT_SECTIONS = ("data", "teacher", "student", "teacher_schedule", "student_schedule")
+STUDENT_SECTIONS += ("distill", "eval")
+"""The config sections that decide a student run (the rl, meta and experiment sections only
+choose which runs happen)."""
+
+
 def student_fingerprint(config: Config, seed: int, selector_key: str) -> str:
     """A hash of what determines a student run: data, models, schedules, KD, eval, teacher seed,
     student seed and the selector (not the rl/meta/experiment sections, which only choose runs)."""
-    relevant = {
-        name: config_to_dict(getattr(config, name))
-        for name in ("data", "teacher", "student", "teacher_schedule", "student_schedule")
-        + ("distill", "eval")
-    }
-    for key in ("preload", "num_workers", "root"):
-        relevant["data"].pop(key)
-    relevant |= {"teacher_seed": config.runtime.seed, "seed": seed, "selector": selector_key}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(
+        config,
+        STUDENT_SECTIONS,
+        {"teacher_seed": config.runtime.seed, "seed": seed, "selector": selector_key},
+    )
 
 
 def selector_key(selector: LevelSelector) -> str:
