@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "base",
         (
             "rlpkd",
+            "rlpkd.atomic_files",
             "rlpkd.checkpoint_io",
             "rlpkd.config",
             "rlpkd.errors",
