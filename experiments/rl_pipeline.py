@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
@@ -28,7 +27,7 @@ from rlpkd.config import Config, config_from_dict, config_to_dict
 from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.errors import CheckpointError, ConfigError, ResumeMismatchError
 from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest, fingerprint
-from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
+from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.decision_log import DecisionLog, read_decisions
@@ -37,11 +36,9 @@ from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
 from rlpkd.training.student_phase import (
-    finished_student_metrics,
-    run_student,
+    StudentRunInputs,
+    run_or_reuse_student,
     selector_from_spec,
-    selector_key,
-    student_fingerprint,
 )
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 from rlpkd.viz.heatmaps import write_heatmaps
@@ -308,47 +305,24 @@ def policy_step_hook(
 
 
 def _distil(
-    config: Config,
+    inputs: StudentRunInputs,
     run_dir: RunDirectory,
-    datasets: DetectionDatasets,
-    teacher: PyramidDetector,
-    flops: FlopsModel,
-    device: torch.device,
     method: str,
     spec: str,
     seed: int,
     weights: Path,
 ) -> dict[str, Any]:
     """One Phase-3 student (reused if it already finished with this config)."""
+    config = inputs.config
     student_dir = RunDirectory(run_dir.path / "students" / f"{method}-seed{seed}")
     on_step = None
     if spec == "policy":
         selector = policy_selector(config, weights, seed)
-        on_step = policy_step_hook(config, datasets, selector, student_dir)
+        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
     else:
-        selector = selector_from_spec(spec, flops, seed, config.data.level_thresholds)
-    fingerprint = student_fingerprint(config, seed, selector_key(selector))
-    previous = finished_student_metrics(student_dir, fingerprint)
-    if previous is not None:
-        previous["method"] = method
-        return previous
-    print(f"[phase 3] {method} seed={seed} -> {student_dir.path}", flush=True)
-    metrics = run_student(
-        config,
-        datasets,
-        teacher,
-        selector,
-        seed,
-        student_dir,
-        flops,
-        device,
-        config.runtime.progress,
-        on_step=on_step,
-    )
-    metrics["method"] = method
-    student_dir.write_metrics(metrics)
-    print(f"    AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}", flush=True)
-    return metrics
+        selector = selector_from_spec(spec, inputs.flops, seed, config.data.level_thresholds)
+    title = f"[phase 3] {method} seed={seed}"
+    return run_or_reuse_student(inputs, selector, seed, student_dir, title, on_step, method)
 
 
 def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
@@ -387,32 +361,13 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     weights = Path(learning["weights"])
 
     _phase("Phase 3: policy-guided distillation and baselines")
-    runs: list[dict[str, Any]] = []
+    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
     seeds = config.experiment.seeds
-    for seed in seeds:
-        runs.append(
-            _distil(
-                config,
-                run_dir,
-                datasets,
-                teacher,
-                flops,
-                device,
-                POLICY_METHOD,
-                "policy",
-                seed,
-                weights,
-            )
-        )
+    runs = [_distil(inputs, run_dir, POLICY_METHOD, "policy", seed, weights) for seed in seeds]
     all_flops = flops.kd_flops(LEVELS)
     policy_fraction = sum(r["kd_gflops"] for r in runs) / len(runs) * 1e9 / all_flops
     for method, spec in _student_runs(config, policy_fraction)[1:]:
-        for seed in seeds:
-            runs.append(
-                _distil(
-                    config, run_dir, datasets, teacher, flops, device, method, spec, seed, weights
-                )
-            )
+        runs += [_distil(inputs, run_dir, method, spec, seed, weights) for seed in seeds]
 
     _phase("Phase 4: report")
     decisions = read_decisions(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -33,7 +34,9 @@ __all__ = [
     "student_fingerprint",
     "selector_key",
     "finished_student_metrics",
+    "StudentRunInputs",
     "run_student",
+    "run_or_reuse_student",
 ]
 
 
@@ -90,23 +93,38 @@ def finished_student_metrics(run_dir: RunDirectory, fingerprint: str) -> dict | 
     return None
 
 
+@dataclass(frozen=True)
+class StudentRunInputs:
+    """What every student run of an experiment shares."""
+
+    config: Config
+    """The resolved config (``runtime.progress`` shows or hides the progress bars)."""
+    datasets: DetectionDatasets
+    """Training and validation data."""
+    teacher: PyramidDetector
+    """The frozen teacher, on ``device``."""
+    flops: FlopsModel
+    """KD and student FLOPs of this teacher/student pair."""
+    device: torch.device
+    """Where the student trains."""
+
+
 def run_student(
-    config: Config,
-    datasets: DetectionDatasets,
-    teacher: PyramidDetector,
+    inputs: StudentRunInputs,
     selector: LevelSelector,
     seed: int,
     run_dir: RunDirectory,
-    flops: FlopsModel,
-    device: torch.device,
-    progress: bool = True,
     on_step: StepHook | None = None,
+    method: str | None = None,
 ) -> dict:
     """Distil a fresh student whose levels ``selector`` picks; write and return its metrics.
 
     The run resumes from ``checkpoints/student_resume_<fingerprint>.pt`` if an earlier attempt with
-    the same fingerprint (config, seed, selector) was interrupted.
+    the same fingerprint (config, seed, selector) was interrupted. ``method`` is the metrics'
+    method label (default: the selector's name).
     """
+    config, datasets, flops, device = inputs.config, inputs.datasets, inputs.flops, inputs.device
+    progress = config.runtime.progress
     start = time.perf_counter()
     fingerprint = student_fingerprint(config, seed, selector_key(selector))
     run_dir.prepare(config, write_config=False)  # config.yaml goes beside the metrics
@@ -114,7 +132,7 @@ def run_student(
     student, objective, stats = distill_student(
         config,
         datasets,
-        teacher,
+        inputs.teacher,
         selector,
         seed,
         device,
@@ -139,7 +157,7 @@ def run_student(
         "student_train_gflops": flops.student_train_flops() / 1e9,
         "wall_time_s": time.perf_counter() - start,
         "train_time_s": stats.train_time_s,
-        "method": selector.name,
+        "method": selector.name if method is None else method,
         "levels": selector.name,
         "seed": seed,
         "selection_rates": stats.selection_rates,
@@ -150,3 +168,29 @@ def run_student(
     run_dir.write_predictions(predictions)
     run_dir.write_metrics(result)
     return result
+
+
+def run_or_reuse_student(
+    inputs: StudentRunInputs,
+    selector: LevelSelector,
+    seed: int,
+    run_dir: RunDirectory,
+    title: str,
+    on_step: StepHook | None = None,
+    method: str | None = None,
+) -> dict:
+    """The metrics of the student run in ``run_dir``: those it holds if it already finished with
+    this fingerprint (config, seed, selector), else ``run_student``'s. Prints ``title`` and the
+    outcome.
+    """
+    print(f"{title} -> {run_dir.path}", flush=True)
+    fingerprint = student_fingerprint(inputs.config, seed, selector_key(selector))
+    previous = finished_student_metrics(run_dir, fingerprint)
+    if previous is not None:
+        print("    reusing the finished run", flush=True)
+        if method is not None:
+            previous["method"] = method
+        return previous
+    metrics = run_student(inputs, selector, seed, run_dir, on_step, method)
+    print(f"    AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}", flush=True)
+    return metrics
