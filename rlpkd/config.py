@@ -113,18 +113,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """A ResNet + FPN + FCOS detector."""
+    """The architecture of one ResNet + FPN + FCOS detector (``build_detector`` takes it):
+    everything the FLOPs model needs to know."""
 
     depth: int = 18
     """ResNet depth: 18, 34, 50 or 101."""
     width: float = 1.0
     """Multiplier on every ResNet stage's channels (1.0 = torchvision's ResNet)."""
     fpn_channels: int = 256
-    """Channels of P2-P5."""
+    """Channels of every FPN output (P2-P5)."""
     head_convs: int = 4
-    """3x3 convs per head tower."""
+    """3x3 convs in each of the head's two towers."""
     pretrained: bool = False
-    """ImageNet weights from the local torch hub cache (never downloaded)."""
+    """Load ImageNet weights for the ResNet from the local torch hub cache (never downloaded)."""
 
 
 @dataclass

@@ -14,12 +14,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.bench.torchvision_fcos_kd import TorchvisionFCOSKDStep, build_torchvision_fcos
-from rlpkd.config import DistillConfig
+from rlpkd.config import DistillConfig, ModelConfig
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import LEVELS, format_levels, levels_to_mask
-from rlpkd.models.detector import DetectorSpec, PyramidDetector, build_detector
+from rlpkd.models.detector import PyramidDetector, build_detector
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.kd_step import kd_training_step
 
@@ -92,8 +92,8 @@ class KDBench:
 
 
 def build_kd_bench(
-    teacher_spec: DetectorSpec,
-    student_spec: DetectorSpec,
+    teacher_spec: ModelConfig,
+    student_spec: ModelConfig,
     image_size: int,
     batch_size: int,
     device: torch.device,
@@ -116,8 +116,8 @@ def build_kd_bench(
 
 
 def benchmark_kd_steps(
-    teacher_spec: DetectorSpec,
-    student_spec: DetectorSpec,
+    teacher_spec: ModelConfig,
+    student_spec: ModelConfig,
     image_size: int,
     batch_size: int,
     device: torch.device,

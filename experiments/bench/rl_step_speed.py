@@ -14,16 +14,16 @@ from envs.observation import OBS_DIM, new_running_gap, sample_observations
 from experiments.bench.kd_step_speed import build_kd_bench, time_steps
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
+from rlpkd.config import ModelConfig
 from rlpkd.levels import LEVELS, NUM_LEVELS
-from rlpkd.models.detector import DetectorSpec
 from rlpkd.training.kd_step import kd_losses_no_grad, kd_training_step
 
 __all__ = ["benchmark_rl_overhead"]
 
 
 def benchmark_rl_overhead(
-    teacher_spec: DetectorSpec,
-    student_spec: DetectorSpec,
+    teacher_spec: ModelConfig,
+    student_spec: ModelConfig,
     image_size: int,
     batch_size: int,
     device: torch.device,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 from experiments.bench.kd_step_speed import benchmark_kd_steps
-from rlpkd.models.detector import DetectorSpec
+from rlpkd.config import ModelConfig
 
 
 def test_benchmark_reports_all_step_kinds_with_consistent_flops():
     result = benchmark_kd_steps(
-        DetectorSpec(18, 0.25, 32, 1),
-        DetectorSpec(18, 0.125, 16, 1),
+        ModelConfig(18, 0.25, 32, 1),
+        ModelConfig(18, 0.125, 16, 1),
         image_size=64,
         batch_size=2,
         device=torch.device("cpu"),
@@ -33,8 +33,8 @@ def test_rl_overhead_benchmark_reports_every_step_kind():
     from experiments.bench.rl_step_speed import benchmark_rl_overhead
 
     result = benchmark_rl_overhead(
-        DetectorSpec(18, 0.25, 32, 1),
-        DetectorSpec(18, 0.125, 16, 1),
+        ModelConfig(18, 0.25, 32, 1),
+        ModelConfig(18, 0.125, 16, 1),
         image_size=64,
         batch_size=2,
         device=torch.device("cpu"),
