@@ -16,8 +16,6 @@ Files are named by a fingerprint of everything that determines them and reused w
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +24,13 @@ from tqdm import tqdm
 
 from envs.observation import new_running_gap
 from rlpkd.checkpoint_io import load_checkpoint, save_checkpoint_atomic
-from rlpkd.config import Config, config_to_dict
+from rlpkd.config import Config
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.normalise import RunningLevelScale
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.errors import CheckpointError, ConfigError
+from rlpkd.fingerprint import fingerprint
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.training.distill_run import new_student_training
@@ -93,19 +92,8 @@ def new_training_state(
 
 def snapshot_fingerprint(config: Config) -> str:
     """A hash of everything that determines the snapshot student (data, models, schedule, KD, seed)."""
-    data = config_to_dict(config.data)
-    for key in ("preload", "num_workers", "root"):
-        data.pop(key)
-    relevant = {
-        "data": data,
-        "teacher": config_to_dict(config.teacher),
-        "teacher_schedule": config_to_dict(config.teacher_schedule),
-        "student": config_to_dict(config.student),
-        "student_schedule": config_to_dict(config.student_schedule),
-        "distill": config_to_dict(config.distill),
-        "seed": config.runtime.seed,
-    }
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    sections = ("data", "teacher", "teacher_schedule", "student", "student_schedule", "distill")
+    return fingerprint(config, sections, {"seed": config.runtime.seed})
 
 
 def snapshot_path(out_dir: Path, fingerprint: str, fraction: float) -> Path:

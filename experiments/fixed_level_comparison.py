@@ -17,11 +17,9 @@ from rlpkd.report.tables import summarise_methods, write_report
 from rlpkd.rundir import RunDirectory
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.student_phase import (
-    finished_student_metrics,
-    run_student,
+    StudentRunInputs,
+    run_or_reuse_student,
     selector_from_spec,
-    selector_key,
-    student_fingerprint,
 )
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
@@ -55,31 +53,13 @@ def run_fixed_level_comparison(config: Config) -> dict[str, Any]:
     teacher, teacher_metrics = load_or_train_teacher(config, datasets, device, run_dir, progress)
     print(f"[phase 1] teacher val AP = {100 * teacher_metrics['AP']:.1f}")
     flops = flops_model_from_config(config, datasets.num_classes)
+    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
     runs = []
     for index, (spec, seed) in enumerate(planned_student_runs(config)):
         student_dir = RunDirectory(run_dir.path / "students" / _run_name(spec, seed))
         selector = selector_from_spec(spec, flops, seed, config.data.level_thresholds)
-        print(f"[students {index + 1}] levels={spec} seed={seed} -> {student_dir.path}")
-        previous = finished_student_metrics(
-            student_dir, student_fingerprint(config, seed, selector_key(selector))
-        )
-        if previous is not None:
-            print("    reusing the finished run")
-            runs.append(previous)
-            continue
-        metrics = run_student(
-            config,
-            datasets,
-            teacher,
-            selector,
-            seed,
-            student_dir,
-            flops,
-            device,
-            progress,
-        )
-        print(f"    AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}")
-        runs.append(metrics)
+        title = f"[students {index + 1}] levels={spec} seed={seed}"
+        runs.append(run_or_reuse_student(inputs, selector, seed, student_dir, title))
     rows = summarise_methods(runs)
     extra = {
         "teacher_AP": teacher_metrics["AP"],

@@ -8,14 +8,12 @@ same schedule and seeds -> Phase 4 evaluation, heatmaps and report.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
@@ -28,7 +26,8 @@ from policies.weights import module_state, read_weights_file, save_weights_file
 from rlpkd.config import Config, config_from_dict, config_to_dict
 from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.errors import CheckpointError, ConfigError, ResumeMismatchError
-from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
+from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest, fingerprint
+from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.decision_log import DecisionLog, read_decisions
@@ -37,11 +36,9 @@ from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
 from rlpkd.training.student_phase import (
-    finished_student_metrics,
-    run_student,
+    StudentRunInputs,
+    run_or_reuse_student,
     selector_from_spec,
-    selector_key,
-    student_fingerprint,
 )
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 from rlpkd.viz.heatmaps import write_heatmaps
@@ -60,8 +57,6 @@ __all__ = [
 ]
 
 POLICY_METHOD = "rl-policy"
-DATA_LOCATION_KEYS = ("root", "preload", "num_workers")
-"""data.* keys that say where and how the images are read, not what they are."""
 RESUME_IGNORED_KEYS = tuple(f"data.{key}" for key in DATA_LOCATION_KEYS)
 """Keys of the fingerprinted sections that ``--resume`` may change (they do not change results)."""
 RESUME_SECTIONS = ("data", "teacher", "student", "teacher_schedule", "student_schedule")
@@ -74,13 +69,6 @@ def _phase(name: str) -> None:
     print(f"\n=== {name} ===", flush=True)
 
 
-def _file_digest(path: str) -> str:
-    """A short hash of a file's bytes ('' for no path; the path itself if it is not a file)."""
-    if not path or not Path(path).is_file():
-        return path
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def policy_fingerprint(config: Config) -> str:
     """A hash of everything that determines the PPO policy of Phase 2.
 
@@ -88,17 +76,12 @@ def policy_fingerprint(config: Config) -> str:
     students with it), the rl section (less Phase 3's ``greedy`` and ``static_baselines``), the
     warm start's bytes and the seed; not where the data lives or how progress is shown.
     """
-    relevant = {
-        name: config_to_dict(getattr(config, name))
-        for name in ("data", "teacher", "student", "teacher_schedule", "student_schedule")
-        + ("distill", "rl")
-    }
-    for key in DATA_LOCATION_KEYS:
-        relevant["data"].pop(key)
-    for key in ("greedy", "static_baselines"):
-        relevant["rl"].pop(key)
-    relevant |= {"warm_start": _file_digest(config.meta.warm_start), "seed": config.runtime.seed}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(
+        config,
+        ("data", "teacher", "student", "teacher_schedule", "student_schedule", "distill", "rl"),
+        {"warm_start": file_digest(config.meta.warm_start), "seed": config.runtime.seed},
+        drop={"rl": ("greedy", "static_baselines")},
+    )
 
 
 def resume_keys(config: Config) -> dict[str, Any]:
@@ -299,7 +282,7 @@ def policy_selector(config: Config, weights: Path, seed: int) -> Any:
         seed=seed,
         name=POLICY_METHOD,
     )
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    digest = file_digest(str(weights))
     selector.fingerprint = f"{POLICY_METHOD}:{digest}:greedy={config.rl.greedy}"
     return selector
 
@@ -322,47 +305,24 @@ def policy_step_hook(
 
 
 def _distil(
-    config: Config,
+    inputs: StudentRunInputs,
     run_dir: RunDirectory,
-    datasets: DetectionDatasets,
-    teacher: PyramidDetector,
-    flops: FlopsModel,
-    device: torch.device,
     method: str,
     spec: str,
     seed: int,
     weights: Path,
 ) -> dict[str, Any]:
     """One Phase-3 student (reused if it already finished with this config)."""
+    config = inputs.config
     student_dir = RunDirectory(run_dir.path / "students" / f"{method}-seed{seed}")
     on_step = None
     if spec == "policy":
         selector = policy_selector(config, weights, seed)
-        on_step = policy_step_hook(config, datasets, selector, student_dir)
+        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
     else:
-        selector = selector_from_spec(spec, flops, seed, config.data.level_thresholds)
-    fingerprint = student_fingerprint(config, seed, selector_key(selector))
-    previous = finished_student_metrics(student_dir, fingerprint)
-    if previous is not None:
-        previous["method"] = method
-        return previous
-    print(f"[phase 3] {method} seed={seed} -> {student_dir.path}", flush=True)
-    metrics = run_student(
-        config,
-        datasets,
-        teacher,
-        selector,
-        seed,
-        student_dir,
-        flops,
-        device,
-        config.runtime.progress,
-        on_step=on_step,
-    )
-    metrics["method"] = method
-    student_dir.write_metrics(metrics)
-    print(f"    AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}", flush=True)
-    return metrics
+        selector = selector_from_spec(spec, inputs.flops, seed, config.data.level_thresholds)
+    title = f"[phase 3] {method} seed={seed}"
+    return run_or_reuse_student(inputs, selector, seed, student_dir, title, on_step, method)
 
 
 def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
@@ -401,32 +361,13 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     weights = Path(learning["weights"])
 
     _phase("Phase 3: policy-guided distillation and baselines")
-    runs: list[dict[str, Any]] = []
+    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
     seeds = config.experiment.seeds
-    for seed in seeds:
-        runs.append(
-            _distil(
-                config,
-                run_dir,
-                datasets,
-                teacher,
-                flops,
-                device,
-                POLICY_METHOD,
-                "policy",
-                seed,
-                weights,
-            )
-        )
+    runs = [_distil(inputs, run_dir, POLICY_METHOD, "policy", seed, weights) for seed in seeds]
     all_flops = flops.kd_flops(LEVELS)
     policy_fraction = sum(r["kd_gflops"] for r in runs) / len(runs) * 1e9 / all_flops
     for method, spec in _student_runs(config, policy_fraction)[1:]:
-        for seed in seeds:
-            runs.append(
-                _distil(
-                    config, run_dir, datasets, teacher, flops, device, method, spec, seed, weights
-                )
-            )
+        runs += [_distil(inputs, run_dir, method, spec, seed, weights) for seed in seeds]
 
     _phase("Phase 4: report")
     decisions = read_decisions(

@@ -6,38 +6,31 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
-
 from rlpkd.config import Config
-from rlpkd.data.build import DetectionDatasets, build_datasets, heldout_split
-from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
-from rlpkd.models.detector import PyramidDetector
+from rlpkd.data.build import build_datasets, heldout_split
+from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.search.context import SearchContext
 from rlpkd.search.methods import run_search
 from rlpkd.training.level_selection import FixedLevels
-from rlpkd.training.student_phase import run_student
+from rlpkd.training.student_phase import StudentRunInputs, run_student
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 __all__ = ["search_and_retrain", "run_search_experiment"]
 
 
 def search_and_retrain(
-    config: Config,
-    method: str,
-    seed: int,
-    datasets: DetectionDatasets,
-    teacher: PyramidDetector,
-    flops: FlopsModel,
-    device: torch.device,
-    run_dir: RunDirectory,
+    inputs: StudentRunInputs, method: str, seed: int, run_dir: RunDirectory
 ) -> dict[str, Any]:
     """Run search ``method`` on a held-out split of the training set, write ``search.json``,
     retrain the chosen subset on ``student_schedule`` and return its metrics plus the search cost.
     """
-    split = heldout_split(datasets, config.search.holdout_fraction, seed)
-    context = SearchContext(config, split, teacher, flops, device, seed, config.runtime.progress)
+    config = inputs.config
+    split = heldout_split(inputs.datasets, config.search.holdout_fraction, seed)
+    context = SearchContext(
+        config, split, inputs.teacher, inputs.flops, inputs.device, seed, config.runtime.progress
+    )
     print(
         f"[search] {method} seed={seed}: {len(split.train)} search-train / {len(split.val)} "
         "held-out training images",
@@ -52,17 +45,7 @@ def search_and_retrain(
         f"{cost.device}-seconds, {cost.kd_gflops:.1f} kd GFLOPs; retraining it",
         flush=True,
     )
-    metrics = run_student(
-        config,
-        datasets,
-        teacher,
-        FixedLevels(result.levels),
-        seed,
-        run_dir,
-        flops,
-        device,
-        config.runtime.progress,
-    )
+    metrics = run_student(inputs, FixedLevels(result.levels), seed, run_dir)
     metrics |= {
         "method": method,
         "levels": result.levels_name,
@@ -89,7 +72,8 @@ def run_search_experiment(config: Config, method: str, seed: int | None = None) 
     run_dir.prepare(config)
     teacher, _ = load_or_train_teacher(config, datasets, device, run_dir, config.runtime.progress)
     flops = flops_model_from_config(config, datasets.num_classes)
-    metrics = search_and_retrain(config, method, seed, datasets, teacher, flops, device, run_dir)
+    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
+    metrics = search_and_retrain(inputs, method, seed, run_dir)
     metrics["wall_time_s"] = time.perf_counter() - start
     run_dir.write_metrics(metrics)
     return metrics

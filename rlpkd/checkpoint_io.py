@@ -7,14 +7,13 @@ never a traceback.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rlpkd.atomic_files import atomic_write
 from rlpkd.errors import CheckpointError
 
 __all__ = ["load_checkpoint", "save_checkpoint_atomic"]
@@ -76,14 +75,4 @@ def _reason(error: Exception) -> str:
 
 def save_checkpoint_atomic(path: str | Path, state: dict[str, Any]) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))

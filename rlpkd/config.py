@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
 import re
 import types
@@ -39,7 +37,6 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "save_config",
-    "config_fingerprint",
     "validate_config",
     "parse_config_yaml",
     "ConfigYamlLoader",
@@ -116,18 +113,19 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """A ResNet + FPN + FCOS detector."""
+    """The architecture of one ResNet + FPN + FCOS detector (``build_detector`` takes it):
+    everything the FLOPs model needs to know."""
 
     depth: int = 18
     """ResNet depth: 18, 34, 50 or 101."""
     width: float = 1.0
     """Multiplier on every ResNet stage's channels (1.0 = torchvision's ResNet)."""
     fpn_channels: int = 256
-    """Channels of P2-P5."""
+    """Channels of every FPN output (P2-P5)."""
     head_convs: int = 4
-    """3x3 convs per head tower."""
+    """3x3 convs in each of the head's two towers."""
     pretrained: bool = False
-    """ImageNet weights from the local torch hub cache (never downloaded)."""
+    """Load ImageNet weights for the ResNet from the local torch hub cache (never downloaded)."""
 
 
 @dataclass
@@ -763,12 +761,6 @@ def validate_config(config: Config, source: str = "config") -> None:
             f"{source}: 'rl.minibatch_size' is {config.rl.minibatch_size}; allowed: at most "
             f"rl.train_batch_size ({config.rl.train_batch_size})"
         )
-
-
-def config_fingerprint(config: Config) -> str:
-    """A short hash of the whole resolved config (to recognise results made from it)."""
-    text = json.dumps(config_to_dict(config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_config(config: Config, path: str | Path) -> None:

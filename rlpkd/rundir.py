@@ -13,7 +13,6 @@ import math
 import os
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +21,13 @@ from typing import Any
 import torch
 import yaml
 
+from rlpkd.atomic_files import atomic_write_text
+from rlpkd.checkpoint_io import save_checkpoint_atomic
 from rlpkd.config import Config, config_to_dict
 from rlpkd.errors import RunLockedError
 
 __all__ = [
     "RunDirectory",
-    "atomic_write_text",
     "write_json",
     "read_json",
     "RunLock",
@@ -37,15 +37,6 @@ __all__ = [
 
 LOCK_NAME = ".lock"
 """The lock file of a run directory (``<out>/.lock``)."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _json_safe(value: Any) -> Any:
@@ -119,13 +110,7 @@ class RunDirectory:
 
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         """Atomically save ``checkpoints/<name>``."""
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoints / name
-        fd, tmp = tempfile.mkstemp(dir=self.checkpoints, prefix=f".{name}.")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
+        return save_checkpoint_atomic(self.checkpoints / name, state)
 
 
 def _process_start_ticks(pid: int) -> int | None:

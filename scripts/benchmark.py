@@ -14,7 +14,7 @@ import json
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
 from experiments.bench.rl_step_speed import benchmark_rl_overhead
 from experiments.cli import run_cli
-from rlpkd.models.detector import DetectorSpec
+from rlpkd.config import ModelConfig
 from rlpkd.runtime import resolve_device
 
 
@@ -34,8 +34,8 @@ def main() -> int:
         args.image_size, args.batch_size, args.steps, args.warmup = 128, 4, 3, 1
     device = resolve_device(args.device)
     settings = StepBenchSettings(
-        DetectorSpec(depth=50),
-        DetectorSpec(depth=18),
+        ModelConfig(depth=50),
+        ModelConfig(depth=18),
         args.image_size,
         args.batch_size,
         device,

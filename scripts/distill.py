@@ -17,7 +17,7 @@ from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.rundir import RunDirectory, run_lock
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.level_selection import parse_level_spec
-from rlpkd.training.student_phase import run_student, selector_from_spec
+from rlpkd.training.student_phase import StudentRunInputs, run_student, selector_from_spec
 from rlpkd.training.teacher_phase import (
     check_teacher_checkpoint,
     load_or_train_teacher,
@@ -64,18 +64,9 @@ def _distill(config: Config, teacher_path: Path | None, levels: str, seed: int) 
             config, datasets, device, run_dir, config.runtime.progress
         )
     flops = flops_model_from_config(config, datasets.num_classes)
-    metrics = run_student(
-        config,
-        datasets,
-        teacher,
-        selector_from_spec(levels, flops, seed, config.data.level_thresholds),
-        seed,
-        run_dir,
-        flops,
-        device,
-        config.runtime.progress,
-    )
-    return metrics
+    selector = selector_from_spec(levels, flops, seed, config.data.level_thresholds)
+    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
+    return run_student(inputs, selector, seed, run_dir)
 
 
 if __name__ == "__main__":

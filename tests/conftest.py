@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlpkd.config import load_config
+from rlpkd.config import ModelConfig, load_config
 from rlpkd.data.embedded import ensure_embedded_dataset
-from rlpkd.models.detector import DetectorSpec, build_detector
+from rlpkd.models.detector import build_detector
 
 REPO = Path(__file__).resolve().parent.parent
 THRESHOLDS = (4.0, 8.0, 16.0)
@@ -23,13 +23,13 @@ def _few_threads():
 @pytest.fixture
 def tiny_teacher():
     torch.manual_seed(0)
-    return build_detector(DetectorSpec(18, 0.25, 32, 1), 3, THRESHOLDS)
+    return build_detector(ModelConfig(18, 0.25, 32, 1), 3, THRESHOLDS)
 
 
 @pytest.fixture
 def tiny_student():
     torch.manual_seed(1)
-    return build_detector(DetectorSpec(18, 0.125, 16, 1), 3, THRESHOLDS)
+    return build_detector(ModelConfig(18, 0.125, 16, 1), 3, THRESHOLDS)
 
 
 @pytest.fixture(scope="session")

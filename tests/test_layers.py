@@ -20,9 +20,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "base",
         (
             "rlpkd",
+            "rlpkd.atomic_files",
             "rlpkd.checkpoint_io",
             "rlpkd.config",
             "rlpkd.errors",
+            "rlpkd.fingerprint",
             "rlpkd.levels",
             "rlpkd.registry",
             "rlpkd.rundir",

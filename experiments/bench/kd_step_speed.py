@@ -14,12 +14,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.bench.torchvision_fcos_kd import TorchvisionFCOSKDStep, build_torchvision_fcos
-from rlpkd.config import DistillConfig
+from rlpkd.config import DistillConfig, ModelConfig
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import LEVELS, format_levels, levels_to_mask
-from rlpkd.models.detector import DetectorSpec, PyramidDetector, build_detector
+from rlpkd.models.detector import PyramidDetector, build_detector
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.kd_step import kd_training_step
 
@@ -84,9 +84,9 @@ def time_steps(step: Callable[[], object], device: torch.device, warmup: int, st
 class StepBenchSettings:
     """What every step benchmark of one report shares: models, input, device and timing loop."""
 
-    teacher_spec: DetectorSpec
+    teacher_spec: ModelConfig
     """The frozen teacher's architecture."""
-    student_spec: DetectorSpec
+    student_spec: ModelConfig
     """The student's architecture."""
     image_size: int
     """Side of the square random images, in pixels."""

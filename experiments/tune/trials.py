@@ -12,8 +12,6 @@ Four kinds share one schedule, seeds and teacher, so the report compares them on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -23,16 +21,22 @@ from typing import Any
 
 from experiments.rl_pipeline import learn_policy, policy_selector, policy_step_hook
 from experiments.search_retrain import search_and_retrain
-from rlpkd.config import Config, config_to_dict, save_config
+from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import ConfigError, DivergenceError, divergence_in
+from rlpkd.fingerprint import file_digest, fingerprint
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels
 from rlpkd.rundir import RunDirectory, read_json, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.search.methods import search_method_names
 from rlpkd.training.level_selection import parse_level_spec
-from rlpkd.training.student_phase import run_student, selector_from_spec
+from rlpkd.training.student_phase import (
+    STUDENT_SECTIONS,
+    StudentRunInputs,
+    run_student,
+    selector_from_spec,
+)
 from rlpkd.training.teacher_phase import (
     check_teacher_checkpoint,
     load_or_train_teacher,
@@ -193,25 +197,12 @@ def trial_fingerprint(spec: TrialSpec, config: Config) -> str:
     """A hash of what determines a trial's result: the spec, the config sections it reads and
     whether it trains on a GPU (not ``sweep``'s trial lists, paths or progress settings; for RL
     not ``rl.lam``, which the spec sets, and of ``meta`` only the warm start's contents)."""
-    sections = ["data", "teacher", "student", "teacher_schedule", "student_schedule", "distill"]
-    sections += ["eval"] + {"nas": ["search"], "rl": ["rl"]}.get(spec.kind, [])
-    relevant: dict[str, Any] = {name: config_to_dict(getattr(config, name)) for name in sections}
-    for key in ("preload", "num_workers", "root"):
-        relevant["data"].pop(key)
+    sections = [*STUDENT_SECTIONS, *{"nas": ["search"], "rl": ["rl"]}.get(spec.kind, [])]
+    extra: dict[str, Any] = {"spec": spec.to_dict(), "teacher_seed": config.runtime.seed}
+    extra |= {"amp": config.runtime.amp, "gpu": config.sweep.trial_gpus > 0}
     if spec.kind == "rl":
-        for key in ("lam", "static_baselines"):
-            relevant["rl"].pop(key)
-        relevant["warm_start"] = _file_digest(config.meta.warm_start)
-    relevant |= {"spec": spec.to_dict(), "teacher_seed": config.runtime.seed}
-    relevant |= {"amp": config.runtime.amp, "gpu": config.sweep.trial_gpus > 0}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: str) -> str:
-    """A short hash of a file's bytes ('' for no file)."""
-    if not path or not Path(path).is_file():
-        return path
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        extra["warm_start"] = file_digest(config.meta.warm_start)
+    return fingerprint(config, sections, extra, drop={"rl": ("lam", "static_baselines")})
 
 
 def _count_attempt(run_dir: Path) -> int:
@@ -329,11 +320,10 @@ def run_trial(
     teacher, _ = load_teacher(teacher_path(sweep_dir), config, datasets.num_classes)
     teacher = teacher.to(device)
     flops = flops_model_from_config(config, datasets.num_classes)
+    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
     run = _TRIAL_RUNNERS[spec.kind]
     try:
-        metrics = run(
-            spec, config, Path(sweep_dir), run_dir, datasets, teacher, flops, device, report
-        )
+        metrics = run(spec, inputs, Path(sweep_dir), run_dir, report)
     except Exception as error:
         diverged = divergence_in(error)
         if diverged is None:
@@ -356,31 +346,44 @@ def run_trial(
     return metrics
 
 
-def _fixed_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
-    selector = selector_from_spec(spec.levels, flops, spec.seed, config.data.level_thresholds)
-    return run_student(
-        config,
-        datasets,
-        teacher,
-        selector,
-        spec.seed,
-        run_dir,
-        flops,
-        device,
-        config.runtime.progress,
-    )
+TrialRunner = Callable[
+    [TrialSpec, StudentRunInputs, Path, RunDirectory, TrialReport | None], dict[str, Any]
+]
 
 
-def _nas_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
+def _fixed_trial(
+    spec: TrialSpec,
+    inputs: StudentRunInputs,
+    sweep_dir: Path,
+    run_dir: RunDirectory,
+    report: TrialReport | None,
+) -> dict[str, Any]:
+    thresholds = inputs.config.data.level_thresholds
+    selector = selector_from_spec(spec.levels, inputs.flops, spec.seed, thresholds)
+    return run_student(inputs, selector, spec.seed, run_dir)
 
-    return search_and_retrain(
-        config, spec.search_method, spec.seed, datasets, teacher, flops, device, run_dir
-    )
+
+def _nas_trial(
+    spec: TrialSpec,
+    inputs: StudentRunInputs,
+    sweep_dir: Path,
+    run_dir: RunDirectory,
+    report: TrialReport | None,
+) -> dict[str, Any]:
+    return search_and_retrain(inputs, spec.search_method, spec.seed, run_dir)
 
 
-def _rl_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device, report):
-
+def _rl_trial(
+    spec: TrialSpec,
+    inputs: StudentRunInputs,
+    sweep_dir: Path,
+    run_dir: RunDirectory,
+    report: TrialReport | None,
+) -> dict[str, Any]:
+    config = inputs.config
     config = dataclasses.replace(config, rl=dataclasses.replace(config.rl, lam=float(spec.lam)))
+    inputs = dataclasses.replace(inputs, config=config)
+    datasets = inputs.datasets
     # the policy learns from the trial's seed; runtime.seed stays the teacher's for the student
     learn_config = dataclasses.replace(
         config, runtime=dataclasses.replace(config.runtime, seed=spec.seed)
@@ -401,7 +404,7 @@ def _rl_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device
         learn_config,
         run_dir,
         datasets,
-        teacher,
+        inputs.teacher,
         resume=True,
         teacher_checkpoint=teacher_path(sweep_dir),
         snapshot_dir=Path(sweep_dir) / "shared" / "snapshots",
@@ -409,28 +412,18 @@ def _rl_trial(spec, config, sweep_dir, run_dir, datasets, teacher, flops, device
     )
     write_json(run_dir.path / "policy_learning.json", learning)
     selector = policy_selector(config, Path(learning["weights"]), spec.seed)
-    metrics = run_student(
-        config,
-        datasets,
-        teacher,
-        selector,
-        spec.seed,
-        run_dir,
-        flops,
-        device,
-        config.runtime.progress,
-        on_step=policy_step_hook(config, datasets, selector, run_dir),
-    )
+    on_step = policy_step_hook(config, datasets, selector, run_dir)
+    metrics = run_student(inputs, selector, spec.seed, run_dir, on_step)
     return metrics | {
         "levels": "rl-policy",
         "lam": float(spec.lam),
         "policy_learning_time_s": learning["learning_time_s"],
-        "policy_kd_flops_fraction": metrics["kd_gflops"] * 1e9 / flops.kd_flops(LEVELS),
+        "policy_kd_flops_fraction": metrics["kd_gflops"] * 1e9 / inputs.flops.kd_flops(LEVELS),
         "policy_iterations": len(learning["history"]),
     }
 
 
-_TRIAL_RUNNERS = {
+_TRIAL_RUNNERS: dict[str, TrialRunner] = {
     "static": _fixed_trial,
     "baseline": _fixed_trial,
     "nas": _nas_trial,

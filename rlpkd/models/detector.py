@@ -9,31 +9,16 @@ import torch
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork, batched_nms
 
+from rlpkd.config import ModelConfig
 from rlpkd.levels import LEVEL_STRIDES, LEVELS
 from rlpkd.models.backbone import ResNetBody, build_resnet
 from rlpkd.models.fcos_loss import fcos_losses, grid_points
 from rlpkd.models.head import FCOSHead, LevelHeadOutput
 
-__all__ = ["DetectorSpec", "PyramidDetector", "DetectorOutput", "Detections", "build_detector"]
+__all__ = ["PyramidDetector", "DetectorOutput", "Detections", "build_detector"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class DetectorSpec:
-    """Architecture of one detector; everything the FLOPs model needs to know."""
-
-    depth: int = 18
-    """ResNet depth: 18, 34, 50 or 101."""
-    width: float = 1.0
-    """Multiplier on every ResNet stage's channels (1.0 = torchvision's ResNet)."""
-    fpn_channels: int = 256
-    """Channels of every FPN output (P2-P5)."""
-    head_convs: int = 4
-    """3x3 convs in each of the head's two towers."""
-    pretrained: bool = False
-    """Load ImageNet weights for the ResNet from the local torch hub cache (never downloaded)."""
 
 
 @dataclass
@@ -63,7 +48,7 @@ class PyramidDetector(nn.Module):
 
     def __init__(
         self,
-        spec: DetectorSpec,
+        spec: ModelConfig,
         num_classes: int,
         level_thresholds: tuple[float, float, float],
     ) -> None:
@@ -142,7 +127,7 @@ class PyramidDetector(nn.Module):
 
 
 def build_detector(
-    spec: DetectorSpec, num_classes: int, level_thresholds: tuple[float, float, float]
+    spec: ModelConfig, num_classes: int, level_thresholds: tuple[float, float, float]
 ) -> PyramidDetector:
     """A fresh detector of the given architecture."""
     return PyramidDetector(spec, num_classes, level_thresholds)

@@ -27,10 +27,11 @@ from typing import Any
 
 import yaml
 
+from rlpkd.atomic_files import atomic_write_text
 from rlpkd.errors import ConfigError, DataError
 from rlpkd.levels import format_levels, parse_levels
 from rlpkd.report.tables import REPORT_METRICS, format_markdown_table, mean_std, summarise_methods
-from rlpkd.rundir import atomic_write_text, read_json, write_json
+from rlpkd.rundir import read_json, write_json
 from rlpkd.viz.pareto import pareto_plot
 
 __all__ = [

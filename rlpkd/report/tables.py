@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rlpkd.rundir import atomic_write_text, write_json
+from rlpkd.atomic_files import atomic_write_text
+from rlpkd.rundir import write_json
 
 __all__ = [
     "REPORT_METRICS",

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rlpkd.config import Config, config_to_dict
+from rlpkd.config import Config
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
+from rlpkd.fingerprint import fingerprint
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import index_to_subset
 from rlpkd.models.detector import PyramidDetector
@@ -30,10 +30,13 @@ from rlpkd.training.level_selection import (
 __all__ = [
     "subset_flops_vector",
     "selector_from_spec",
+    "STUDENT_SECTIONS",
     "student_fingerprint",
     "selector_key",
     "finished_student_metrics",
+    "StudentRunInputs",
     "run_student",
+    "run_or_reuse_student",
 ]
 
 
@@ -59,18 +62,20 @@ def selector_from_spec(
     return FixedLevels(value)
 
 
+STUDENT_SECTIONS = ("data", "teacher", "student", "teacher_schedule", "student_schedule")
+STUDENT_SECTIONS += ("distill", "eval")
+"""The config sections that decide a student run (the rl, meta and experiment sections only
+choose which runs happen)."""
+
+
 def student_fingerprint(config: Config, seed: int, selector_key: str) -> str:
     """A hash of what determines a student run: data, models, schedules, KD, eval, teacher seed,
     student seed and the selector (not the rl/meta/experiment sections, which only choose runs)."""
-    relevant = {
-        name: config_to_dict(getattr(config, name))
-        for name in ("data", "teacher", "student", "teacher_schedule", "student_schedule")
-        + ("distill", "eval")
-    }
-    for key in ("preload", "num_workers", "root"):
-        relevant["data"].pop(key)
-    relevant |= {"teacher_seed": config.runtime.seed, "seed": seed, "selector": selector_key}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(
+        config,
+        STUDENT_SECTIONS,
+        {"teacher_seed": config.runtime.seed, "seed": seed, "selector": selector_key},
+    )
 
 
 def selector_key(selector: LevelSelector) -> str:
@@ -88,23 +93,38 @@ def finished_student_metrics(run_dir: RunDirectory, fingerprint: str) -> dict | 
     return None
 
 
+@dataclass(frozen=True)
+class StudentRunInputs:
+    """What every student run of an experiment shares."""
+
+    config: Config
+    """The resolved config (``runtime.progress`` shows or hides the progress bars)."""
+    datasets: DetectionDatasets
+    """Training and validation data."""
+    teacher: PyramidDetector
+    """The frozen teacher, on ``device``."""
+    flops: FlopsModel
+    """KD and student FLOPs of this teacher/student pair."""
+    device: torch.device
+    """Where the student trains."""
+
+
 def run_student(
-    config: Config,
-    datasets: DetectionDatasets,
-    teacher: PyramidDetector,
+    inputs: StudentRunInputs,
     selector: LevelSelector,
     seed: int,
     run_dir: RunDirectory,
-    flops: FlopsModel,
-    device: torch.device,
-    progress: bool = True,
     on_step: StepHook | None = None,
+    method: str | None = None,
 ) -> dict:
     """Distil a fresh student whose levels ``selector`` picks; write and return its metrics.
 
     The run resumes from ``checkpoints/student_resume_<fingerprint>.pt`` if an earlier attempt with
-    the same fingerprint (config, seed, selector) was interrupted.
+    the same fingerprint (config, seed, selector) was interrupted. ``method`` is the metrics'
+    method label (default: the selector's name).
     """
+    config, datasets, flops, device = inputs.config, inputs.datasets, inputs.flops, inputs.device
+    progress = config.runtime.progress
     start = time.perf_counter()
     fingerprint = student_fingerprint(config, seed, selector_key(selector))
     run_dir.prepare(config, write_config=False)  # config.yaml goes beside the metrics
@@ -112,7 +132,7 @@ def run_student(
     student, objective, stats = distill_student(
         config,
         datasets,
-        teacher,
+        inputs.teacher,
         selector,
         seed,
         device,
@@ -137,7 +157,7 @@ def run_student(
         "student_train_gflops": flops.student_train_flops() / 1e9,
         "wall_time_s": time.perf_counter() - start,
         "train_time_s": stats.train_time_s,
-        "method": selector.name,
+        "method": selector.name if method is None else method,
         "levels": selector.name,
         "seed": seed,
         "selection_rates": stats.selection_rates,
@@ -148,3 +168,29 @@ def run_student(
     run_dir.write_predictions(predictions)
     run_dir.write_metrics(result)
     return result
+
+
+def run_or_reuse_student(
+    inputs: StudentRunInputs,
+    selector: LevelSelector,
+    seed: int,
+    run_dir: RunDirectory,
+    title: str,
+    on_step: StepHook | None = None,
+    method: str | None = None,
+) -> dict:
+    """The metrics of the student run in ``run_dir``: those it holds if it already finished with
+    this fingerprint (config, seed, selector), else ``run_student``'s. Prints ``title`` and the
+    outcome.
+    """
+    print(f"{title} -> {run_dir.path}", flush=True)
+    fingerprint = student_fingerprint(inputs.config, seed, selector_key(selector))
+    previous = finished_student_metrics(run_dir, fingerprint)
+    if previous is not None:
+        print("    reusing the finished run", flush=True)
+        if method is not None:
+            previous["method"] = method
+        return previous
+    metrics = run_student(inputs, selector, seed, run_dir, on_step, method)
+    print(f"    AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}", flush=True)
+    return metrics

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -11,9 +9,10 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from rlpkd.checkpoint_io import load_checkpoint
-from rlpkd.config import Config, config_to_dict
+from rlpkd.config import Config
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
+from rlpkd.fingerprint import fingerprint
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
@@ -32,15 +31,11 @@ __all__ = [
 
 def teacher_fingerprint(config: Config) -> str:
     """A hash of everything that determines the trained teacher."""
-    relevant = {
-        "data": config_to_dict(config.data),
-        "teacher": config_to_dict(config.teacher),
-        "schedule": config_to_dict(config.teacher_schedule),
-        "seed": config.runtime.seed,
-    }
-    for key in ("preload", "num_workers", "root"):  # where the data lives does not change it
-        relevant["data"].pop(key)
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(
+        config,
+        {"data": "data", "teacher": "teacher", "schedule": "teacher_schedule"},
+        {"seed": config.runtime.seed},
+    )
 
 
 TEACHER_CHECKPOINT = "teacher checkpoint"

@@ -8,8 +8,6 @@ draws them, each series' artist tagged with a gid ('static', 'static-front', 'rl
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from rlpkd.atomic_files import atomic_write  # noqa: E402
 
 __all__ = ["pareto_series", "draw_pareto", "pareto_plot"]
 
@@ -219,16 +219,8 @@ def pareto_plot(
     rows: list[dict[str, Any]], summary: dict[str, Any], path: Path, title: str
 ) -> Path:
     """Write the Pareto plot of report rows to ``path`` (PNG, replaced atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure = draw_pareto(pareto_series(rows, summary), title)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        figure.savefig(tmp, format="png", dpi=130)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=130))
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

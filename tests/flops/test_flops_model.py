@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from rlpkd.config import ModelConfig
 from rlpkd.distill.losses import LevelKDLoss, build_kd_loss, list_kd_losses
 from rlpkd.distill.masked import masked_kd_losses
 from rlpkd.flops.analytic import conv2d_flops, conv_output_hw, pool_output_hw
 from rlpkd.flops.kd_flops import FlopsModel, level_set_key
 from rlpkd.levels import LEVELS, all_subsets, levels_to_mask
-from rlpkd.models.detector import DetectorSpec, PyramidDetector, build_detector
+from rlpkd.models.detector import PyramidDetector, build_detector
 from rlpkd.models.lazy_pyramid import freeze_teacher, lazy_teacher_pyramid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +27,9 @@ THRESHOLDS = (8.0, 16.0, 32.0)
 TOLERANCE = 0.02
 LEVEL_SETS = [("P5",), ("P2",), ("P3", "P5"), LEVELS]
 
-SMALL_TEACHER = DetectorSpec(depth=34, width=0.25, fpn_channels=32, head_convs=1)
-SMALL_STUDENT = DetectorSpec(depth=18, width=0.25, fpn_channels=16, head_convs=1)
-BOTTLENECK_TEACHER = DetectorSpec(depth=50, width=1.0, fpn_channels=64, head_convs=1)
+SMALL_TEACHER = ModelConfig(depth=34, width=0.25, fpn_channels=32, head_convs=1)
+SMALL_STUDENT = ModelConfig(depth=18, width=0.25, fpn_channels=16, head_convs=1)
+BOTTLENECK_TEACHER = ModelConfig(depth=50, width=1.0, fpn_channels=64, head_convs=1)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import torch
 
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
 from experiments.bench.rl_step_speed import benchmark_rl_overhead
-from rlpkd.models.detector import DetectorSpec
+from rlpkd.config import ModelConfig
 
 TINY = StepBenchSettings(
-    DetectorSpec(18, 0.25, 32, 1),
-    DetectorSpec(18, 0.125, 16, 1),
+    ModelConfig(18, 0.25, 32, 1),
+    ModelConfig(18, 0.125, 16, 1),
     image_size=64,
     batch_size=2,
     device=torch.device("cpu"),

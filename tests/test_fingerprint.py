@@ -1,0 +1,120 @@
+"""Fingerprints keep their values: run directories store them and ``--resume`` compares them.
+
+The pinned values were computed by the per-artifact hash functions that ``rlpkd.fingerprint``
+replaced. A new field in a fingerprinted config section changes them legitimately (every stored
+artifact is then recomputed once); update the pins only for such a change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from envs.snapshots import snapshot_fingerprint
+from experiments.rl_pipeline import policy_fingerprint
+from experiments.tune.trials import TrialSpec, trial_fingerprint
+from rlpkd.config import Config, config_from_dict
+from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest, fingerprint
+from rlpkd.training.student_phase import student_fingerprint
+from rlpkd.training.teacher_phase import teacher_fingerprint
+
+VALUES = {
+    "data": {
+        "num_train": 64,
+        "num_val": 32,
+        "image_size": 64,
+        "level_thresholds": [4.0, 8.0, 16.0],
+        "root": "/somewhere",
+    },
+    "teacher": {"depth": 18, "width": 0.25, "fpn_channels": 32, "head_convs": 1},
+    "student": {"depth": 18, "width": 0.125, "fpn_channels": 16, "head_convs": 1},
+    "teacher_schedule": {"epochs": 2, "batch_size": 16, "lr": 0.002, "warmup_steps": 2},
+    "student_schedule": {"epochs": 1, "batch_size": 16, "lr": 0.002, "warmup_steps": 2},
+    "distill": {"loss": "pkd", "loss_params": {"temperature": 2.0}},
+    "rl": {"lam": 0.3, "iterations": 2, "hidden_sizes": [16], "static_baselines": ["P3"]},
+    "search": {"gradient_steps": 4},
+    "sweep": {"trial_gpus": 0.25},
+    "runtime": {"seed": 3},
+}
+SPECS = {
+    "rl": TrialSpec("rl-lam0.1-seed1", "rl", "rl λ=0.1", 1, lam=0.1),
+    "nas": TrialSpec("darts-seed1", "nas", "darts", 1, search_method="darts"),
+    "static": TrialSpec("static-P2-seed1", "static", "P2", 1, levels="P2"),
+    "baseline": TrialSpec("baseline-random_0.5-seed1", "baseline", "random:0.5", 1, "random:0.5"),
+}
+PINNED = {
+    "teacher": "8ef3d3e23946dd55",
+    "student": "5964f2653b798d62",
+    "snapshot": "0c42a89819b9c79d",
+    "policy_cold": "35f3ca978eaebd51",
+    "policy_warm": "745c6c311e6d8397",
+    "trial_rl_cold": "0f06dfdbe74f1b7e",
+    "trial_rl_warm": "e7a10262ac2f5fae",
+    "trial_nas": "d123554c2a0d7a09",
+    "trial_static": "ee17b812933881d7",
+    "trial_baseline": "0236622f1eaafa30",
+}
+
+
+def _all_fingerprints(config: Config) -> dict[str, str]:
+    return {
+        "teacher": teacher_fingerprint(config),
+        "student": student_fingerprint(config, 5, "P2,P4"),
+        "snapshot": snapshot_fingerprint(config),
+        "policy": policy_fingerprint(config),
+        **{f"trial_{kind}": trial_fingerprint(spec, config) for kind, spec in SPECS.items()},
+    }
+
+
+@pytest.fixture
+def warm_start(tmp_path):
+    path = tmp_path / "meta.pt"
+    path.write_bytes(b"meta-checkpoint bytes")
+    return str(path)
+
+
+def test_values_are_those_stored_in_existing_runs(warm_start):
+    cold = _all_fingerprints(config_from_dict(VALUES))
+    warm = _all_fingerprints(config_from_dict(VALUES | {"meta": {"warm_start": warm_start}}))
+    for name in ("teacher", "student", "snapshot", "trial_nas", "trial_static", "trial_baseline"):
+        assert cold[name] == warm[name] == PINNED[name], name
+    assert cold["policy"] == PINNED["policy_cold"]
+    assert warm["policy"] == PINNED["policy_warm"]
+    assert cold["trial_rl"] == PINNED["trial_rl_cold"]
+    assert warm["trial_rl"] == PINNED["trial_rl_warm"]
+
+
+def test_where_the_data_lives_changes_no_fingerprint():
+    base = config_from_dict(VALUES)
+    moved = dataclasses.replace(
+        base, data=dataclasses.replace(base.data, root="/elsewhere", preload=False, num_workers=3)
+    )
+    assert set(DATA_LOCATION_KEYS) == {"root", "preload", "num_workers"}
+    assert _all_fingerprints(moved) == _all_fingerprints(base)
+
+
+def test_sections_extra_and_dropped_keys_all_count():
+    config = config_from_dict(VALUES)
+    base = fingerprint(config, ["data", "rl"], {"seed": 1})
+    assert len(base) == 16 and int(base, 16) >= 0
+    assert fingerprint(config, ["data", "rl"], {"seed": 2}) != base
+    assert fingerprint(config, ["data"], {"seed": 1}) != base
+    assert fingerprint(config, {"data": "data", "policy": "rl"}, {"seed": 1}) != base
+    assert fingerprint(config, ["data", "rl"], {"seed": 1}, drop={"rl": ["lam"]}) != base
+    other_lam = dataclasses.replace(config, rl=dataclasses.replace(config.rl, lam=0.9))
+    assert fingerprint(other_lam, ["data", "rl"], {"seed": 1}) != base
+    assert fingerprint(other_lam, ["data", "rl"], {"seed": 1}, drop={"rl": ["lam"]}) == fingerprint(
+        config, ["data", "rl"], {"seed": 1}, drop={"rl": ["lam"]}
+    )
+    with pytest.raises(ValueError, match="'rl'"):
+        fingerprint(config, ["rl"], {"rl": 1})
+
+
+def test_file_digest_hashes_bytes_not_paths(tmp_path):
+    first, second = tmp_path / "a.bin", tmp_path / "b.bin"
+    first.write_bytes(b"same")
+    second.write_bytes(b"same")
+    assert file_digest(str(first)) == file_digest(str(second)) != str(first)
+    assert file_digest("") == ""
+    assert file_digest(str(tmp_path / "missing")) == str(tmp_path / "missing")
