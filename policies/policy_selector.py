@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from envs.observation import new_running_gap, sample_observations
-from policies.level_policy_module import LevelSelectionModule, subset_bits
+from policies.level_policy_module import LevelSelectionModule
 from policies.weights import module_from_weights_file
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.normalise import RunningLevelScale
+from rlpkd.levels import subsets_to_masks
 
 __all__ = ["ObservationFn", "PolicyLevels", "default_observation_fn"]
 
@@ -135,4 +136,4 @@ class PolicyLevels:
         else:
             probs = torch.softmax(logits, dim=-1)
             actions = torch.multinomial(probs, 1, generator=self._generator).squeeze(-1)
-        return subset_bits(actions).to(batch.images.device)
+        return subsets_to_masks(actions).to(batch.images.device)

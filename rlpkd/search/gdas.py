@@ -20,8 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from rlpkd.flops.kd_flops import FlopsModel
-from rlpkd.levels import NUM_LEVELS, all_subsets, format_levels, index_to_subset, levels_to_mask
+from rlpkd.levels import NUM_SUBSETS, format_levels, index_to_subset, subsets_to_masks
 from rlpkd.search.context import SearchContext
 from rlpkd.search.darts import architecture_optimizer
 from rlpkd.search.detector_problem import build_gradient_search, gradient_search_cost
@@ -36,17 +35,14 @@ from rlpkd.search.result import SearchResult
 
 __all__ = [
     "GDAS_PHASE",
-    "NUM_SUBSETS",
     "SUBSET_MASKS",
     "sample_subset_gates",
     "annealed_tau",
-    "subset_flops_fractions",
     "gdas_subset_loop",
     "gdas_search",
 ]
 
-NUM_SUBSETS = 2**NUM_LEVELS
-SUBSET_MASKS: Tensor = torch.stack([levels_to_mask(s) for s in all_subsets()]).float()
+SUBSET_MASKS: Tensor = subsets_to_masks(torch.arange(NUM_SUBSETS)).float()
 """[16, 4] float: row i is the 0/1 level mask of ``index_to_subset(i)``."""
 GDAS_PHASE = "the GDAS search"
 """How GDAS's steps are named in a DivergenceError."""
@@ -79,11 +75,6 @@ def annealed_tau(step: int, steps: int, tau_max: float, tau_min: float) -> float
         return tau_max
     fraction = step / (steps - 1)
     return (1.0 - fraction) * tau_max + fraction * tau_min  # exact at both ends
-
-
-def subset_flops_fractions(flops: FlopsModel) -> Tensor:
-    """[16] ``kd_fraction`` of every subset, in index order (the GDAS FLOPs penalty's cost)."""
-    return torch.tensor([flops.fraction(s) for s in all_subsets()], dtype=torch.float32)
 
 
 def gdas_subset_loop(
@@ -177,7 +168,7 @@ def gdas_search(context: SearchContext) -> SearchResult:
         tau_max=settings.tau_max,
         tau_min=settings.tau_min,
         lam=settings.lam,
-        subset_costs=subset_flops_fractions(context.flops),
+        subset_costs=context.flops.subset_kd_fractions(),
         grad_clip=setup.grad_clip,
         scheduler=setup.scheduler,
         progress=context.progress,

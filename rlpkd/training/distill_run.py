@@ -18,7 +18,7 @@ from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
 from rlpkd.errors import CheckpointError
-from rlpkd.levels import LEVELS, NUM_LEVELS
+from rlpkd.levels import LEVELS, NUM_LEVELS, masks_to_subsets
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_student
 from rlpkd.runtime import seed_everything
@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 StepHook = Callable[[int, DetectionBatch, torch.Tensor, ObjectiveTerms], None]
-_SUBSET_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
 _RESUME_KEYS = (
     "student",
     "objective",
@@ -124,8 +123,8 @@ def distill_student(
     """Train a fresh student for ``config.student_schedule`` with KD at the selector's levels.
 
     Args:
-        subset_kd_flops: [16] kd FLOPs per image of each level subset (``FlopsModel.table``
-            order, index bit i = LEVELS[i]); counted per sample as the run goes.
+        subset_kd_flops: [16] kd FLOPs per image of each level subset, by subset index
+            (``FlopsModel.subset_kd_flops()``); counted per sample as the run goes.
         on_step: called after every update with (step, batch, mask, terms) — e.g. a decision
             log, or a policy selector keeping its running KD gap current.
         checkpoint_path: saved at the end of every epoch; if it exists at the start, the run
@@ -194,8 +193,7 @@ def distill_student(
             )
             scheduler.step()
             step += 1
-            subset = (mask.long() * _SUBSET_BITS).sum(dim=1)
-            stats.kd_flops += float(subset_kd_flops[subset].sum())
+            stats.kd_flops += float(subset_kd_flops[masks_to_subsets(mask)].sum())
             stats.images += len(batch)
             for i, count in enumerate(mask.sum(dim=0).tolist()):
                 stats.level_counts[i] += int(count)

@@ -14,7 +14,6 @@ from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.flops.kd_flops import FlopsModel
-from rlpkd.levels import index_to_subset
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory, read_json
 from rlpkd.training.distill_run import StepHook, distill_student
@@ -28,20 +27,12 @@ from rlpkd.training.level_selection import (
 )
 
 __all__ = [
-    "subset_flops_vector",
     "selector_from_spec",
     "student_fingerprint",
     "selector_key",
     "finished_student_metrics",
     "run_student",
 ]
-
-
-def subset_flops_vector(flops: FlopsModel) -> torch.Tensor:
-    """kd FLOPs per image of the 16 level subsets, indexed by ``subset_to_index``."""
-    return torch.tensor(
-        [flops.kd_flops(index_to_subset(i)) for i in range(16)], dtype=torch.float64
-    )
 
 
 def selector_from_spec(
@@ -116,7 +107,7 @@ def run_student(
         selector,
         seed,
         device,
-        subset_flops_vector(flops),
+        flops.subset_kd_flops(),
         writer=writer,
         progress=progress,
         on_step=on_step,

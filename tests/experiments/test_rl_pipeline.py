@@ -16,7 +16,6 @@ from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.training.distill_run import distill_student
-from rlpkd.training.student_phase import subset_flops_vector
 
 
 def _rl_config(tiny_config):
@@ -53,7 +52,7 @@ def test_policy_guided_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_co
         selector,
         seed=0,
         device=torch.device("cpu"),
-        subset_kd_flops=subset_flops_vector(flops),
+        subset_kd_flops=flops.subset_kd_flops(),
         progress=False,
         on_step=lambda step, batch, mask, terms: masks.append(mask),
     )

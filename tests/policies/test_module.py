@@ -7,12 +7,12 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 
-from policies.level_policy_module import NUM_SUBSETS, build_level_module, subset_bits
+from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
 from policies.weights import module_from_weights_file, read_weights_file, save_weights_file
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.errors import UserError
-from rlpkd.levels import index_to_subset, levels_to_mask
+from rlpkd.levels import NUM_SUBSETS, subsets_to_masks
 
 OBS_DIM = 7
 
@@ -62,12 +62,6 @@ def test_hidden_sizes_come_from_model_config():
     assert widths == [11, 13, 5]
 
 
-def test_subset_bits_match_the_level_encoding():
-    actions = torch.arange(NUM_SUBSETS)
-    expected = torch.stack([levels_to_mask(index_to_subset(i)) for i in range(NUM_SUBSETS)])
-    assert torch.equal(subset_bits(actions), expected)
-
-
 def test_weights_file_round_trip_and_mismatch(tmp_path, module):
     path = save_weights_file(
         tmp_path / "w.pt", module.state_dict(), OBS_DIM, [16, 8], {"tasks": ["a"]}
@@ -114,7 +108,7 @@ def test_policy_levels_picks_the_greedy_subset_from_student_only_observations(mo
     selector.set_student(student)
     mask = selector.select(_batch(6), 0.25)
     assert mask.shape == (6, 4) and mask.dtype == torch.bool
-    assert torch.equal(mask, subset_bits(module.subset_logits(features).argmax(-1)))
+    assert torch.equal(mask, subsets_to_masks(module.subset_logits(features).argmax(-1)))
     assert seen["student"] is student and seen["progress"] == 0.25
     assert seen["thresholds"] == (4.0, 8.0, 16.0) and seen["gap"].shape == (4,)
     assert not any(p.requires_grad for p in module.parameters())

@@ -14,7 +14,6 @@ from rlpkd.search.gdas import (
     gdas_search,
     gdas_subset_loop,
     sample_subset_gates,
-    subset_flops_fractions,
 )
 from rlpkd.search.methods import SEARCH_METHODS
 from tests.search.test_hypergradient import LinearKDProblem
@@ -86,8 +85,8 @@ def test_gdas_loop_prefers_the_useful_levels():
     assert trace[0]["tau"] == 5.0 and trace[-1]["tau"] == 0.1
 
 
-def test_subset_flops_fractions(search_context):
-    fractions = subset_flops_fractions(search_context.flops)
+def test_subset_costs_are_kd_fractions(search_context):
+    fractions = search_context.flops.subset_kd_fractions()
     assert fractions[0] == 0.0 and fractions[15] == pytest.approx(1.0)
     assert ((fractions >= 0) & (fractions <= 1)).all()
 
