@@ -23,7 +23,11 @@ from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_student
 from rlpkd.runtime import seed_everything
 from rlpkd.training.kd_step import kd_training_step
-from rlpkd.training.level_selection import LevelSelector
+from rlpkd.training.level_selection import (
+    LevelSelector,
+    StatefulSelector,
+    StudentObservingSelector,
+)
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
 
 __all__ = [
@@ -146,7 +150,7 @@ def distill_student(
     training = new_student_training(config, datasets.num_classes, total_steps, device)
     student, objective = training.student, training.objective
     optimizer, scheduler = training.optimizer, training.scheduler
-    if hasattr(selector, "set_student"):
+    if isinstance(selector, StudentObservingSelector):
         selector.set_student(student)  # a policy observes the student's own pyramid
     stats = DistillationStats()
     amp = config.runtime.amp
@@ -161,7 +165,7 @@ def distill_student(
             scheduler.load_state_dict(state["scheduler"])
             loader.generator.set_state(state["loader_rng"])
             torch.set_rng_state(state["torch_rng"])
-            if hasattr(selector, "load_state_dict"):
+            if isinstance(selector, StatefulSelector):
                 selector.load_state_dict(state["selector"])
             stats = DistillationStats(**state["stats"])
             step, first_epoch = int(state["step"]), int(state["epoch"]) + 1
@@ -223,7 +227,9 @@ def distill_student(
                     "scheduler": scheduler.state_dict(),
                     "loader_rng": loader.generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
-                    "selector": selector.state_dict() if hasattr(selector, "state_dict") else {},
+                    "selector": (
+                        selector.state_dict() if isinstance(selector, StatefulSelector) else {}
+                    ),
                     "stats": asdict(stats),
                     "step": step,
                     "epoch": epoch,

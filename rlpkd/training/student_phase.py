@@ -19,6 +19,7 @@ from rlpkd.rundir import RunDirectory, read_json
 from rlpkd.training.distill_run import StepHook, distill_student
 from rlpkd.training.level_selection import (
     SCALE_RULE,
+    FingerprintedSelector,
     FixedLevels,
     LevelSelector,
     RandomLevels,
@@ -65,8 +66,10 @@ def student_fingerprint(config: Config, seed: int, selector_key: str) -> str:
 
 
 def selector_key(selector: LevelSelector) -> str:
-    """What identifies a selector's choices: its ``fingerprint`` attribute if any, else its name."""
-    return str(getattr(selector, "fingerprint", selector.name))
+    """What identifies a selector's choices: its ``fingerprint`` if it has one, else its name."""
+    if isinstance(selector, FingerprintedSelector):
+        return str(selector.fingerprint)
+    return str(selector.name)
 
 
 def finished_student_metrics(run_dir: RunDirectory, fingerprint: str) -> dict | None:

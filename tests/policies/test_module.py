@@ -13,6 +13,12 @@ from policies.weights import module_from_weights_file, read_weights_file, save_w
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.errors import UserError
 from rlpkd.levels import NUM_SUBSETS, subsets_to_masks
+from rlpkd.training.level_selection import (
+    FingerprintedSelector,
+    StatefulSelector,
+    StudentObservingSelector,
+)
+from rlpkd.training.student_phase import selector_key
 
 OBS_DIM = 7
 
@@ -60,6 +66,17 @@ def test_hidden_sizes_come_from_model_config():
     module = build_level_module(OBS_DIM, [11, 13, 5])
     widths = [layer.out_features for layer in module._encoder if hasattr(layer, "out_features")]
     assert widths == [11, 13, 5]
+
+
+def test_policy_levels_has_the_optional_selector_capabilities(module):
+    """The distillation loop finds them through the protocols, not by probing attributes."""
+    selector = PolicyLevels(module, (4.0, 8.0, 16.0))
+    assert isinstance(selector, StudentObservingSelector)
+    assert isinstance(selector, StatefulSelector)
+    assert isinstance(selector, FingerprintedSelector)
+    assert selector_key(selector) == "policy"  # no fingerprint given: the name
+    sampled = PolicyLevels(module, (4.0, 8.0, 16.0), greedy=False, fingerprint="policy:abc")
+    assert sampled.name == "policy:sampled" and selector_key(sampled) == "policy:abc"
 
 
 def test_weights_file_round_trip_and_mismatch(tmp_path, module):
