@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from rlpkd.levels import LEVELS, all_subsets, format_levels, index_to_subset, levels_to_mask
+from rlpkd.search.bilevel import BilevelSettings
 from rlpkd.search.gdas import (
+    GDAS_PHASE,
     SUBSET_MASKS,
     annealed_tau,
     gdas_search,
@@ -71,10 +73,8 @@ def test_gdas_loop_prefers_the_useful_levels():
         problem.train_batches(),
         problem.val_batches(),
         150,
+        BilevelSettings(alpha_lr=0.05, xi=None, phase=GDAS_PHASE, eps=0.01),
         generator=torch.Generator().manual_seed(0),
-        alpha_lr=0.05,
-        xi=None,
-        eps=0.01,
         tau_max=5.0,
         tau_min=0.1,
     )
