@@ -25,7 +25,6 @@ from envs.reward import (
     normalised_gap_drop,
     reward_level_scale,
     sample_rewards,
-    subset_flops_fraction_table,
     subset_flops_fractions,
 )
 from envs.snapshots import StudentTrainingState, build_snapshot_pool, load_snapshot
@@ -35,30 +34,20 @@ from rlpkd.data.build import build_datasets
 from rlpkd.data.coco import collate_detection
 from rlpkd.errors import DivergenceError
 from rlpkd.flops.kd_flops import flops_model_from_config
-from rlpkd.levels import LEVELS, NUM_LEVELS
+from rlpkd.levels import LEVELS, NUM_LEVELS, NUM_SUBSETS, subsets_to_masks
 from rlpkd.runtime import resolve_device
 from rlpkd.training.kd_step import first_non_finite, kd_losses_no_grad, kd_training_step
 from rlpkd.training.teacher_phase import load_teacher
 
-__all__ = ["ENV_PHASE", "NUM_SUBSETS", "slot_ids", "actions_to_masks", "LevelSelectionEnv"]
+__all__ = ["ENV_PHASE", "slot_ids", "LevelSelectionEnv"]
 
 ENV_PHASE = "the policy-learning env"
 """How the env's student updates are named in a DivergenceError."""
-
-NUM_SUBSETS = 2**NUM_LEVELS
-"""Actions: every subset of P2..P5, encoded by ``rlpkd.levels.subset_to_index``."""
-
-_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
 
 
 def slot_ids(slots: int) -> list[str]:
     """Agent ids of the B sample slots: ``slot_0`` .. ``slot_{B-1}``."""
     return [f"slot_{i}" for i in range(slots)]
-
-
-def actions_to_masks(actions: torch.Tensor) -> torch.Tensor:
-    """[B] subset indices in [0, 16) -> [B, 4] bool level masks (bit i = ``LEVELS[i]``)."""
-    return (actions.long()[:, None] & _BITS) > 0
 
 
 class LevelSelectionEnv(MultiAgentEnv):
@@ -82,6 +71,7 @@ class LevelSelectionEnv(MultiAgentEnv):
         self.possible_agents = slot_ids(rl.slots)
         self.agents = list(self.possible_agents)
         observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+        # actions: every subset of P2..P5, encoded by ``rlpkd.levels.subset_to_index``
         action_space = gym.spaces.Discrete(NUM_SUBSETS)
         self.observation_spaces = {agent: observation_space for agent in self.possible_agents}
         self.action_spaces = {agent: action_space for agent in self.possible_agents}
@@ -95,7 +85,7 @@ class LevelSelectionEnv(MultiAgentEnv):
         self.snapshot_dir = Path(env_config["snapshot_dir"])
         self.snapshots: list[Path] | None = None  # built or found at the first reset
         flops = flops_model_from_config(self.config, self.datasets.num_classes)
-        self.fraction_table = subset_flops_fraction_table(flops)
+        self.fraction_table = flops.subset_kd_fractions()
         self.all_levels_gflops = flops.kd_gflops(LEVELS)
         # one no-grad gap evaluation per sample: the teacher at all levels + the KD loss (counted
         # with its backward, a slight overestimate) + a student forward (~1/3 of its train step)
@@ -148,7 +138,7 @@ class LevelSelectionEnv(MultiAgentEnv):
         if missing:
             raise ValueError(f"no action for slot(s) {missing}; every slot acts on every step")
         actions = torch.tensor([int(action_dict[agent]) for agent in self.agents])
-        masks = actions_to_masks(actions)
+        masks = subsets_to_masks(actions)
         state, batch, amp = self.state, self.batch, self.config.runtime.amp
         all_levels = torch.ones(len(batch), NUM_LEVELS, dtype=torch.bool)
 

@@ -5,29 +5,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rlpkd.flops.kd_flops import FlopsModel
-from rlpkd.levels import NUM_LEVELS, index_to_subset
+from rlpkd.levels import NUM_LEVELS, masks_to_subsets
 
 __all__ = [
-    "subset_flops_fraction_table",
     "subset_flops_fractions",
     "reward_level_scale",
     "normalised_gap_drop",
     "sample_rewards",
 ]
 
-_SUBSET_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
-
-
-def subset_flops_fraction_table(flops: FlopsModel) -> Tensor:
-    """[16] ``kd_flops(subset) / kd_flops(all)`` of every subset, indexed by ``subset_to_index``."""
-    return torch.tensor([flops.fraction(index_to_subset(i)) for i in range(2**NUM_LEVELS)])
-
 
 def subset_flops_fractions(masks: Tensor, fraction_table: Tensor) -> Tensor:
-    """[B] FLOPs fraction of each sample's chosen levels (``masks`` [B, 4] bool, table [16])."""
-    index = (masks.long().cpu() * _SUBSET_BITS).sum(dim=1)
-    return fraction_table[index]
+    """[B] FLOPs fraction of each sample's chosen levels (``masks`` [B, 4] bool; ``fraction_table``
+    [16] on the CPU, ``FlopsModel.subset_kd_fractions()``)."""
+    return fraction_table[masks_to_subsets(masks.cpu())]
 
 
 def reward_level_scale(running_scale: Tensor, initialised: Tensor, gap_before: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
@@ -22,9 +23,16 @@ from envs.snapshots import build_snapshot_pool, check_snapshot_files
 from policies.policy_selector import PolicyLevels
 from policies.ppo_setup import ensure_ray, latest_checkpoint, train_policy
 from policies.reptile import adaptation_curve
-from policies.weights import module_state, read_weights_file, save_weights_file
+from policies.weights import (
+    module_from_weights_file,
+    module_state,
+    read_weights_file,
+    save_weights_file,
+)
 from rlpkd.config import Config, config_from_dict, config_to_dict
+from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import DetectionDatasets, build_datasets
+from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.errors import CheckpointError, ConfigError, ResumeMismatchError
 from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest, fingerprint
 from rlpkd.flops.kd_flops import flops_model_from_config
@@ -272,23 +280,22 @@ def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str
     return list(dict.fromkeys(runs))
 
 
-def policy_selector(config: Config, weights: Path, seed: int) -> Any:
+def policy_selector(config: Config, weights: Path, seed: int) -> PolicyLevels:
     """The frozen policy as a ``PolicyLevels`` selector, fingerprinted by its weights file."""
-
-    selector = PolicyLevels.from_weights_file(
-        weights,
+    module = module_from_weights_file(weights)
+    digest = file_digest(str(weights))
+    return PolicyLevels(
+        module,
         config.data.level_thresholds,
         greedy=config.rl.greedy,
         seed=seed,
         name=POLICY_METHOD,
+        fingerprint=f"{POLICY_METHOD}:{digest}:greedy={config.rl.greedy}",
     )
-    digest = file_digest(str(weights))
-    selector.fingerprint = f"{POLICY_METHOD}:{digest}:greedy={config.rl.greedy}"
-    return selector
 
 
 def policy_step_hook(
-    config: Config, datasets: DetectionDatasets, selector: Any, student_dir: RunDirectory
+    config: Config, datasets: DetectionDatasets, selector: PolicyLevels, student_dir: RunDirectory
 ) -> StepHook:
     """The Phase-3 step hook of a policy-guided run: keeps the policy's running KD gap current
     and logs every decision to ``<student_dir>/decisions.jsonl``."""
@@ -297,7 +304,9 @@ def policy_step_hook(
     )
     log = DecisionLog(student_dir.path / "decisions.jsonl", datasets.train.class_names, steps)
 
-    def on_step(step, batch, mask, terms):
+    def on_step(
+        step: int, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
+    ) -> None:
         selector.update_running_gap(terms.kd_raw, mask)
         log(step, batch, mask)
 

@@ -20,21 +20,17 @@ from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from rlpkd.levels import NUM_LEVELS
+from rlpkd.levels import NUM_SUBSETS
 
 __all__ = [
     "SHARED_MODULE_ID",
-    "NUM_SUBSETS",
     "DEFAULT_HIDDEN_SIZES",
     "LevelSelectionModule",
     "build_level_module",
-    "subset_bits",
 ]
 
 SHARED_MODULE_ID = "shared_level_policy"
 """The one RLModule id every agent slot maps to."""
-NUM_SUBSETS = 2**NUM_LEVELS
-"""Actions: all subsets of the four pyramid levels."""
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (64, 64)
 """MLP hidden layers when ``model_config`` names none."""
 
@@ -128,9 +124,3 @@ def build_level_module(
         inference_only=False,
         model_config={"hidden_sizes": list(hidden_sizes)},
     )
-
-
-def subset_bits(actions: torch.Tensor) -> torch.Tensor:
-    """Level masks [..., 4] (bool) of subset indices: bit i set means ``LEVELS[i]`` is chosen."""
-    shifts = torch.arange(NUM_LEVELS, device=actions.device)
-    return (actions.long().unsqueeze(-1) >> shifts) & 1 == 1

@@ -13,17 +13,16 @@ running-gap features evolve as they did in the env.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from envs.observation import new_running_gap, sample_observations
-from policies.level_policy_module import LevelSelectionModule, subset_bits
-from policies.weights import module_from_weights_file
+from policies.level_policy_module import LevelSelectionModule
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.normalise import RunningLevelScale
+from rlpkd.levels import subsets_to_masks
 
 __all__ = ["ObservationFn", "PolicyLevels", "default_observation_fn"]
 
@@ -39,7 +38,9 @@ def default_observation_fn() -> ObservationFn:
 
 
 class PolicyLevels:
-    """A LevelSelector (``.name``, ``.select(batch, progress)``) driven by a frozen policy.
+    """A LevelSelector driven by a frozen policy; it observes the student
+    (``StudentObservingSelector``), keeps state (``StatefulSelector``) and has a fingerprint
+    (``FingerprintedSelector``), the protocols of ``rlpkd.training.level_selection``.
 
     Args:
         module: The trained LevelSelectionModule (put in eval mode, gradients off).
@@ -53,6 +54,9 @@ class PolicyLevels:
         budget_left: FLOPs budget left shown in the observation (``self.budget_left``).
         observe: Observation builder; defaults to ``envs.observation.sample_observations``.
         name: Method name in reports.
+        fingerprint: What identifies the policy's choices beyond its name (e.g. a hash of its
+            weights file), so a finished run is reused only for the same policy; defaults to
+            the name.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class PolicyLevels:
         budget_left: float = 0.0,
         observe: ObservationFn | None = None,
         name: str = "policy",
+        fingerprint: str | None = None,
     ) -> None:
         self.module = module.eval()
         for parameter in self.module.parameters():
@@ -76,15 +81,9 @@ class PolicyLevels:
         self.running_gap = new_running_gap() if running_gap is None else running_gap
         self.budget_left = float(budget_left)
         self.name = name if greedy else f"{name}:sampled"
+        self.fingerprint = self.name if fingerprint is None else fingerprint
         self._observe = observe
         self._generator = torch.Generator().manual_seed(seed)
-
-    @classmethod
-    def from_weights_file(
-        cls, path: Path, thresholds: Sequence[float], **kwargs: Any
-    ) -> PolicyLevels:
-        """A selector whose module is loaded from a module-weights checkpoint."""
-        return cls(module_from_weights_file(path), thresholds, **kwargs)
 
     def set_student(self, student: torch.nn.Module) -> None:
         """The student whose pyramid the observations describe."""
@@ -135,4 +134,4 @@ class PolicyLevels:
         else:
             probs = torch.softmax(logits, dim=-1)
             actions = torch.multinomial(probs, 1, generator=self._generator).squeeze(-1)
-        return subset_bits(actions).to(batch.images.device)
+        return subsets_to_masks(actions).to(batch.images.device)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.callbacks.callbacks import RLlibCallback
@@ -31,7 +32,7 @@ from policies.level_policy_module import SHARED_MODULE_ID, LevelSelectionModule
 from policies.weights import load_module_weights, read_weights_file
 from rlpkd.config import Config
 from rlpkd.errors import CheckpointError, divergence_in
-from rlpkd.levels import LEVELS
+from rlpkd.levels import LEVELS, subsets_to_masks
 from rlpkd.rundir import read_json, write_json
 
 __all__ = [
@@ -160,12 +161,11 @@ def log_selection_metrics(
         return
     rewards = episode.get_rewards(-1)
     infos = episode.get_infos(-1)
-    chosen = np.array([int(a) for a in actions.values()], dtype=np.int64)
-    bits = (chosen[:, None] >> np.arange(len(LEVELS))) & 1
+    masks = subsets_to_masks(torch.tensor([int(a) for a in actions.values()])).numpy()
     values: dict[str, float] = {
-        f"rate_{level}": float(bits[:, i].mean()) for i, level in enumerate(LEVELS)
+        f"rate_{level}": float(masks[:, i].mean()) for i, level in enumerate(LEVELS)
     }
-    values["levels_per_decision"] = float(bits.sum(axis=1).mean())
+    values["levels_per_decision"] = float(masks.sum(axis=1).mean())
     if rewards:
         values["reward_per_decision"] = float(np.mean([float(r) for r in rewards.values()]))
     per_key: dict[str, list[float]] = {}

@@ -1,4 +1,5 @@
-"""Pyramid levels P2-P5: names, strides, level-set parsing and per-sample masks."""
+"""Pyramid levels P2-P5: names, strides, level-set parsing, per-sample masks and the subset
+encoding (subset index i has bit j set when ``LEVELS[j]`` is chosen; 0 = none, 15 = all)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,26 @@ __all__ = [
     "LEVELS",
     "LEVEL_STRIDES",
     "NUM_LEVELS",
+    "NUM_SUBSETS",
     "parse_levels",
     "levels_to_mask",
     "mask_to_levels",
     "subset_to_index",
     "index_to_subset",
     "all_subsets",
+    "masks_to_subsets",
+    "subsets_to_masks",
     "format_levels",
 ]
 
 LEVELS: tuple[str, ...] = ("P2", "P3", "P4", "P5")
 NUM_LEVELS = len(LEVELS)
 LEVEL_STRIDES: dict[str, int] = {"P2": 4, "P3": 8, "P4": 16, "P5": 32}
+NUM_SUBSETS = 2**NUM_LEVELS
+"""How many level subsets there are (16): the actions of the level-selection policy."""
+
+_LEVEL_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
+"""[4] long: the value of ``LEVELS[i]``'s bit in a subset index."""
 
 
 def parse_levels(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -66,14 +75,26 @@ def subset_to_index(levels: Iterable[str]) -> int:
 
 def index_to_subset(index: int) -> tuple[str, ...]:
     """Decode an integer in [0, 16) into a level subset (inverse of ``subset_to_index``)."""
-    if not 0 <= index < 2**NUM_LEVELS:
-        raise ValueError(f"subset index {index} outside [0, {2**NUM_LEVELS})")
+    if not 0 <= index < NUM_SUBSETS:
+        raise ValueError(f"subset index {index} outside [0, {NUM_SUBSETS})")
     return tuple(level for i, level in enumerate(LEVELS) if index >> i & 1)
 
 
 def all_subsets() -> list[tuple[str, ...]]:
     """All 16 level subsets, in index order (the empty set first)."""
-    return [index_to_subset(i) for i in range(2**NUM_LEVELS)]
+    return [index_to_subset(i) for i in range(NUM_SUBSETS)]
+
+
+def masks_to_subsets(masks: torch.Tensor) -> torch.Tensor:
+    """Level masks [..., 4] (bool or 0/1) -> subset indices [...] (long, on the masks' device);
+    the batched ``subset_to_index``."""
+    return (masks.long() * _LEVEL_BITS.to(masks.device)).sum(dim=-1)
+
+
+def subsets_to_masks(indices: torch.Tensor) -> torch.Tensor:
+    """Subset indices [...] in [0, 16) -> bool level masks [..., 4] (on the indices' device); the
+    batched ``index_to_subset`` followed by ``levels_to_mask``."""
+    return (indices.long().unsqueeze(-1) & _LEVEL_BITS.to(indices.device)) > 0
 
 
 def format_levels(levels: Sequence[str]) -> str:

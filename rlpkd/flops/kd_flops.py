@@ -16,6 +16,8 @@ import itertools
 import math
 from collections.abc import Sequence
 
+import torch
+
 from rlpkd.config import Config
 from rlpkd.distill.losses import LevelKDLoss, build_kd_loss
 from rlpkd.errors import ConfigError
@@ -137,6 +139,16 @@ class FlopsModel:
     def fraction(self, levels: Sequence[str] | str) -> float:
         """``kd_flops(levels) / kd_flops(all levels)``, in [0, 1]."""
         return self.kd_flops(levels) / self.kd_flops(LEVELS)
+
+    def subset_kd_flops(self) -> torch.Tensor:
+        """[16] float64: ``kd_flops`` per image of every level subset, by subset index
+        (``rlpkd.levels.subset_to_index``); what a run counts per sample."""
+        return torch.tensor([self.kd_flops(s) for s in all_subsets()], dtype=torch.float64)
+
+    def subset_kd_fractions(self) -> torch.Tensor:
+        """[16] float32: ``fraction`` of every level subset, by subset index (the FLOPs price of a
+        choice in the RL reward and the GDAS penalty)."""
+        return torch.tensor([self.fraction(s) for s in all_subsets()], dtype=torch.float32)
 
     def expected_kd_flops(self, level_probs: Sequence[float]) -> float:
         """Expected per-image ``kd_flops`` when level i is included independently with prob p_i.

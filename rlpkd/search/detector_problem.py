@@ -25,6 +25,7 @@ from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.lazy_pyramid import TeacherPyramid, lazy_teacher_pyramid
 from rlpkd.runtime import autocast_for, seed_everything
+from rlpkd.search.bilevel import BilevelSettings
 from rlpkd.search.context import SearchContext
 from rlpkd.search.result import SearchCost
 from rlpkd.training.distill_run import new_student_training
@@ -150,8 +151,7 @@ class GradientSearchSetup:
         scheduler: warm-up + cosine over the search's steps.
         train_batches: endless seeded batches of the search-train part.
         val_batches: endless seeded batches of the held-out part.
-        grad_clip: the student's gradient clipping norm.
-        xi: the virtual step size, or None for the student's current learning rate.
+        settings: the alternating updates' settings, from ``search`` and ``student_schedule``.
         train_batch_size / val_batch_size: images per batch of each stream (full batches only).
     """
 
@@ -160,15 +160,15 @@ class GradientSearchSetup:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     train_batches: Iterator[DetectionBatch]
     val_batches: Iterator[DetectionBatch]
-    grad_clip: float
-    xi: float | None
+    settings: BilevelSettings
     train_batch_size: int
     val_batch_size: int
 
 
-def build_gradient_search(context: SearchContext, steps: int) -> GradientSearchSetup:
+def build_gradient_search(context: SearchContext, steps: int, phase: str) -> GradientSearchSetup:
     """A fresh seeded student, objective, optimiser and data streams for ``steps`` search steps
-    (in fp32 whatever ``runtime.amp`` says)."""
+    (in fp32 whatever ``runtime.amp`` says); ``phase`` names the method in a DivergenceError
+    (with the seed appended)."""
     seed_everything(context.seed)
     config, datasets, device = context.config, context.datasets, context.device
     schedule = config.student_schedule
@@ -179,7 +179,7 @@ def build_gradient_search(context: SearchContext, steps: int) -> GradientSearchS
     val_size = min(schedule.batch_size, len(datasets.val))
     train = build_dataloader(datasets.train, train_size, True, context.seed, drop_last=True)
     val = build_dataloader(datasets.val, val_size, True, context.seed + 1, drop_last=True)
-    unrolled_lr = config.search.unrolled_lr
+    search = config.search
     return GradientSearchSetup(
         # fp32 even when runtime.amp is on: see DetectorGateProblem's ``amp``
         problem=DetectorGateProblem(student, context.teacher, objective, amp=False),
@@ -187,8 +187,14 @@ def build_gradient_search(context: SearchContext, steps: int) -> GradientSearchS
         scheduler=scheduler,
         train_batches=cycle_batches(train, device),
         val_batches=cycle_batches(val, device),
-        grad_clip=schedule.grad_clip,
-        xi=unrolled_lr if unrolled_lr > 0 else None,
+        settings=BilevelSettings(
+            alpha_lr=search.alpha_lr,
+            xi=search.unrolled_lr if search.unrolled_lr > 0 else None,
+            phase=f"{phase} (seed {context.seed})",
+            eps=search.finite_difference_eps,
+            lam=search.lam,
+            grad_clip=schedule.grad_clip,
+        ),
         train_batch_size=train_size,
         val_batch_size=val_size,
     )

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from rlpkd.levels import LEVELS, NUM_LEVELS, format_levels, index_to_subset
+from rlpkd.levels import LEVELS, NUM_LEVELS, NUM_SUBSETS, format_levels, index_to_subset
 from rlpkd.search.context import SearchContext
 from rlpkd.search.fitness import (
     FitnessRecord,
@@ -125,7 +125,7 @@ def regularized_evolution(
     population: deque[Individual] = deque()
     steps: list[EvolutionStep] = []
     for step in range(population_size):
-        subset = index_to_subset(generator.randrange(2**NUM_LEVELS))
+        subset = index_to_subset(generator.randrange(NUM_SUBSETS))
         individual = Individual(checked_record(fitness(subset), step + 1), step)
         population.append(individual)
         steps.append(EvolutionStep(individual, None, None, tuple(population)))

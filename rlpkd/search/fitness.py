@@ -25,7 +25,6 @@ from rlpkd.search.result import SearchCost, SearchResult
 from rlpkd.training.distill_run import distill_student
 from rlpkd.training.kd_step import first_non_finite
 from rlpkd.training.level_selection import FixedLevels
-from rlpkd.training.student_phase import subset_flops_vector
 
 __all__ = [
     "FitnessRecord",
@@ -153,7 +152,7 @@ class ShortRunFitness(CachedFitness):
         super().__init__(self._train_and_score, context.device.type)
         self.context = context
         self.config = short_run_config(context.config, len(context.datasets.train))
-        self._subset_kd_flops = subset_flops_vector(context.flops)
+        self._subset_kd_flops = context.flops.subset_kd_flops()
 
     def _train_and_score(self, levels: tuple[str, ...]) -> FitnessRecord:
         context = self.context

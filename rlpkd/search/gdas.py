@@ -20,33 +20,24 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from rlpkd.flops.kd_flops import FlopsModel
-from rlpkd.levels import NUM_LEVELS, all_subsets, format_levels, index_to_subset, levels_to_mask
+from rlpkd.levels import NUM_SUBSETS, format_levels, index_to_subset, subsets_to_masks
+from rlpkd.search.bilevel import BilevelSearch, BilevelSettings
 from rlpkd.search.context import SearchContext
-from rlpkd.search.darts import architecture_optimizer
 from rlpkd.search.detector_problem import build_gradient_search, gradient_search_cost
-from rlpkd.search.hypergradient import (
-    GatedDistillProblem,
-    gated_student_step,
-    raise_if_hypergradient_diverged,
-    unrolled_gate_gradient,
-)
+from rlpkd.search.hypergradient import GatedDistillProblem
 from rlpkd.search.methods import SEARCH_METHODS
 from rlpkd.search.result import SearchResult
 
 __all__ = [
     "GDAS_PHASE",
-    "NUM_SUBSETS",
     "SUBSET_MASKS",
     "sample_subset_gates",
     "annealed_tau",
-    "subset_flops_fractions",
     "gdas_subset_loop",
     "gdas_search",
 ]
 
-NUM_SUBSETS = 2**NUM_LEVELS
-SUBSET_MASKS: Tensor = torch.stack([levels_to_mask(s) for s in all_subsets()]).float()
+SUBSET_MASKS: Tensor = subsets_to_masks(torch.arange(NUM_SUBSETS)).float()
 """[16, 4] float: row i is the 0/1 level mask of ``index_to_subset(i)``."""
 GDAS_PHASE = "the GDAS search"
 """How GDAS's steps are named in a DivergenceError."""
@@ -81,37 +72,28 @@ def annealed_tau(step: int, steps: int, tau_max: float, tau_min: float) -> float
     return (1.0 - fraction) * tau_max + fraction * tau_min  # exact at both ends
 
 
-def subset_flops_fractions(flops: FlopsModel) -> Tensor:
-    """[16] ``kd_fraction`` of every subset, in index order (the GDAS FLOPs penalty's cost)."""
-    return torch.tensor([flops.fraction(s) for s in all_subsets()], dtype=torch.float32)
-
-
 def gdas_subset_loop(
     problem: GatedDistillProblem,
     optimizer: torch.optim.Optimizer,
     train_batches: Iterator[Any],
     val_batches: Iterator[Any],
     steps: int,
+    settings: BilevelSettings,
     *,
     generator: torch.Generator,
-    alpha_lr: float,
-    xi: float | None,
-    eps: float,
     tau_max: float,
     tau_min: float,
-    lam: float = 0.0,
     subset_costs: Tensor | None = None,
-    grad_clip: float = 0.0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
-    phase: str = GDAS_PHASE,
 ) -> tuple[Tensor, list[dict[str, Any]]]:
     """GDAS's alternating optimisation (Dong & Yang, CVPR 2019) on any ``GatedDistillProblem``.
 
-    Each step: sample a subset (``sample_subset_gates``), get the gates' gradient from the
-    unrolled step, back-propagate ``(gates * gates_grad).sum() + lam * (one_hot * costs).sum()``
-    to ``beta`` (Adam), then update the student with the sampled subset's gates. Arguments as in
-    ``darts_gate_loop``; ``subset_costs`` is [16] (zeros when None).
+    Each step samples a subset (``sample_subset_gates``) at the annealed temperature and makes
+    the ``rlpkd.search.bilevel`` updates with its gates: ``beta`` (Adam) gets
+    ``(gates * gates_grad).sum() + lam * (one_hot * costs).sum()``, then the student is updated
+    with the sampled subset's gates. Arguments as in ``darts_gate_loop``; ``subset_costs`` is
+    [16] (zeros when None).
 
     Returns:
         (final beta [16], trace: per step {step, tau, subset, probabilities, gates_grad,
@@ -120,27 +102,15 @@ def gdas_subset_loop(
     Raises:
         DivergenceError: as ``darts_gate_loop``.
     """
-    device = problem.parameters()[0].device
-    beta = torch.zeros(NUM_SUBSETS, device=device, requires_grad=True)
-    beta_optimizer = architecture_optimizer(beta, alpha_lr)
-    costs = torch.zeros(NUM_SUBSETS) if subset_costs is None else subset_costs
-    costs = costs.to(device=device, dtype=torch.float32)
+    search = BilevelSearch(problem, optimizer, NUM_SUBSETS, settings, subset_costs, scheduler)
+    beta = search.logits
     trace: list[dict[str, Any]] = []
     for step in tqdm(range(steps), desc="gdas", disable=not progress):
         train_batch, val_batch = next(train_batches), next(val_batches)
         tau = annealed_tau(step, steps, tau_max, tau_min)
-        step_xi = optimizer.param_groups[0]["lr"] if xi is None else xi
         one_hot, gates = sample_subset_gates(beta, tau, generator)
-        hyper = unrolled_gate_gradient(problem, gates, train_batch, val_batch, step_xi, eps)
-        raise_if_hypergradient_diverged(hyper, phase, step + 1)
-        beta_optimizer.zero_grad(set_to_none=True)
-        ((gates * hyper.gates_grad).sum() + lam * (one_hot * costs).sum()).backward()
-        beta_optimizer.step()
-        train_loss = gated_student_step(
-            problem, optimizer, train_batch, gates, grad_clip, phase=phase, step=step + 1
-        )
-        if scheduler is not None:
-            scheduler.step()
+        hyper = search.update_architecture(train_batch, val_batch, gates, one_hot, step + 1)
+        train_loss = search.update_student(train_batch, gates, step + 1)
         trace.append(
             {
                 "step": step,
@@ -163,25 +133,20 @@ def gdas_search(context: SearchContext) -> SearchResult:
     settings = context.config.search
     steps = settings.gradient_steps
     start = time.perf_counter()
-    setup = build_gradient_search(context, steps)
+    setup = build_gradient_search(context, steps, GDAS_PHASE)
     beta, trace = gdas_subset_loop(
         setup.problem,
         setup.optimizer,
         setup.train_batches,
         setup.val_batches,
         steps,
+        setup.settings,
         generator=torch.Generator().manual_seed(context.seed),
-        alpha_lr=settings.alpha_lr,
-        xi=setup.xi,
-        eps=settings.finite_difference_eps,
         tau_max=settings.tau_max,
         tau_min=settings.tau_min,
-        lam=settings.lam,
-        subset_costs=subset_flops_fractions(context.flops),
-        grad_clip=setup.grad_clip,
+        subset_costs=context.flops.subset_kd_fractions(),
         scheduler=setup.scheduler,
         progress=context.progress,
-        phase=f"{GDAS_PHASE} (seed {context.seed})",
     )
     return SearchResult(
         method="gdas",

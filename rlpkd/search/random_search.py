@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from rlpkd.levels import NUM_LEVELS, index_to_subset
+from rlpkd.levels import NUM_SUBSETS, index_to_subset
 from rlpkd.search.context import SearchContext
 from rlpkd.search.fitness import (
     FitnessRecord,
@@ -29,7 +29,7 @@ def random_subset_search(
     if samples < 1:
         raise ValueError(f"random search needs samples >= 1, got {samples}")
     return [
-        checked_record(fitness(index_to_subset(generator.randrange(2**NUM_LEVELS))), i + 1)
+        checked_record(fitness(index_to_subset(generator.randrange(NUM_SUBSETS))), i + 1)
         for i in range(samples)
     ]
 

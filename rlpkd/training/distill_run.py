@@ -18,12 +18,16 @@ from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
 from rlpkd.errors import CheckpointError
-from rlpkd.levels import LEVELS, NUM_LEVELS
+from rlpkd.levels import LEVELS, NUM_LEVELS, masks_to_subsets
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_student
 from rlpkd.runtime import seed_everything
 from rlpkd.training.kd_step import kd_training_step
-from rlpkd.training.level_selection import LevelSelector
+from rlpkd.training.level_selection import (
+    LevelSelector,
+    StatefulSelector,
+    StudentObservingSelector,
+)
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
 
 __all__ = [
@@ -36,7 +40,6 @@ __all__ = [
 ]
 
 StepHook = Callable[[int, DetectionBatch, torch.Tensor, ObjectiveTerms], None]
-_SUBSET_BITS = torch.tensor([1 << i for i in range(NUM_LEVELS)])
 _RESUME_KEYS = (
     "student",
     "objective",
@@ -124,8 +127,8 @@ def distill_student(
     """Train a fresh student for ``config.student_schedule`` with KD at the selector's levels.
 
     Args:
-        subset_kd_flops: [16] kd FLOPs per image of each level subset (``FlopsModel.table``
-            order, index bit i = LEVELS[i]); counted per sample as the run goes.
+        subset_kd_flops: [16] kd FLOPs per image of each level subset, by subset index
+            (``FlopsModel.subset_kd_flops()``); counted per sample as the run goes.
         on_step: called after every update with (step, batch, mask, terms) — e.g. a decision
             log, or a policy selector keeping its running KD gap current.
         checkpoint_path: saved at the end of every epoch; if it exists at the start, the run
@@ -147,7 +150,7 @@ def distill_student(
     training = new_student_training(config, datasets.num_classes, total_steps, device)
     student, objective = training.student, training.objective
     optimizer, scheduler = training.optimizer, training.scheduler
-    if hasattr(selector, "set_student"):
+    if isinstance(selector, StudentObservingSelector):
         selector.set_student(student)  # a policy observes the student's own pyramid
     stats = DistillationStats()
     amp = config.runtime.amp
@@ -162,7 +165,7 @@ def distill_student(
             scheduler.load_state_dict(state["scheduler"])
             loader.generator.set_state(state["loader_rng"])
             torch.set_rng_state(state["torch_rng"])
-            if hasattr(selector, "load_state_dict"):
+            if isinstance(selector, StatefulSelector):
                 selector.load_state_dict(state["selector"])
             stats = DistillationStats(**state["stats"])
             step, first_epoch = int(state["step"]), int(state["epoch"]) + 1
@@ -194,8 +197,7 @@ def distill_student(
             )
             scheduler.step()
             step += 1
-            subset = (mask.long() * _SUBSET_BITS).sum(dim=1)
-            stats.kd_flops += float(subset_kd_flops[subset].sum())
+            stats.kd_flops += float(subset_kd_flops[masks_to_subsets(mask)].sum())
             stats.images += len(batch)
             for i, count in enumerate(mask.sum(dim=0).tolist()):
                 stats.level_counts[i] += int(count)
@@ -225,7 +227,9 @@ def distill_student(
                     "scheduler": scheduler.state_dict(),
                     "loader_rng": loader.generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
-                    "selector": selector.state_dict() if hasattr(selector, "state_dict") else {},
+                    "selector": (
+                        selector.state_dict() if isinstance(selector, StatefulSelector) else {}
+                    ),
                     "stats": asdict(stats),
                     "step": step,
                     "epoch": epoch,

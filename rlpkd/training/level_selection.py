@@ -1,9 +1,16 @@
-"""Who decides which levels each sample distils: fixed sets, random subsets (and, later, a policy)."""
+"""Who decides which levels each sample distils: fixed sets, random subsets, the scale rule (and,
+in ``policies.policy_selector``, a learnt policy).
+
+A selector is a ``LevelSelector``; what some selectors need beyond that is a small protocol of its
+own, which the distillation loop checks with ``isinstance``: ``StudentObservingSelector`` (reads the
+student being distilled), ``StatefulSelector`` (has state a resumed run must restore) and
+``FingerprintedSelector`` (its choices depend on more than its name).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -14,6 +21,9 @@ from rlpkd.models.fcos_loss import box_pyramid_levels
 
 __all__ = [
     "LevelSelector",
+    "StudentObservingSelector",
+    "StatefulSelector",
+    "FingerprintedSelector",
     "FixedLevels",
     "RandomLevels",
     "ScaleRuleLevels",
@@ -30,6 +40,38 @@ class LevelSelector(Protocol):
     def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
         """The mask for ``batch`` at training progress in [0, 1]."""
         ...
+
+
+@runtime_checkable
+class StudentObservingSelector(Protocol):
+    """A selector whose choices read the student being distilled (a policy observing its pyramid);
+    the distillation loop hands it each fresh student."""
+
+    def set_student(self, student: torch.nn.Module) -> None:
+        """The student whose state the next ``select`` calls observe."""
+        ...
+
+
+@runtime_checkable
+class StatefulSelector(Protocol):
+    """A selector with state a resumed run must restore (an RNG, a running statistic); saved in
+    the student's resume file."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue the same choices."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
+        ...
+
+
+@runtime_checkable
+class FingerprintedSelector(Protocol):
+    """A selector whose choices depend on more than its ``name`` (thresholds, policy weights):
+    ``fingerprint`` says what, so a finished run is only reused when it is the same."""
+
+    fingerprint: str
 
 
 class FixedLevels:

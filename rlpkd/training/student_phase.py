@@ -14,12 +14,12 @@ from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.fingerprint import fingerprint
 from rlpkd.flops.kd_flops import FlopsModel
-from rlpkd.levels import index_to_subset
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory, read_json
 from rlpkd.training.distill_run import StepHook, distill_student
 from rlpkd.training.level_selection import (
     SCALE_RULE,
+    FingerprintedSelector,
     FixedLevels,
     LevelSelector,
     RandomLevels,
@@ -28,7 +28,6 @@ from rlpkd.training.level_selection import (
 )
 
 __all__ = [
-    "subset_flops_vector",
     "selector_from_spec",
     "STUDENT_SECTIONS",
     "student_fingerprint",
@@ -38,13 +37,6 @@ __all__ = [
     "run_student",
     "run_or_reuse_student",
 ]
-
-
-def subset_flops_vector(flops: FlopsModel) -> torch.Tensor:
-    """kd FLOPs per image of the 16 level subsets, indexed by ``subset_to_index``."""
-    return torch.tensor(
-        [flops.kd_flops(index_to_subset(i)) for i in range(16)], dtype=torch.float64
-    )
 
 
 def selector_from_spec(
@@ -79,8 +71,10 @@ def student_fingerprint(config: Config, seed: int, selector_key: str) -> str:
 
 
 def selector_key(selector: LevelSelector) -> str:
-    """What identifies a selector's choices: its ``fingerprint`` attribute if any, else its name."""
-    return str(getattr(selector, "fingerprint", selector.name))
+    """What identifies a selector's choices: its ``fingerprint`` if it has one, else its name."""
+    if isinstance(selector, FingerprintedSelector):
+        return str(selector.fingerprint)
+    return str(selector.name)
 
 
 def finished_student_metrics(run_dir: RunDirectory, fingerprint: str) -> dict | None:
@@ -136,7 +130,7 @@ def run_student(
         selector,
         seed,
         device,
-        subset_flops_vector(flops),
+        flops.subset_kd_flops(),
         writer=writer,
         progress=progress,
         on_step=on_step,

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from envs.level_selection_env import ENV_PHASE, LevelSelectionEnv, actions_to_masks
+from envs.level_selection_env import ENV_PHASE, LevelSelectionEnv
 from envs.observation import OBS_DIM, object_scale_histogram
 from envs.registration import ENV_NAME, register_envs
 from envs.reward import sample_rewards, subset_flops_fractions
 from rlpkd.config import config_to_dict, load_config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import DivergenceError
-from rlpkd.levels import subset_to_index
+from rlpkd.levels import subset_to_index, subsets_to_masks
 from rlpkd.models.factory import build_teacher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def test_episode_terminates_after_episode_steps_with_finite_observations(env):
             assert row.shape == (OBS_DIM,) and row.dtype == np.float32
             assert np.isfinite(row).all()
         actions = {agent: (i + steps) % 16 for i, agent in enumerate(env.agents)}
-        chosen.append(actions_to_masks(torch.tensor(list(actions.values()))))
+        chosen.append(subsets_to_masks(torch.tensor(list(actions.values()))))
         observations, rewards, terminateds, truncateds, infos = env.step(actions)
         steps += 1
         done = terminateds["__all__"]

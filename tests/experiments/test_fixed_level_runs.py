@@ -15,7 +15,6 @@ from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.distill_run import distill_student
 from rlpkd.training.level_selection import RandomLevels
-from rlpkd.training.student_phase import subset_flops_vector
 
 
 class RecordingSelector(RandomLevels):
@@ -41,7 +40,7 @@ def test_counted_kd_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_confi
         selector,
         seed=0,
         device=torch.device("cpu"),
-        subset_kd_flops=subset_flops_vector(flops),
+        subset_kd_flops=flops.subset_kd_flops(),
         progress=False,
     )
     masks = torch.cat(selector.masks)

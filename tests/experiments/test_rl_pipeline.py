@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import torch
 
-from experiments.rl_pipeline import POLICY_METHOD, run_rl_experiment
+from envs.observation import OBS_DIM
+from experiments.rl_pipeline import POLICY_METHOD, policy_selector, run_rl_experiment
+from policies.level_policy_module import build_level_module
+from policies.policy_selector import PolicyLevels
+from policies.weights import save_weights_file
 from rlpkd.config import RLConfig
 from rlpkd.data.build import build_datasets
 from rlpkd.flops.kd_flops import flops_model_from_config
@@ -16,7 +21,7 @@ from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.training.distill_run import distill_student
-from rlpkd.training.student_phase import subset_flops_vector
+from rlpkd.training.student_phase import selector_key
 
 
 def _rl_config(tiny_config):
@@ -53,13 +58,27 @@ def test_policy_guided_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_co
         selector,
         seed=0,
         device=torch.device("cpu"),
-        subset_kd_flops=subset_flops_vector(flops),
+        subset_kd_flops=flops.subset_kd_flops(),
         progress=False,
         on_step=lambda step, batch, mask, terms: masks.append(mask),
     )
     expected = sum(flops.kd_flops(mask_to_levels(row)) for row in torch.cat(masks))
     assert abs(stats.kd_flops - expected) <= 1e-6 * max(expected, 1.0)
     assert len({tuple(row.tolist()) for row in torch.cat(masks)}) > 1  # per-sample choices
+
+
+def test_policy_selector_is_fingerprinted_by_its_weights_file(tiny_config, tmp_path):
+    keys = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        state = build_level_module(OBS_DIM, [8]).state_dict()
+        path = save_weights_file(tmp_path / f"w{seed}.pt", state, OBS_DIM, [8])
+        selector = policy_selector(tiny_config, path, seed=0)
+        assert isinstance(selector, PolicyLevels) and selector.name == POLICY_METHOD
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        keys.append(selector_key(selector))
+        assert keys[-1] == f"{POLICY_METHOD}:{digest}:greedy={tiny_config.rl.greedy}"
+    assert keys[0] != keys[1]
 
 
 def test_train_rl_end_to_end_and_resume(tiny_config):

@@ -17,7 +17,7 @@ from rlpkd.distill.losses import LevelKDLoss, build_kd_loss, list_kd_losses
 from rlpkd.distill.masked import masked_kd_losses
 from rlpkd.flops.analytic import conv2d_flops, conv_output_hw, pool_output_hw
 from rlpkd.flops.kd_flops import FlopsModel, level_set_key
-from rlpkd.levels import LEVELS, all_subsets, levels_to_mask
+from rlpkd.levels import LEVELS, NUM_SUBSETS, all_subsets, index_to_subset, levels_to_mask
 from rlpkd.models.detector import PyramidDetector, build_detector
 from rlpkd.models.lazy_pyramid import freeze_teacher, lazy_teacher_pyramid
 
@@ -202,6 +202,22 @@ def test_table_fraction_and_level_order(flops_model: FlopsModel) -> None:
     assert table[level_set_key(("P3", "P5"))] == flops_model.kd_gflops(["P5", "P3"])
     assert flops_model.fraction(LEVELS) == pytest.approx(1.0)
     assert 0.0 < flops_model.fraction(["P5"]) < flops_model.fraction(["P2"]) < 1.0
+
+
+def test_subset_tables_hold_each_subsets_kd_flops_and_fraction_by_index(
+    flops_model: FlopsModel,
+) -> None:
+    kd_flops, fractions = flops_model.subset_kd_flops(), flops_model.subset_kd_fractions()
+    assert kd_flops.shape == fractions.shape == (NUM_SUBSETS,)
+    assert kd_flops.dtype == torch.float64 and fractions.dtype == torch.float32
+    for index in range(NUM_SUBSETS):
+        levels = index_to_subset(index)
+        assert kd_flops[index].item() == flops_model.kd_flops(levels)  # exact: float64
+        rounded = torch.tensor(flops_model.fraction(levels), dtype=torch.float32)
+        assert fractions[index].item() == rounded.item()
+    assert fractions[0] == 0.0 and fractions[NUM_SUBSETS - 1] == 1.0
+    assert kd_flops[0b0001] > kd_flops[0b1000] > 0.0  # bit 0 is P2, bit 3 is P5
+    assert list(flops_model.table().values()) == [f / 1e9 for f in kd_flops.tolist()]
 
 
 def test_expected_kd_flops_is_exact(flops_model: FlopsModel) -> None:

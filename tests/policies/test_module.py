@@ -7,12 +7,18 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 
-from policies.level_policy_module import NUM_SUBSETS, build_level_module, subset_bits
+from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
 from policies.weights import module_from_weights_file, read_weights_file, save_weights_file
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.errors import UserError
-from rlpkd.levels import index_to_subset, levels_to_mask
+from rlpkd.levels import NUM_SUBSETS, subsets_to_masks
+from rlpkd.training.level_selection import (
+    FingerprintedSelector,
+    StatefulSelector,
+    StudentObservingSelector,
+)
+from rlpkd.training.student_phase import selector_key
 
 OBS_DIM = 7
 
@@ -62,10 +68,15 @@ def test_hidden_sizes_come_from_model_config():
     assert widths == [11, 13, 5]
 
 
-def test_subset_bits_match_the_level_encoding():
-    actions = torch.arange(NUM_SUBSETS)
-    expected = torch.stack([levels_to_mask(index_to_subset(i)) for i in range(NUM_SUBSETS)])
-    assert torch.equal(subset_bits(actions), expected)
+def test_policy_levels_has_the_optional_selector_capabilities(module):
+    """The distillation loop finds them through the protocols, not by probing attributes."""
+    selector = PolicyLevels(module, (4.0, 8.0, 16.0))
+    assert isinstance(selector, StudentObservingSelector)
+    assert isinstance(selector, StatefulSelector)
+    assert isinstance(selector, FingerprintedSelector)
+    assert selector_key(selector) == "policy"  # no fingerprint given: the name
+    sampled = PolicyLevels(module, (4.0, 8.0, 16.0), greedy=False, fingerprint="policy:abc")
+    assert sampled.name == "policy:sampled" and selector_key(sampled) == "policy:abc"
 
 
 def test_weights_file_round_trip_and_mismatch(tmp_path, module):
@@ -114,7 +125,7 @@ def test_policy_levels_picks_the_greedy_subset_from_student_only_observations(mo
     selector.set_student(student)
     mask = selector.select(_batch(6), 0.25)
     assert mask.shape == (6, 4) and mask.dtype == torch.bool
-    assert torch.equal(mask, subset_bits(module.subset_logits(features).argmax(-1)))
+    assert torch.equal(mask, subsets_to_masks(module.subset_logits(features).argmax(-1)))
     assert seen["student"] is student and seen["progress"] == 0.25
     assert seen["thresholds"] == (4.0, 8.0, 16.0) and seen["gap"].shape == (4,)
     assert not any(p.requires_grad for p in module.parameters())

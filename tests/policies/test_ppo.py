@@ -10,11 +10,7 @@ import torch
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.core.columns import Columns
 
-from policies.level_policy_module import (
-    SHARED_MODULE_ID,
-    build_level_module,
-    subset_bits,
-)
+from policies.level_policy_module import SHARED_MODULE_ID, build_level_module
 from policies.ppo_setup import (
     SELECTION_METRICS,
     build_algorithm,
@@ -31,6 +27,7 @@ from policies.weights import (
 )
 from rlpkd.config import config_to_dict, load_config
 from rlpkd.errors import UserError
+from rlpkd.levels import subsets_to_masks
 from tests.policies import (
     TOY_OBS_DIM,
     ToyLevelSelectionEnv,
@@ -52,7 +49,7 @@ def _greedy_levels(state: dict[str, torch.Tensor], hidden: list[int]) -> float:
     module = build_level_module(TOY_OBS_DIM, hidden)
     module.load_state_dict(state)
     actions = module.subset_logits(_toy_observations(256)).argmax(-1)
-    return subset_bits(actions).sum(-1).float().mean().item()
+    return subsets_to_masks(actions).sum(-1).float().mean().item()
 
 
 def test_config_maps_every_slot_to_the_shared_module():
@@ -346,5 +343,5 @@ def test_real_env_large_lambda_selects_fewer_levels(tiny_data_root, tmp_path):
         module = build_level_module(OBS_DIM, [16])
         module.load_state_dict(state)
         actions = module.subset_logits(obs).argmax(-1)
-        levels[lam] = subset_bits(actions).sum(-1).float().mean().item()
+        levels[lam] = subsets_to_masks(actions).sum(-1).float().mean().item()
     assert levels[10.0] < levels[0.0], levels

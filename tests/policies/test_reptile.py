@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from policies.level_policy_module import build_level_module, subset_bits
+from policies.level_policy_module import build_level_module
 from policies.reptile import (
     MetaTask,
     adaptation_curve,
@@ -20,6 +20,7 @@ from policies.reptile import (
 )
 from policies.weights import read_weights_file
 from rlpkd.config import Config, MetaConfig, config_from_dict
+from rlpkd.levels import subsets_to_masks
 from tests.policies import (
     TOY_ENV_NAME,
     TOY_OBS_DIM,
@@ -74,7 +75,7 @@ def _none_rate(state: dict[str, torch.Tensor], hidden: list[int]) -> float:
     module = build_level_module(TOY_OBS_DIM, hidden)
     module.load_state_dict(state)
     actions = module.subset_logits(torch.as_tensor(np.stack(list(obs.values())))).argmax(-1)
-    return (~subset_bits(actions).any(-1)).float().mean().item()
+    return (~subsets_to_masks(actions).any(-1)).float().mean().item()
 
 
 def test_meta_init_moves_toward_the_task_solutions(tmp_path):

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from rlpkd.levels import LEVELS, mask_to_levels
+from rlpkd.search.bilevel import BilevelSettings
 from rlpkd.search.context import SearchContext
-from rlpkd.search.darts import darts_gate_loop, darts_search, level_flops_fractions
+from rlpkd.search.darts import DARTS_PHASE, darts_gate_loop, darts_search, level_flops_fractions
 from rlpkd.search.detector_problem import build_gradient_search
 from rlpkd.search.hypergradient import unrolled_gate_gradient
 from rlpkd.search.methods import SEARCH_METHODS
@@ -25,10 +26,7 @@ def _run_linear(lam: float, costs: torch.Tensor | None = None) -> torch.Tensor:
         problem.train_batches(),
         problem.val_batches(),
         100,
-        alpha_lr=0.05,
-        xi=None,
-        eps=0.01,
-        lam=lam,
+        BilevelSettings(alpha_lr=0.05, xi=None, phase=DARTS_PHASE, eps=0.01, lam=lam),
         level_costs=costs,
     )
     assert len(trace) == 100
@@ -74,7 +72,7 @@ def test_detector_problem_restores_the_student_and_caches_the_teacher(search_con
     monkeypatch.setattr(
         module, "lazy_teacher_pyramid", lambda *a, **k: calls.append(1) or real_pyramid(*a, **k)
     )
-    setup = build_gradient_search(_darts_context(search_context), steps=2)
+    setup = build_gradient_search(_darts_context(search_context), 2, DARTS_PHASE)
     problem = setup.problem
     before = {k: v.clone() for k, v in problem.student.state_dict().items()}
     train, val = next(setup.train_batches), next(setup.val_batches)

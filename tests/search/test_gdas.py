@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from rlpkd.levels import LEVELS, all_subsets, format_levels, index_to_subset, levels_to_mask
+from rlpkd.search.bilevel import BilevelSettings
 from rlpkd.search.gdas import (
+    GDAS_PHASE,
     SUBSET_MASKS,
     annealed_tau,
     gdas_search,
     gdas_subset_loop,
     sample_subset_gates,
-    subset_flops_fractions,
 )
 from rlpkd.search.methods import SEARCH_METHODS
 from tests.search.test_hypergradient import LinearKDProblem
@@ -72,10 +73,8 @@ def test_gdas_loop_prefers_the_useful_levels():
         problem.train_batches(),
         problem.val_batches(),
         150,
+        BilevelSettings(alpha_lr=0.05, xi=None, phase=GDAS_PHASE, eps=0.01),
         generator=torch.Generator().manual_seed(0),
-        alpha_lr=0.05,
-        xi=None,
-        eps=0.01,
         tau_max=5.0,
         tau_min=0.1,
     )
@@ -86,8 +85,8 @@ def test_gdas_loop_prefers_the_useful_levels():
     assert trace[0]["tau"] == 5.0 and trace[-1]["tau"] == 0.1
 
 
-def test_subset_flops_fractions(search_context):
-    fractions = subset_flops_fractions(search_context.flops)
+def test_subset_costs_are_kd_fractions(search_context):
+    fractions = search_context.flops.subset_kd_fractions()
     assert fractions[0] == 0.0 and fractions[15] == pytest.approx(1.0)
     assert ((fractions >= 0) & (fractions <= 1)).all()
 

@@ -27,7 +27,6 @@ from rlpkd.training.detector_training import train_detector
 from rlpkd.training.distill_run import distill_student
 from rlpkd.training.kd_step import GRADIENT_NORM, kd_training_step, raise_if_diverged
 from rlpkd.training.level_selection import FixedLevels
-from rlpkd.training.student_phase import subset_flops_vector
 from tests.conftest import REPO
 from tests.dir_snapshot import directory_snapshot
 
@@ -44,7 +43,7 @@ def _distill(config, checkpoint_path=None, on_step=None):
     datasets = build_datasets(config.data, progress=False)
     torch.manual_seed(0)
     teacher = freeze_teacher(build_teacher(config, datasets.num_classes))
-    flops = subset_flops_vector(flops_model_from_config(config, datasets.num_classes))
+    flops = flops_model_from_config(config, datasets.num_classes).subset_kd_flops()
     return distill_student(
         config,
         datasets,

@@ -1,4 +1,5 @@
-"""Level selectors: the scale rule picks exactly the levels each sample's boxes are assigned to."""
+"""Level selectors: the scale rule picks exactly the levels each sample's boxes are assigned to;
+each selector has exactly the optional capabilities (protocols) it implements."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ import torch
 
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.flops.kd_flops import flops_model_from_config
-from rlpkd.training.level_selection import ScaleRuleLevels, parse_level_spec
-from rlpkd.training.student_phase import selector_from_spec
+from rlpkd.training.level_selection import (
+    FingerprintedSelector,
+    FixedLevels,
+    RandomLevels,
+    ScaleRuleLevels,
+    StatefulSelector,
+    StudentObservingSelector,
+    parse_level_spec,
+)
+from rlpkd.training.student_phase import selector_from_spec, selector_key
 
 THRESHOLDS = (8.0, 16.0, 32.0)  # half-extent boundaries: side < 16 px -> P2, < 32 -> P3, < 64 -> P4
 
@@ -62,3 +71,17 @@ def test_scale_rule_spec(tiny_config):
     assert isinstance(selector, ScaleRuleLevels) and selector.name == "scale-rule"
     with pytest.raises(ValueError, match="thresholds"):
         selector_from_spec("scale-rule", flops, 0)
+
+
+def test_each_selector_has_only_the_capabilities_it_implements():
+    fixed, scale = FixedLevels(("P2", "P4")), ScaleRuleLevels(THRESHOLDS)
+    random = RandomLevels(0.5, 0.25, seed=0)
+    assert [isinstance(s, StatefulSelector) for s in (fixed, random, scale)] == [False, True, False]
+    assert [isinstance(s, FingerprintedSelector) for s in (fixed, random, scale)] == [
+        False,
+        False,
+        True,
+    ]
+    assert not any(isinstance(s, StudentObservingSelector) for s in (fixed, random, scale))
+    assert selector_key(fixed) == "P2,P4" and selector_key(random) == "random:0.25"
+    assert selector_key(scale) == "scale-rule:(8.0, 16.0, 32.0)"

@@ -13,7 +13,6 @@ from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.distill_run import distill_student
 from rlpkd.training.level_selection import RandomLevels
-from rlpkd.training.student_phase import subset_flops_vector
 
 
 class Interrupt(Exception):
@@ -26,7 +25,7 @@ def test_resume_continues_from_checkpoint_without_redoing_steps(tiny_config, tmp
     )
     datasets = build_datasets(config.data, progress=False)
     teacher = freeze_teacher(build_teacher(config, datasets.num_classes))
-    flops = subset_flops_vector(flops_model_from_config(config, datasets.num_classes))
+    flops = flops_model_from_config(config, datasets.num_classes).subset_kd_flops()
 
     def run(checkpoint, on_step=None):
         return distill_student(
