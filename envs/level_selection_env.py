@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
-from envs.observation import OBS_DIM, sample_observations
+from envs.observation import OBS_DIM, observations_from_features
 from envs.reward import (
     normalised_gap_drop,
     reward_level_scale,
@@ -35,8 +35,14 @@ from rlpkd.data.coco import collate_detection
 from rlpkd.errors import DivergenceError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, NUM_LEVELS, NUM_SUBSETS, subsets_to_masks
+from rlpkd.models.detector import DetectorOutput
 from rlpkd.runtime import resolve_device
-from rlpkd.training.kd_step import first_non_finite, kd_losses_no_grad, kd_training_step
+from rlpkd.training.kd_step import (
+    first_non_finite,
+    kd_losses_no_grad,
+    kd_training_step,
+    student_forward,
+)
 from rlpkd.training.teacher_phase import load_teacher
 
 __all__ = ["ENV_PHASE", "slot_ids", "LevelSelectionEnv"]
@@ -100,6 +106,9 @@ class LevelSelectionEnv(MultiAgentEnv):
             ]
         )
         self.state: StudentTrainingState | None = None
+        # what ``_observations`` measured of the batch the next step trains on
+        self._gap_before: torch.Tensor | None = None
+        self._output: DetectorOutput | None = None
         self.batch: DetectionBatch | None = None
         self.episode_step = 0
         self.episode_gflops = 0.0
@@ -142,11 +151,9 @@ class LevelSelectionEnv(MultiAgentEnv):
         state, batch, amp = self.state, self.batch, self.config.runtime.amp
         all_levels = torch.ones(len(batch), NUM_LEVELS, dtype=torch.bool)
 
-        start = time.perf_counter()
-        gap_before = kd_losses_no_grad(
-            state.student, self.teacher, state.objective, batch, all_levels, amp
-        )
-        measured = time.perf_counter()
+        start = measured = time.perf_counter()
+        # measured before the step's own forward, when the batch was shown (``_observations``)
+        gap_before, output = self._gap_before, self._output
         scale = state.objective.scale
         level_scale = reward_level_scale(scale.scale, scale.initialised, gap_before)
         terms = kd_training_step(
@@ -160,6 +167,7 @@ class LevelSelectionEnv(MultiAgentEnv):
             amp,
             phase=ENV_PHASE,
             step=state.step + 1,
+            output=output,
         )
         state.scheduler.step()
         state.step += 1
@@ -167,7 +175,7 @@ class LevelSelectionEnv(MultiAgentEnv):
         gap_after = kd_losses_no_grad(
             state.student, self.teacher, state.objective, batch, all_levels, amp
         )
-        self.gap_eval_time_s += (measured - start) + (time.perf_counter() - updated)
+        self.gap_eval_time_s += time.perf_counter() - updated
         self.update_time_s += updated - measured
 
         fractions = subset_flops_fractions(masks, self.fraction_table)
@@ -181,7 +189,7 @@ class LevelSelectionEnv(MultiAgentEnv):
 
         done = self.episode_step >= self.episode_steps
         self.batch = self._next_batch()
-        observations = self._observations()
+        observations = self._observations(final=done)
         self.step_time_s += time.perf_counter() - start
         reward_dict = {agent: float(r) for agent, r in zip(self.agents, rewards, strict=True)}
         infos = {
@@ -262,17 +270,37 @@ class LevelSelectionEnv(MultiAgentEnv):
         budget = self.config.rl.flops_budget
         return max(0.0, 1.0 - self.episode_gflops / budget) if budget > 0 else 0.0
 
-    def _observations(self) -> dict[str, np.ndarray]:
+    def _observations(self, final: bool = False) -> dict[str, np.ndarray]:
+        """Every slot's observation of ``self.batch``, from the student's training-mode forward
+        of it that the next ``step`` trains with (as Phase 3 observes the step's own forward).
+
+        First the batch's all-level KD gap is measured (eval mode, before that forward updates
+        BatchNorm's running statistics), then the forward runs with gradients and is kept for
+        the step; after an episode's last step (``final``) it runs without them, only to show
+        the observation.
+        """
+        state, batch, amp = self.state, self.batch, self.config.runtime.amp
         start = time.perf_counter()
-        rows = sample_observations(
-            self.state.student,
-            self.batch,
-            self.state.running_gap.scale,
-            self.state.progress,
+        all_levels = torch.ones(len(batch), NUM_LEVELS, dtype=torch.bool)
+        self._gap_before = kd_losses_no_grad(
+            state.student, self.teacher, state.objective, batch, all_levels, amp
+        )
+        measured = time.perf_counter()
+        self.gap_eval_time_s += measured - start
+        with torch.set_grad_enabled(not final):
+            self._output = student_forward(state.student, batch, amp)
+        features = {level: value.detach() for level, value in self._output.features.items()}
+        rows = observations_from_features(
+            features,
+            batch,
+            state.running_gap.scale,
+            state.progress,
             self._budget_left(),
             self.config.data.level_thresholds,
         )
-        self.observation_time_s += time.perf_counter() - start
+        if final:
+            self._output = None
+        self.observation_time_s += time.perf_counter() - measured
         return {agent: rows[i] for i, agent in enumerate(self.agents)}
 
     def _count(

@@ -16,9 +16,10 @@ index  name                  meaning
 18     budget_left           fraction of the FLOPs budget left, in [0, 1]; 0 when no budget is set
 ====== ===================== ==================================================================
 
-The student statistics come from a no-grad forward of the student's pyramid in eval mode; nothing
-here needs the teacher, so a frozen policy can use the same function during policy-guided
-distillation (Phase 3).
+In training (the env and Phase 3) the student statistics come from the KD step's own training-mode
+forward (``observations_from_features`` on its detached features: no second forward); see
+docs/decision_process.md. ``sample_observations`` runs a separate no-grad eval-mode forward, for
+use outside training. Nothing here needs the teacher.
 """
 
 from __future__ import annotations

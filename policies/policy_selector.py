@@ -5,7 +5,10 @@ student pyramid statistics, the object-scale histogram, running KD gaps, progres
 which needs only the student and the annotations, never the teacher; the frozen module then picks
 a level subset per sample (argmax, or a draw from its categorical).
 
-The Phase-3 loop must hand the selector the student it distils (``set_student``) and, after every
+In training the distillation loop runs the step's own student forward first and asks
+``select_from_features`` (the features as the KD step computes them, training-mode BatchNorm, the
+same the env observes), so choosing costs no second student forward. The loop also hands the
+selector the student it distils (``set_student``, for standalone ``select``) and, after every
 update, the raw per-sample KD losses at the distilled entries (``update_running_gap``), so the
 running-gap features evolve as they did in the env.
 """
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.observation import new_running_gap, sample_observations
+from envs.observation import new_running_gap, observations_from_features, sample_observations
 from policies.level_policy_module import LevelSelectionModule
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.normalise import RunningLevelScale
@@ -125,8 +128,23 @@ class PolicyLevels:
 
     @torch.no_grad()
     def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
-        """The policy's [B, 4] bool level mask for ``batch`` at training progress in [0, 1]."""
-        obs = self.observations(batch, progress)
+        """The policy's [B, 4] bool level mask for ``batch`` at training progress in [0, 1], from
+        a separate no-grad forward of the student (``observe``; eval mode by default). Training
+        uses ``select_from_features`` on the step's own forward instead."""
+        return self._choose(self.observations(batch, progress), batch)
+
+    @torch.no_grad()
+    def select_from_features(
+        self, batch: DetectionBatch, features: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
+        """The mask from the student's pyramid ``features`` of ``batch`` as the KD step computed
+        them (training mode, detached): the observation the env shows, at no extra forward."""
+        rows = observations_from_features(
+            features, batch, self.running_gap.scale, progress, self.budget_left, self.thresholds
+        )
+        return self._choose(torch.as_tensor(rows, dtype=torch.float32), batch)
+
+    def _choose(self, obs: torch.Tensor, batch: DetectionBatch) -> torch.Tensor:
         device = next(self.module.parameters()).device
         logits = self.module.subset_logits(obs.to(device)).float().cpu()
         if self.greedy:

@@ -1,7 +1,8 @@
 """The cost of the RL machinery (DESIGN §9), side by side with the fixed all-level KD step.
 
-- policy-guided step: the frozen policy observes the student's pyramid, picks each sample's levels,
-  then the KD step runs with that mask; compared with the *same* masks given as fixed levels.
+- policy-guided step: the step's own student forward runs first, the frozen policy reads its
+  (detached) pyramid and picks each sample's levels, then the KD step finishes with that mask;
+  compared with the *same* masks given as fixed levels (goal: at most 1.05x).
 - env step: what ``LevelSelectionEnv.step`` does per update while the policy learns — the gap on
   all levels before and after, the update, the next observation; compared with one all-level step.
 """
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from envs.observation import OBS_DIM, new_running_gap, sample_observations
+from envs.observation import OBS_DIM, new_running_gap, observations_from_features
 from experiments.bench.kd_step_speed import StepBenchSettings, build_kd_bench
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
 from rlpkd.levels import LEVELS, NUM_LEVELS
-from rlpkd.training.kd_step import kd_losses_no_grad, kd_training_step
+from rlpkd.training.kd_step import kd_losses_no_grad, kd_training_step, student_forward
 
 __all__ = ["benchmark_rl_overhead"]
 
@@ -33,7 +34,9 @@ def benchmark_rl_overhead(
         build_level_module(OBS_DIM, list(hidden_sizes)).to(device), thresholds, student=student
     )
     all_levels = torch.ones(batch_size, NUM_LEVELS, dtype=torch.bool)
-    policy_mask = policy.select(batch, 0.5)
+    with torch.no_grad():  # the masks the policy-guided step picks, as fixed levels
+        features = student_forward(student, batch).features
+    policy_mask = policy.select_from_features(batch, features, 0.5)
 
     def fixed_all():
         kd_training_step(student, teacher, objective, optimizer, batch, all_levels)
@@ -41,18 +44,22 @@ def benchmark_rl_overhead(
     def fixed_policy_mask():
         kd_training_step(student, teacher, objective, optimizer, batch, policy_mask)
 
-    def policy_guided():
-        mask = policy.select(batch, 0.5)
-        terms = kd_training_step(student, teacher, objective, optimizer, batch, mask)
+    def policy_guided():  # as distill_student runs it: the policy reads the step's own forward
+        output = student_forward(student, batch)
+        features = {level: value.detach() for level, value in output.features.items()}
+        mask = policy.select_from_features(batch, features, 0.5)
+        terms = kd_training_step(student, teacher, objective, optimizer, batch, mask, output=output)
         policy.update_running_gap(terms.kd_raw, mask)
 
     running_gap = new_running_gap()
 
-    def env_step():
+    def env_step():  # as LevelSelectionEnv.step + _observations run it
         kd_losses_no_grad(student, teacher, objective, batch, all_levels)
-        kd_training_step(student, teacher, objective, optimizer, batch, policy_mask)
+        output = student_forward(student, batch)
+        features = {level: value.detach() for level, value in output.features.items()}
+        observations_from_features(features, batch, running_gap.scale, 0.5, 0.0, thresholds)
+        kd_training_step(student, teacher, objective, optimizer, batch, policy_mask, output=output)
         kd_losses_no_grad(student, teacher, objective, batch, all_levels)
-        sample_observations(student, batch, running_gap.scale, 0.5, 0.0, thresholds)
 
     ms = {
         name: 1e3 * settings.seconds_per_step(fn)

@@ -22,8 +22,9 @@ from rlpkd.levels import LEVELS, NUM_LEVELS, masks_to_subsets
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_student
 from rlpkd.runtime import seed_everything
-from rlpkd.training.kd_step import kd_training_step
+from rlpkd.training.kd_step import kd_training_step, student_forward
 from rlpkd.training.level_selection import (
+    FeatureObservingSelector,
     LevelSelector,
     StatefulSelector,
     StudentObservingSelector,
@@ -182,7 +183,15 @@ def distill_student(
     for epoch in range(first_epoch, schedule.epochs):
         for batch in loader:
             batch = batch.to(device, non_blocking=True)
-            mask = selector.select(batch, step / max(total_steps, 1)).cpu()
+            progress_now = step / max(total_steps, 1)
+            output = None
+            if isinstance(selector, FeatureObservingSelector):
+                # the policy reads the step's own student forward: no second forward
+                output = student_forward(student, batch, amp)
+                features = {level: value.detach() for level, value in output.features.items()}
+                mask = selector.select_from_features(batch, features, progress_now).cpu()
+            else:
+                mask = selector.select(batch, progress_now).cpu()
             terms = kd_training_step(
                 student,
                 teacher,
@@ -194,6 +203,7 @@ def distill_student(
                 amp,
                 phase=phase,
                 step=step + 1,
+                output=output,
             )
             scheduler.step()
             step += 1

@@ -30,6 +30,7 @@ __all__ = [
     "clip_and_measure_gradients",
     "raise_if_diverged",
     "objective_term_values",
+    "student_forward",
     "kd_training_step",
     "kd_losses_no_grad",
 ]
@@ -149,6 +150,20 @@ def _masked_kd(
     )
 
 
+def student_forward(
+    student: PyramidDetector, batch: DetectionBatch, amp: bool = False
+) -> DetectorOutput:
+    """The student's training-mode forward of ``batch`` (with gradients), as a KD step runs it.
+
+    A caller that chooses the step's levels from the student's own pyramid (a policy) runs this
+    first, reads the features (detached) and hands the output to ``kd_training_step``, so the
+    choice costs no extra forward.
+    """
+    student.train()
+    with autocast_for(batch.images.device, amp):
+        return student(batch.images)
+
+
 def kd_training_step(
     student: PyramidDetector,
     teacher: PyramidDetector,
@@ -161,6 +176,7 @@ def kd_training_step(
     *,
     phase: str = "student",
     step: int = 0,
+    output: DetectorOutput | None = None,
 ) -> ObjectiveTerms:
     """Forward the student, the lazy teacher at ``mask`` ([B, 4] bool), KD + detection, update.
 
@@ -170,16 +186,18 @@ def kd_training_step(
     Args:
         phase: names the run in a DivergenceError (e.g. 'student P2,P3 seed 0').
         step: the caller's 1-based step number, for the same message (0: not counted).
+        output: this step's student forward of ``batch`` (``student_forward``), when the caller
+            already ran it to choose ``mask`` from its features; None runs it here.
 
     Raises:
         DivergenceError: the loss, one of its terms, GradNorm's weights or the gradient norm is
             not finite; the optimiser has not stepped (the weights are unchanged).
     """
-    student.train()
     objective.train()
     mask = mask.to(device=batch.images.device, dtype=torch.bool)
+    if output is None:
+        output = student_forward(student, batch, amp)
     with autocast_for(batch.images.device, amp):
-        output = student(batch.images)
         detection = student.detection_loss(output, batch.boxes, batch.labels)["total"]
         kd_raw = _masked_kd(output, teacher, objective, batch, mask)
     shared = last_shared_parameter(student) if objective.balancer is not None else None

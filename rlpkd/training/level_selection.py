@@ -22,6 +22,7 @@ from rlpkd.models.fcos_loss import box_pyramid_levels
 __all__ = [
     "LevelSelector",
     "StudentObservingSelector",
+    "FeatureObservingSelector",
     "StatefulSelector",
     "FingerprintedSelector",
     "FixedLevels",
@@ -49,6 +50,19 @@ class StudentObservingSelector(Protocol):
 
     def set_student(self, student: torch.nn.Module) -> None:
         """The student whose state the next ``select`` calls observe."""
+        ...
+
+
+@runtime_checkable
+class FeatureObservingSelector(Protocol):
+    """A selector that chooses from the student's pyramid as the training step computes it: the
+    distillation loop runs the step's student forward first and hands it the detached features,
+    so observing costs no second forward."""
+
+    def select_from_features(
+        self, batch: DetectionBatch, features: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
+        """The [B, 4] mask for ``batch`` given the student's features of it (train mode)."""
         ...
 
 

@@ -10,7 +10,7 @@ from rlpkd.config import DistillConfig
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.levels import LEVELS
 from rlpkd.models.lazy_pyramid import freeze_teacher
-from rlpkd.training.kd_step import kd_training_step
+from rlpkd.training.kd_step import kd_training_step, student_forward
 
 
 def _batch():
@@ -79,3 +79,23 @@ def test_gradnorm_objective_trains_and_keeps_weights_normalised(tiny_teacher, ti
     assert weights.shape == (1 + len(LEVELS),)
     assert torch.isclose(weights.sum(), torch.tensor(5.0), atol=1e-4)
     assert weights[LEVELS.index("P5") + 1] == 1.0  # never active: untouched
+
+
+def test_a_step_on_a_given_forward_equals_the_step_that_runs_it(tiny_teacher, tiny_student):
+    """The policy-guided path (forward first, choose from its features, finish the step) trains
+    exactly as the plain step with the same mask."""
+    teacher = freeze_teacher(tiny_teacher)
+    batch, mask = _batch(), torch.tensor([[True, False, True, False], [False, True, False, True]])
+    results = []
+    for given_forward in (False, True):
+        student = copy.deepcopy(tiny_student)
+        torch.manual_seed(0)
+        objective = _objective()
+        optimizer = torch.optim.SGD([*student.parameters(), *objective.kd.parameters()], lr=0.1)
+        output = student_forward(student, batch) if given_forward else None
+        terms = kd_training_step(student, teacher, objective, optimizer, batch, mask, output=output)
+        results.append((student.state_dict(), terms.kd_raw.detach()))
+    (plain, plain_kd), (guided, guided_kd) = results
+    assert torch.equal(plain_kd, guided_kd)
+    for name, value in plain.items():
+        assert torch.equal(value, guided[name]), name
