@@ -22,9 +22,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 
     Args:
         path: the target; its folder is created if missing.
-        write: called with the temporary file's path (an empty file, mode 0600, named
+        write: called with the temporary file's path (an empty file named
             ``.<name>.<random>``); it writes the whole new content there, e.g.
             ``lambda tmp: torch.save(state, tmp)``.
+
+    The result has the permissions a plain ``open(path, "w")`` gives (0666 less the umask), not
+    ``mkstemp``'s private 0600, so run directories stay readable to whoever could read them before.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +35,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     os.close(fd)
     tmp = Path(name)
     try:
+        os.chmod(tmp, 0o666 & ~_current_umask())
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -44,3 +48,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Replace ``path`` with ``text`` atomically (see ``atomic_write``)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -44,3 +44,14 @@ def test_the_writer_gets_a_hidden_sibling_and_binary_writers_work(tmp_path):
     assert torch.equal(load_checkpoint(path, "state")["x"], torch.arange(3))
     save_checkpoint_atomic(path, {"x": torch.zeros(2)})
     assert torch.equal(load_checkpoint(path, "state")["x"], torch.zeros(2))
+
+
+def test_the_written_file_has_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "metrics.json", "{}")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
