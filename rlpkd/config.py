@@ -88,7 +88,9 @@ class DataConfig:
     num_val: int = 200
     """Embedded: validation images."""
     regime: str = "mixed"
-    """Embedded: object-scale regime, 'mixed', 'small' or 'large'."""
+    """Embedded: object-scale regime (``rlpkd.data.synthetic.REGIMES``): a size mix of every
+    image's objects ('mixed', 'small', 'large', 'small-only', 'medium-only', 'large-only') or
+    'per-image' (each image draws one of the three single-band regimes)."""
     seed: int = 0
     """Embedded: generator seed."""
     image_size: int = 128

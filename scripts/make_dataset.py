@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 
 from experiments.cli import check_out_dir
-from rlpkd.data.synthetic import REGIMES, generate_embedded_dataset, object_size_counts
+from rlpkd.data.synthetic import (
+    PER_IMAGE,
+    REGIMES,
+    generate_embedded_dataset,
+    image_regimes,
+    object_size_counts,
+)
 from rlpkd.errors import UserError
 
 
@@ -23,7 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
     # Not argparse choices: the library's ConfigError lists the valid regimes in one line.
-    parser.add_argument("--regime", default="mixed", help=f"object-size mix: {', '.join(REGIMES)}")
+    parser.add_argument(
+        "--regime",
+        default=PER_IMAGE,
+        help=f"object-scale regime: {', '.join(REGIMES)} (default: {PER_IMAGE}, one per image)",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,8 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for split in ("train", "val"):
-        counts = object_size_counts(out / "annotations" / f"{split}.json")
+        annotation_file = out / "annotations" / f"{split}.json"
+        counts = object_size_counts(annotation_file)
         print(f"{split}: " + ", ".join(f"{key}={value}" for key, value in counts.items()))
+        if args.regime == PER_IMAGE:
+            regimes = list(image_regimes(annotation_file).values())
+            per_regime = {name: regimes.count(name) for name in sorted(set(regimes))}
+            print(
+                f"{split} images by regime: " + ", ".join(f"{k}={v}" for k, v in per_regime.items())
+            )
     print(f"wrote {out}")
     return 0
 

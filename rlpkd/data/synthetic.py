@@ -5,6 +5,15 @@ clutter. Object sizes span COCO's small / medium / large bins (by box area again
 so different samples need different pyramid levels. ``regime`` skews the size mix, which gives
 the meta-learner a task distribution (DESIGN.md §6).
 
+Two kinds of regime: a *size mix* (``mixed``, ``small``, ``large``, and the single-band
+``small-only``, ``medium-only``, ``large-only``) draws each *object's* size band from the mix, so
+most images hold objects of several sizes; ``per-image`` first draws one single-band regime per
+*image* (uniformly among ``small-only``, ``medium-only`` and ``large-only``), so an image's objects
+all fall in one COCO size band and different images need different pyramid levels (DESIGN §5,
+"Where choice can matter"). A ``per-image`` dataset records each image's regime in an
+``rlpkd_regime`` field of its image entry and the counts in ``info.image_regimes``;
+``image_regimes`` reads the image id -> regime map of any embedded annotation file.
+
 Generation is deterministic: image ``i`` of a split is drawn from ``numpy.random.default_rng
 ((seed, split, i))``, so it does not depend on how many images the split has, and the same
 arguments give byte-identical PNGs and JSON.
@@ -14,42 +23,57 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from rlpkd.errors import ConfigError
+from rlpkd.data.size_bins import COCO_AREA_EDGES, SIZE_BINS, size_bin
+from rlpkd.errors import ConfigError, DataError
+from rlpkd.rundir import atomic_write_text
 
 __all__ = [
     "EMBEDDED_CLASS_NAMES",
+    "SIZE_MIXES",
+    "PER_IMAGE",
+    "PER_IMAGE_CHOICES",
     "REGIMES",
     "GENERATOR_VERSION",
     "generate_embedded_dataset",
+    "image_regimes",
     "object_size_counts",
 ]
 
 EMBEDDED_CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "ring", "cross", "star")
 
-# Probability of drawing an object from COCO's (small, medium, large) side bands, per regime.
-REGIMES: dict[str, tuple[float, float, float]] = {
+# Probability of drawing an object from COCO's (small, medium, large) side bands, per size mix.
+SIZE_MIXES: dict[str, tuple[float, float, float]] = {
     "mixed": (0.40, 0.35, 0.25),
     "small": (0.80, 0.15, 0.05),
     "large": (0.10, 0.40, 0.50),
+    "small-only": (1.0, 0.0, 0.0),
+    "medium-only": (0.0, 1.0, 0.0),
+    "large-only": (0.0, 0.0, 1.0),
 }
 
+# The regime that draws one single-band size mix per image, and the mixes it draws from.
+PER_IMAGE = "per-image"
+PER_IMAGE_CHOICES: tuple[str, ...] = ("small-only", "medium-only", "large-only")
+
+# Every valid ``regime`` name (``data.regime``, ``meta.regimes``, ``make_dataset.py --regime``).
+REGIMES: tuple[str, ...] = (*SIZE_MIXES, PER_IMAGE)
+
 # Bump when the generator's output changes, so cached datasets are not silently reused.
+# (Adding regimes left the output of the existing ones byte-identical: still 1.)
 GENERATOR_VERSION = 1
 
-SMALL_AREA = 32**2
-LARGE_AREA = 96**2
 MAX_OBJECTS = 6
 # A later (smaller) object may hide at most this fraction of an earlier object's box in total.
 MAX_HIDDEN_FRACTION = 0.3
 MIN_COLOR_DISTANCE = 90.0
 _SPLITS = ("train", "val")
+_MAX_SHAPE_REDRAWS = 1000
 
 
 def generate_embedded_dataset(
@@ -68,13 +92,25 @@ def generate_embedded_dataset(
     are written last and atomically, so a dataset without both of them is incomplete.
     Image ids are 1..num_train for train and num_train+1.. for val (disjoint, as in COCO).
 
+    With ``regime="per-image"`` each image first draws its own single-band regime from its own
+    generator (so image ``i`` does not depend on the others), among those of
+    ``PER_IMAGE_CHOICES`` whose band fits the image (``large-only`` needs ``size`` >= 110); its
+    image entry gets ``"rlpkd_regime"`` and ``info.image_regimes`` counts them.
+
     Raises:
-        ConfigError: unknown ``regime`` or non-positive sizes/counts.
+        ConfigError: unknown ``regime``, a single-band regime whose band does not fit in
+            ``size``, or non-positive sizes/counts.
     """
     if regime not in REGIMES:
         raise ConfigError(f"unknown dataset regime {regime!r}; valid: {', '.join(REGIMES)}")
     if size < 32:
         raise ConfigError(f"embedded dataset size {size} is too small; use at least 32")
+    if regime in SIZE_MIXES and not _fits(SIZE_MIXES[regime], size):
+        raise ConfigError(
+            f"dataset regime {regime!r} draws only {SIZE_BINS[SIZE_MIXES[regime].index(1.0)]} "
+            f"objects, which do not fit in {size}px images; use a larger size or another regime"
+        )
+    choices = [name for name in PER_IMAGE_CHOICES if _fits(SIZE_MIXES[name], size)]
     if num_train < 1 or num_val < 1:
         raise ConfigError(
             f"embedded dataset needs at least one train and one val image "
@@ -88,16 +124,27 @@ def generate_embedded_dataset(
         image_dir = out_dir / "images" / split
         image_dir.mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
+        regime_counts = dict.fromkeys(choices, 0)
         indices = range(counts[split])
         if progress:
             indices = tqdm(indices, desc=f"embedded {split}", unit="img")
         for index in indices:
             rng = np.random.default_rng((seed, split_index, index))
-            image, objects = _draw_image(rng, size, REGIMES[regime])
+            entry: dict = {}
+            if regime == PER_IMAGE:
+                image_regime = choices[int(rng.integers(len(choices)))]
+                regime_counts[image_regime] += 1
+                band_probs = SIZE_MIXES[image_regime]
+                entry["rlpkd_regime"] = image_regime
+            else:
+                band_probs = SIZE_MIXES[regime]
+            image, objects = _draw_image(rng, size, band_probs)
             image_id = first_id[split] + index
             file_name = f"{index:06d}.png"
             image.save(image_dir / file_name, format="PNG")
-            images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+            images.append(
+                {"id": image_id, "file_name": file_name, "width": size, "height": size, **entry}
+            )
             for category_index, (x, y, w, h) in objects:
                 annotations.append(
                     {
@@ -109,13 +156,16 @@ def generate_embedded_dataset(
                         "iscrowd": 0,
                     }
                 )
+        info = {
+            "description": "RL-PyramidKD embedded synthetic shapes",
+            "regime": regime,
+            "seed": seed,
+            "generator_version": GENERATOR_VERSION,
+        }
+        if regime == PER_IMAGE:
+            info["image_regimes"] = regime_counts
         documents[split] = {
-            "info": {
-                "description": "RL-PyramidKD embedded synthetic shapes",
-                "regime": regime,
-                "seed": seed,
-                "generator_version": GENERATOR_VERSION,
-            },
+            "info": info,
             "images": images,
             "annotations": annotations,
             "categories": [
@@ -125,8 +175,39 @@ def generate_embedded_dataset(
     annotation_dir = out_dir / "annotations"
     annotation_dir.mkdir(parents=True, exist_ok=True)
     for split in _SPLITS:
-        _write_json_atomically(annotation_dir / f"{split}.json", documents[split])
+        atomic_write_text(annotation_dir / f"{split}.json", json.dumps(documents[split]))
     return out_dir
+
+
+def image_regimes(annotation_file: Path) -> dict[int, str]:
+    """Image id -> the scale regime its objects were drawn from, for an embedded annotation file.
+
+    A ``per-image`` dataset gives each image's own regime (``small-only``, ``medium-only`` or
+    ``large-only``); any other embedded dataset gives every image the dataset's regime.
+
+    Raises:
+        DataError: the file is not an embedded dataset's (no ``info.regime``), or a
+            ``per-image`` image entry has no ``rlpkd_regime``.
+    """
+    with open(annotation_file) as f:
+        document = json.load(f)
+    info = document.get("info") if isinstance(document, dict) else None
+    regime = info.get("regime") if isinstance(info, dict) else None
+    if regime not in REGIMES:
+        raise DataError(
+            f"{annotation_file}: no embedded-dataset regime in 'info.regime' "
+            "(image regimes exist only for datasets made by rlpkd's generator)"
+        )
+    regimes = {}
+    for image in document["images"]:
+        image_regime = image.get("rlpkd_regime", regime) if regime == PER_IMAGE else regime
+        if image_regime not in SIZE_MIXES:
+            raise DataError(
+                f"{annotation_file}: image {image.get('id')!r} has no valid 'rlpkd_regime' "
+                f"(a per-image dataset needs one of {', '.join(PER_IMAGE_CHOICES)})"
+            )
+        regimes[int(image["id"])] = image_regime
+    return regimes
 
 
 def object_size_counts(annotation_file: Path) -> dict[str, int]:
@@ -136,17 +217,25 @@ def object_size_counts(annotation_file: Path) -> dict[str, int]:
     counts = {"images": len(document["images"]), "objects": 0, "small": 0, "medium": 0, "large": 0}
     for annotation in document["annotations"]:
         counts["objects"] += 1
-        area = annotation["area"]
-        bin_name = "small" if area < SMALL_AREA else "medium" if area < LARGE_AREA else "large"
-        counts[bin_name] += 1
+        counts[size_bin(annotation["area"])] += 1
     return counts
 
 
-def _write_json_atomically(path: Path, document: dict) -> None:
-    tmp_path = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp_path, "w") as f:
-        json.dump(document, f)
-    os.replace(tmp_path, path)
+def _band_edges(size: int) -> list[tuple[float, float]]:
+    """The (small, medium, large) object-side bands at image side ``size``, in pixels.
+
+    A band may be empty (hi <= lo) for small images.
+    """
+    min_side = max(4.0, 0.05 * size)
+    max_side = 0.88 * size
+    small_side, large_side = (math.sqrt(area) for area in COCO_AREA_EDGES)
+    edges = [(min_side, small_side), (small_side, large_side), (large_side, max_side)]
+    return [(lo, min(hi, max_side)) for lo, hi in edges]
+
+
+def _fits(band_probs: tuple[float, float, float], size: int) -> bool:
+    """True when some band with positive probability is non-empty at image side ``size``."""
+    return any(p > 0 and hi > lo for p, (lo, hi) in zip(band_probs, _band_edges(size), strict=True))
 
 
 # --------------------------------------------------------------------------- one image
@@ -177,13 +266,21 @@ def _sample_side(
     rng: np.random.Generator, size: int, band_probs: tuple[float, float, float]
 ) -> float:
     """An object side length: pick a COCO size band, then log-uniform within it."""
-    min_side = max(4.0, 0.05 * size)
-    max_side = 0.88 * size
-    edges = [(min_side, 32.0), (32.0, 96.0), (96.0, max_side)]
-    bands = [(lo, min(hi, max_side)) for lo, hi in edges]
+    bands = _band_edges(size)
     probs = np.array([p if hi > lo else 0.0 for p, (lo, hi) in zip(band_probs, bands, strict=True)])
     lo, hi = bands[int(rng.choice(3, p=probs / probs.sum()))]
     return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def _sample_shape(
+    rng: np.random.Generator, size: int, band_probs: tuple[float, float, float]
+) -> tuple[int, int]:
+    """A box's (w, h) in whole pixels: a side from ``_sample_side`` and an aspect ratio."""
+    side = _sample_side(rng, size, band_probs)
+    aspect = math.exp(rng.uniform(math.log(0.75), math.log(1.33)))
+    w = int(round(min(max(side * math.sqrt(aspect), 4), size - 2)))
+    h = int(round(min(max(side / math.sqrt(aspect), 4), size - 2)))
+    return w, h
 
 
 def _place_boxes(
@@ -191,12 +288,18 @@ def _place_boxes(
 ) -> list[tuple[int, int, int, int]]:
     """Up to 6 boxes fully inside the image with limited overlap, sorted largest first."""
     num_objects = int(rng.integers(1, MAX_OBJECTS + 1))
+    only_bin = SIZE_BINS[band_probs.index(1.0)] if 1.0 in band_probs else None
     shapes = []
     for _ in range(num_objects):
-        side = _sample_side(rng, size, band_probs)
-        aspect = math.exp(rng.uniform(math.log(0.75), math.log(1.33)))
-        w = int(round(min(max(side * math.sqrt(aspect), 4), size - 2)))
-        h = int(round(min(max(side / math.sqrt(aspect), 4), size - 2)))
+        w, h = _sample_shape(rng, size, band_probs)
+        # A single-band regime keeps every box in its COCO area bin: rounding and the aspect
+        # ratio can move a box whose side is near a band edge across it (about 1 in 400).
+        for _ in range(_MAX_SHAPE_REDRAWS):
+            if only_bin is None or size_bin(w * h) == only_bin:
+                break
+            w, h = _sample_shape(rng, size, band_probs)
+        else:
+            raise RuntimeError(f"no {only_bin} box found for a {size}px image")
         shapes.append((w, h))
     shapes.sort(key=lambda wh: wh[0] * wh[1], reverse=True)
     placed: list[tuple[int, int, int, int]] = []

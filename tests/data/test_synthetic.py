@@ -169,3 +169,7 @@ def test_cli_writes_dataset(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     document = json.loads((out / "annotations" / "val.json").read_text())
     assert len(document["images"]) == 2
+    # the default regime is the default experiment's: one scale regime per image, recorded
+    assert document["info"]["regime"] == "per-image"
+    assert all("rlpkd_regime" in image for image in document["images"])
+    assert "val images by regime: " in result.stdout
