@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from rlpkd.atomic_files import atomic_write_text
 from rlpkd.data.size_bins import COCO_AREA_EDGES, SIZE_BINS, size_bin
 from rlpkd.errors import ConfigError, DataError
-from rlpkd.rundir import atomic_write_text
 
 __all__ = [
     "EMBEDDED_CLASS_NAMES",
