@@ -130,12 +130,15 @@ def test_pretrained_backbone_file(torch_hub):
 def toy_ray():
     from tests.policies import register_toy_env
 
+    if ray.is_initialized():  # a Ray another module's test left running, with other resources
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     register_toy_env()
     yield
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ppo_checkpoints(toy_ray, tmp_path):
     """A corrupt RLlib checkpoint is one line naming its folder; one trained from other inputs
     (another fingerprint) is not continued."""

@@ -39,6 +39,7 @@ def load_coco(path: Path) -> COCO:
         return COCO(str(path))
 
 
+@pytest.mark.slow
 def test_dataset_is_valid_coco_with_every_size_bin(mixed_dataset: Path) -> None:
     coco = load_coco(mixed_dataset / "annotations" / "train.json")
     assert [coco.cats[i]["name"] for i in sorted(coco.cats)] == list(EMBEDDED_CLASS_NAMES)
@@ -93,6 +94,7 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path: Path) 
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_small_regime_has_more_small_objects_than_large_regime(tmp_path: Path) -> None:
     fractions = {}
     for regime in ("small", "large"):
@@ -156,6 +158,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_bad_regime_prints_one_line_error(tmp_path: Path) -> None:
     result = run_cli("--out", str(tmp_path / "d"), "--num-train", "2", "--regime", "huge")
     assert result.returncode == 2
@@ -163,6 +166,7 @@ def test_cli_bad_regime_prints_one_line_error(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and "mixed" in lines[0]
 
 
+@pytest.mark.slow
 def test_cli_writes_dataset(tmp_path: Path) -> None:
     out = tmp_path / "d"
     result = run_cli("--out", str(out), "--num-train", "3", "--num-val", "2", "--size", "64")

@@ -92,6 +92,7 @@ def _explicit_dot_products(student, teacher, objective, batch, heldout, directio
     return expected, kd.detach()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["mse", "pkd", "fgd", "kl"])
 def test_value_is_the_per_pair_gradient_dot_product_under_sgd(tiny_teacher, tiny_student, loss):
     teacher = freeze_teacher(tiny_teacher)
@@ -111,6 +112,7 @@ def test_value_is_the_per_pair_gradient_dot_product_under_sgd(tiny_teacher, tiny
     )
 
 
+@pytest.mark.slow
 def test_value_uses_adam_preconditioning_and_the_step_factor(tiny_teacher, tiny_student):
     teacher = freeze_teacher(tiny_teacher)
     objective = _objective("pkd", weight=2.0, normalise=True)
@@ -144,6 +146,7 @@ def test_value_uses_adam_preconditioning_and_the_step_factor(tiny_teacher, tiny_
         assert torch.equal(value, state_before[name]), name
 
 
+@pytest.mark.slow
 def test_value_carries_the_gradnorm_weight_of_its_level(tiny_teacher, tiny_student):
     teacher = freeze_teacher(tiny_teacher)
     objective = _objective("pkd", gradnorm=True)
@@ -177,6 +180,7 @@ def test_value_is_exactly_zero_where_a_pair_has_no_kd_path(tiny_teacher, tiny_st
     torch.testing.assert_close(partial.values[probed], full.values[probed], rtol=1e-5, atol=0.0)
 
 
+@pytest.mark.slow
 def test_validation_restores_the_student_objective_and_optimiser(tiny_teacher, tiny_student):
     teacher = freeze_teacher(tiny_teacher)
     objective = _objective("pkd")
@@ -197,6 +201,7 @@ def test_validation_restores_the_student_objective_and_optimiser(tiny_teacher, t
     assert [float(s["step"]) for s in optimizer.state.values()] == steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_prediction_ranks_real_heldout_loss_changes(tiny_config, seed):
     """After 10 warm-up steps (Adam has state), Σ v_il over random masks ranks the measured drops
@@ -218,6 +223,7 @@ def test_spearman_rho_of_known_rankings():
     )
 
 
+@pytest.mark.slow
 def test_cost_per_decision_counts_the_heldout_pass_teacher_and_probe(tiny_teacher, tiny_student):
     teacher = freeze_teacher(tiny_teacher)
     objective = _objective("pkd")

@@ -67,6 +67,7 @@ def _reset(env: LevelSelectionEnv, seed: int) -> dict:
     return observations
 
 
+@pytest.mark.slow
 def test_env_passes_rllib_multi_agent_checker(env):
     from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
@@ -82,6 +83,7 @@ def test_env_passes_rllib_multi_agent_checker(env):
         assert isinstance(rewards[agent], float) and math.isfinite(rewards[agent])
 
 
+@pytest.mark.slow
 def test_episode_terminates_after_episode_steps_with_finite_observations(env):
     observations, _ = env.reset(seed=2)
     env.reset_metrics()
@@ -105,6 +107,7 @@ def test_episode_terminates_after_episode_steps_with_finite_observations(env):
     assert metrics["gap_eval_gflops"] > 0 and metrics["gap_eval_time_s"] > 0
 
 
+@pytest.mark.slow
 def test_two_samples_of_one_batch_get_rewards_from_their_own_gap_and_flops(env_config):
     register_envs()
     from ray.tune.registry import ENV_CREATOR, _global_registry
@@ -143,6 +146,7 @@ def test_sample_rewards_follow_each_samples_normalised_all_level_gap_drop():
     assert priced.tolist() == pytest.approx([4.0 - 3.0, 1.5 - 3.0 * table[1].item()])
 
 
+@pytest.mark.slow
 def test_observation_does_not_depend_on_the_teacher(env):
     before = _reset(env, seed=4)
     original = copy.deepcopy(env.teacher.state_dict())
@@ -163,6 +167,7 @@ def test_object_scale_histogram_assigns_boxes_by_the_fcos_rule():
     assert histogram[0].tolist() == pytest.approx([0.5, 0.0, 0.5, 0.0, math.log(3.0)])
 
 
+@pytest.mark.slow
 def test_snapshot_pool_covers_the_stages_and_is_reused_by_a_second_env(
     env, env_config, monkeypatch
 ):
@@ -183,6 +188,7 @@ def test_snapshot_pool_covers_the_stages_and_is_reused_by_a_second_env(
     assert [p.stat().st_mtime_ns for p in second.snapshots] == mtimes
 
 
+@pytest.mark.slow
 def test_a_nan_box_in_the_env_batch_stops_the_step_before_the_update(env_config):
     env = LevelSelectionEnv(env_config)
     _reset(env, seed=6)
@@ -197,6 +203,7 @@ def test_a_nan_box_in_the_env_batch_stops_the_step_before_the_update(env_config)
         assert torch.equal(value, before[name]), name
 
 
+@pytest.mark.slow
 def test_a_nan_reward_stops_the_env_naming_the_level(env_config):
     env = LevelSelectionEnv(env_config)
     with torch.no_grad():  # a corrupt teacher at P5 only: the all-level gap (the reward) is NaN

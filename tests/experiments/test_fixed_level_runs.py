@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -15,6 +16,8 @@ from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.distill_run import distill_student
 from rlpkd.training.level_selection import RandomLevels
+
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
 
 class RecordingSelector(RandomLevels):

@@ -99,6 +99,7 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_lambda_stops_before_writing(tiny_data_root, finished_run):
     before = directory_snapshot(finished_run)
     result = _train_rl(tiny_data_root, finished_run, "--resume", "--set=rl.lam=2.0")
@@ -150,6 +151,7 @@ def test_resume_notices_a_warm_start_file_with_other_contents(tiny_data_root, tm
         check_resume(config)
 
 
+@pytest.mark.slow
 def test_without_resume_a_changed_lambda_redoes_ppo_and_reuses_the_teacher(
     tiny_data_root, run_copy
 ):
@@ -181,6 +183,7 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.slow
 def test_a_truncated_teacher_is_one_line_and_touches_nothing(tiny_data_root, run_copy):
     _truncate(run_copy / "checkpoints" / "teacher.pt")
     before = directory_snapshot(run_copy)
@@ -189,6 +192,7 @@ def test_a_truncated_teacher_is_one_line_and_touches_nothing(tiny_data_root, run
     assert directory_snapshot(run_copy) == before
 
 
+@pytest.mark.slow
 def test_a_truncated_snapshot_is_one_line_and_touches_nothing(tiny_data_root, run_copy):
     (snapshot,) = (run_copy / "checkpoints" / "snapshots").glob("student_*.pt")
     _truncate(snapshot)
@@ -198,6 +202,7 @@ def test_a_truncated_snapshot_is_one_line_and_touches_nothing(tiny_data_root, ru
     assert directory_snapshot(run_copy) == before
 
 
+@pytest.mark.slow
 def test_a_corrupt_ppo_checkpoint_is_one_line_naming_the_folder(tiny_data_root, run_copy):
     policy = run_copy / "checkpoints" / "policy"
     _truncate(policy / "iteration_0001" / "algorithm_state.pkl")
@@ -207,6 +212,7 @@ def test_a_corrupt_ppo_checkpoint_is_one_line_naming_the_folder(tiny_data_root, 
     assert directory_snapshot(policy) == before
 
 
+@pytest.mark.slow
 def test_a_truncated_warm_start_is_one_line_before_the_run_starts(
     tiny_data_root, finished_run, tmp_path
 ):

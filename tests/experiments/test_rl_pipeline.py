@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 
+import pytest
 import torch
 
 from envs.observation import OBS_DIM
@@ -38,6 +39,7 @@ def _rl_config(tiny_config):
     return dataclasses.replace(tiny_config, rl=rl)
 
 
+@pytest.mark.slow
 def test_policy_guided_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_config):
     from envs.observation import OBS_DIM
     from policies.level_policy_module import build_level_module
@@ -81,6 +83,7 @@ def test_policy_selector_is_fingerprinted_by_its_weights_file(tiny_config, tmp_p
     assert keys[0] != keys[1]
 
 
+@pytest.mark.slow
 def test_train_rl_end_to_end_and_resume(tiny_config):
     config = _rl_config(tiny_config)
     report = run_rl_experiment(config)

@@ -6,10 +6,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from experiments.search_retrain import run_search_experiment
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
 from rlpkd.levels import parse_levels
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
 
 def test_search_experiment_retrains_the_pick_and_reports_the_search_cost(tiny_config, tmp_path):

@@ -60,6 +60,7 @@ def test_config_maps_every_slot_to_the_shared_module():
     assert {ppo.policy_mapping_fn(f"slot_{i}", None) for i in range(8)} == {SHARED_MODULE_ID}
 
 
+@pytest.mark.slow
 def test_large_lambda_learns_to_select_fewer_levels(tmp_path):
     config = toy_config()
     levels, rates = {}, {}
@@ -88,6 +89,7 @@ def test_large_lambda_learns_to_select_fewer_levels(tmp_path):
     assert rates[10.0] < rates[0.0], rates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_env_runners", [0, 1])
 def test_warm_start_weights_are_what_the_env_runners_act_with(tmp_path, num_env_runners):
     config = toy_config(num_env_runners=num_env_runners)
@@ -159,6 +161,7 @@ def test_load_module_weights_round_trip_and_shape_check():
         algo.stop()
 
 
+@pytest.mark.slow
 def test_resume_continues_after_an_interruption(tmp_path, monkeypatch):
     config = toy_config()
     env_config = toy_env_config(config, lam=1.0)
@@ -268,6 +271,7 @@ def _real_env_setup(tiny_data_root, tmp_path, rl_overrides):
     return config, env_config
 
 
+@pytest.mark.slow
 def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
     """PPO on envs.LevelSelectionEnv (tiny debug config): the warm-started policy is the one
     that acts, the callback reports the env's per-decision numbers, and resume adds iterations."""
@@ -312,6 +316,7 @@ def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
     assert [h["iteration"] for h in history] == [1, 2] and history[0] == first
 
 
+@pytest.mark.slow
 def test_real_env_large_lambda_selects_fewer_levels(tiny_data_root, tmp_path):
     """On the real env (tiny config) a large FLOPs penalty teaches the greedy policy fewer levels."""
     from envs.level_selection_env import LevelSelectionEnv

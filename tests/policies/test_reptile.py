@@ -32,6 +32,7 @@ from tests.policies import (
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
+@pytest.mark.slow
 def test_task_distribution_is_the_product_of_regimes_lambdas_and_depths():
     tasks = task_distribution(
         MetaConfig(regimes=["small", "large"], lambdas=[0.1, 1.0], student_depths=[18, 34])
@@ -78,6 +79,7 @@ def _none_rate(state: dict[str, torch.Tensor], hidden: list[int]) -> float:
     return (~subsets_to_masks(actions).any(-1)).float().mean().item()
 
 
+@pytest.mark.slow
 def test_meta_init_moves_toward_the_task_solutions(tmp_path):
     """Tasks that all prefer no levels: the meta-init picks 'none' far more than the random init."""
     config = toy_config()

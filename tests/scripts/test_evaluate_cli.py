@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

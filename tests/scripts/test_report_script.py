@@ -6,8 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 from tests.report import make_sweep
+
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

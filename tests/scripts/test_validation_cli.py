@@ -14,6 +14,8 @@ from rlpkd.rundir import run_lock
 from tests.conftest import REPO
 from tests.dir_snapshot import directory_snapshot
 
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
+
 
 def _run(*args: str, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}

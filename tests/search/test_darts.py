@@ -64,6 +64,7 @@ def _darts_context(context: SearchContext, steps: int = 2) -> SearchContext:
     return dataclasses.replace(context, config=config)
 
 
+@pytest.mark.slow
 def test_detector_problem_restores_the_student_and_caches_the_teacher(search_context, monkeypatch):
     import rlpkd.search.detector_problem as module
 
@@ -88,6 +89,7 @@ def test_detector_problem_restores_the_student_and_caches_the_teacher(search_con
     assert len(calls) == 1
 
 
+@pytest.mark.slow
 def test_darts_search_on_the_tiny_detector(search_context):
     context = _darts_context(search_context, steps=2)
     result = darts_search(context)

@@ -85,6 +85,7 @@ def _huge_lr(context, steps: int = 3):
     )
 
 
+@pytest.mark.slow
 def test_short_run_fitness_that_diverges_names_the_subset(search_context):
     fitness = ShortRunFitness(_huge_lr(search_context))
     with pytest.raises(DivergenceError) as caught:
@@ -93,6 +94,7 @@ def test_short_run_fitness_that_diverges_names_the_subset(search_context):
     assert not math.isfinite(caught.value.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("search", "name"), [(darts_search, "DARTS"), (gdas_search, "GDAS")])
 def test_a_gradient_search_that_diverges_raises_instead_of_picking(search_context, search, name):
     with pytest.raises(DivergenceError) as caught:

@@ -101,6 +101,7 @@ def test_invalid_settings_are_rejected(counting_fitness):
         regularized_evolution(counting_fitness(len), 2, 3, 1, random.Random(0))
 
 
+@pytest.mark.slow
 def test_evolution_search_on_the_tiny_detector(search_context):
     settings = search_context.config.search
     result = SEARCH_METHODS.get("evolution")(search_context)

@@ -25,6 +25,7 @@ def test_exhaustive_ties_go_to_fewer_kd_flops(counting_fitness):
     assert best_record(records).levels == ()
 
 
+@pytest.mark.slow
 def test_exhaustive_search_on_the_tiny_detector(search_context):
     config = search_context.config
     context = dataclasses.replace(

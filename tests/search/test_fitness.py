@@ -25,6 +25,7 @@ def _with_lam(context: SearchContext, lam: float) -> SearchContext:
     return dataclasses.replace(context, config=config)
 
 
+@pytest.mark.slow
 def test_short_run_fitness_scores_and_costs_on_the_search_split(search_context):
     context = _with_lam(search_context, 0.5)
     fitness = ShortRunFitness(context)
@@ -43,6 +44,7 @@ def test_short_run_fitness_scores_and_costs_on_the_search_split(search_context):
     assert every.cost.kd_gflops == pytest.approx(images * context.flops.kd_flops(LEVELS) / 1e9)
 
 
+@pytest.mark.slow
 def test_short_run_fitness_caches_a_repeated_subset(search_context):
     fitness = ShortRunFitness(search_context)
     first = fitness(("P3",))

@@ -91,6 +91,7 @@ def test_subset_costs_are_kd_fractions(search_context):
     assert ((fractions >= 0) & (fractions <= 1)).all()
 
 
+@pytest.mark.slow
 def test_gdas_search_on_the_tiny_detector(search_context):
     config = search_context.config
     search = dataclasses.replace(config.search, gradient_steps=2, lam=0.0)

@@ -6,6 +6,8 @@ import dataclasses
 import json
 import random
 
+import pytest
+
 from rlpkd.search.fitness import CachedFitness, best_record
 from rlpkd.search.methods import SEARCH_METHODS
 from rlpkd.search.random_search import random_subset_search
@@ -33,6 +35,7 @@ def test_draws_are_seeded_and_cover_the_subsets(counting_fitness):
     assert len(set(draws(1))) == 16
 
 
+@pytest.mark.slow
 def test_random_search_on_the_tiny_detector(search_context):
     config = search_context.config
     search = dataclasses.replace(config.search, random_samples=3)

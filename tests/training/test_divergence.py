@@ -213,6 +213,7 @@ def _distill_cli(data_root, out, *extra):
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_distill_cli_divergence_exits_2_with_one_line_and_keeps_the_old_run(
     tiny_data_root, tmp_path
 ):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from rlpkd.data.batch import DetectionBatch
@@ -35,6 +36,7 @@ def test_dominant_size_bin_uses_coco_areas():
     assert dominant_size_bin(torch.zeros(0, 4), 1.0) == "none"
 
 
+@pytest.mark.slow
 def test_heatmap_counts_match_the_decision_log(tmp_path):
     log = DecisionLog(tmp_path / "decisions.jsonl", ["a", "b", "c"], total_steps=4)
     masks = [
@@ -77,6 +79,7 @@ def test_heatmap_counts_match_the_decision_log(tmp_path):
     assert counts["class"]["selected"]["P5"] == [0, 0, 2]
 
 
+@pytest.mark.slow
 def test_plot_heatmap_without_log_is_a_clear_error(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(

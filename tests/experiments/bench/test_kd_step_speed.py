@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
 from experiments.bench.rl_step_speed import benchmark_rl_overhead
 from rlpkd.config import ModelConfig
+
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
 TINY = StepBenchSettings(
     ModelConfig(18, 0.25, 32, 1),

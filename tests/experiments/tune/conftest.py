@@ -45,6 +45,8 @@ def make_sweep_config(tiny_data_root, tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     """``ray.init(num_cpus=2)`` for the module (run_sweep uses a Ray that is already running)."""
+    if ray.is_initialized():  # a Ray another module's test left running, with other resources
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

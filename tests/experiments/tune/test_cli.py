@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import REPO
 from tests.experiments.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
 
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
+
 
 def _bad_dataset(tmp_path) -> list[str]:
     missing = tmp_path / "missing.json"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import ray
 from ray.cluster_utils import Cluster
 
 from experiments.tune.sweep import run_sweep
 from rlpkd.rundir import read_json
+
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
 
 def test_sweep_on_a_two_node_cluster_uses_both_nodes(make_sweep_config):

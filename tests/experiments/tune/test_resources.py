@@ -55,6 +55,7 @@ def _only_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume", [False, True])
 def test_gpu_sweep_on_a_cpu_machine_is_one_line_and_leaves_the_old_sweep_alone(
     make_sweep_config, tiny_data_root, tmp_path, resume
@@ -68,6 +69,7 @@ def test_gpu_sweep_on_a_cpu_machine_is_one_line_and_leaves_the_old_sweep_alone(
     assert directory_snapshot(sweep) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides, expected",
     [
@@ -88,6 +90,7 @@ def test_resources_no_node_has_fail_before_the_sweep_dir_is_touched(
     assert directory_snapshot(sweep) == before
 
 
+@pytest.mark.slow
 def test_an_unreachable_address_is_one_line_within_seconds(tiny_data_root, tmp_path):
     sweep = tmp_path / "sweep"
     start = time.monotonic()

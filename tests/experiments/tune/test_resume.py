@@ -15,6 +15,8 @@ from rlpkd.rundir import read_json
 from tests.conftest import REPO
 from tests.experiments.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
 
+pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
+
 FIRST, SECOND, THIRD = "baseline-none-seed0", "baseline-all-seed0", "baseline-P2-seed0"
 
 

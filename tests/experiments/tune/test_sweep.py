@@ -25,6 +25,7 @@ TRIALS = ("baseline-none-seed0", "baseline-all-seed0")
 REPORT_FILES = ("report.md", "report.json", "results.csv", "plots/pareto.png")
 
 
+@pytest.mark.slow
 def test_local_sweep_writes_every_run_dir_and_the_report(make_sweep_config, local_ray, capsys):
     config = make_sweep_config()
     outcome = run_sweep(config, progress=False)
@@ -65,6 +66,7 @@ def test_local_sweep_writes_every_run_dir_and_the_report(make_sweep_config, loca
         assert read_json(run / "attempts.json") == {"attempts": 2}
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_reported_with_its_error_file(make_sweep_config, local_ray, capsys):
     config = make_sweep_config()
     sweep = Path(config.runtime.out)
@@ -93,6 +95,7 @@ def _results(sweep: Path, trial_id: str) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+@pytest.mark.slow
 def test_asha_sweep_finishes_non_rl_trials_and_reads_rl_returns(make_sweep_config, local_ray):
     config = make_sweep_config(
         "sweep.scheduler=asha",

@@ -104,6 +104,7 @@ def test_static_trial_writes_a_run_directory_and_is_reused(tiny_config, tmp_path
     assert not (folder / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_path):
     config = _with(tiny_config, "rl.iterations=2")
     sweep = tmp_path / "sweep"
@@ -128,6 +129,7 @@ def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_pa
     assert list((sweep / "shared" / "snapshots").glob("*.pt"))
 
 
+@pytest.mark.slow
 def test_a_diverged_trial_is_marked_failed_and_not_retrained(tiny_config, tmp_path):
     sweep = tmp_path / "sweep"
     prepare_sweep(tiny_config, sweep, progress=False)
