@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +175,8 @@ def generate_embedded_dataset(
     annotation_dir = out_dir / "annotations"
     annotation_dir.mkdir(parents=True, exist_ok=True)
     for split in _SPLITS:
-        _write_json_atomically(annotation_dir / f"{split}.json", documents[split])
+        # compact JSON, as generator version 1 always wrote it (write_json would indent)
+        atomic_write_text(annotation_dir / f"{split}.json", json.dumps(documents[split]))
     return out_dir
 
 
@@ -237,16 +237,6 @@ def _band_edges(size: int) -> list[tuple[float, float]]:
 def _fits(band_probs: tuple[float, float, float], size: int) -> bool:
     """True when some band with positive probability is non-empty at image side ``size``."""
     return any(p > 0 and hi > lo for p, (lo, hi) in zip(band_probs, _band_edges(size), strict=True))
-
-
-# Not rundir.write_json (indented, with a trailing newline: other bytes, so a new
-# GENERATOR_VERSION) nor rundir.atomic_write_text (mkstemp makes the file 0600, which other users
-# of a shared data.root could not read).
-def _write_json_atomically(path: Path, document: dict) -> None:
-    tmp_path = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp_path, "w") as f:
-        json.dump(document, f)
-    os.replace(tmp_path, path)
 
 
 # --------------------------------------------------------------------------- one image
