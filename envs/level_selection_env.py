@@ -38,6 +38,7 @@ from rlpkd.levels import LEVELS, NUM_LEVELS, NUM_SUBSETS, subsets_to_masks
 from rlpkd.models.detector import DetectorOutput
 from rlpkd.runtime import resolve_device
 from rlpkd.training.kd_step import (
+    detached_features,
     first_non_finite,
     kd_losses_no_grad,
     kd_training_step,
@@ -141,8 +142,10 @@ class LevelSelectionEnv(MultiAgentEnv):
             DivergenceError: the update's loss or gradient, or a slot's reward, is not finite
                 (the phase is ``ENV_PHASE``, the step the snapshot's student step).
         """
-        if self.state is None or self.batch is None:
-            raise RuntimeError("LevelSelectionEnv.step called before reset")
+        if self.state is None or self.batch is None or self._gap_before is None:
+            raise RuntimeError(
+                "LevelSelectionEnv.step called before reset or after the episode ended"
+            )
         missing = [agent for agent in self.agents if agent not in action_dict]
         if missing:
             raise ValueError(f"no action for slot(s) {missing}; every slot acts on every step")
@@ -276,30 +279,31 @@ class LevelSelectionEnv(MultiAgentEnv):
 
         First the batch's all-level KD gap is measured (eval mode, before that forward updates
         BatchNorm's running statistics), then the forward runs with gradients and is kept for
-        the step; after an episode's last step (``final``) it runs without them, only to show
-        the observation.
+        the step; after an episode's last step (``final``) no step follows, so there is no gap
+        to measure and the forward runs without gradients, only to show the observation.
         """
         state, batch, amp = self.state, self.batch, self.config.runtime.amp
+        self._gap_before, self._output = None, None
         start = time.perf_counter()
-        all_levels = torch.ones(len(batch), NUM_LEVELS, dtype=torch.bool)
-        self._gap_before = kd_losses_no_grad(
-            state.student, self.teacher, state.objective, batch, all_levels, amp
-        )
+        if not final:  # no step trains on the batch shown after an episode's last step
+            all_levels = torch.ones(len(batch), NUM_LEVELS, dtype=torch.bool)
+            self._gap_before = kd_losses_no_grad(
+                state.student, self.teacher, state.objective, batch, all_levels, amp
+            )
         measured = time.perf_counter()
         self.gap_eval_time_s += measured - start
         with torch.set_grad_enabled(not final):
-            self._output = student_forward(state.student, batch, amp)
-        features = {level: value.detach() for level, value in self._output.features.items()}
+            output = student_forward(state.student, batch, amp)
         rows = observations_from_features(
-            features,
+            detached_features(output),
             batch,
             state.running_gap.scale,
             state.progress,
             self._budget_left(),
             self.config.data.level_thresholds,
         )
-        if final:
-            self._output = None
+        if not final:
+            self._output = output
         self.observation_time_s += time.perf_counter() - measured
         return {agent: rows[i] for i, agent in enumerate(self.agents)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 
 from rlpkd.config import ModelConfig, load_config
@@ -13,6 +14,14 @@ from rlpkd.models.detector import build_detector
 
 REPO = Path(__file__).resolve().parent.parent
 THRESHOLDS = (4.0, 8.0, 16.0)
+
+
+def fresh_local_ray() -> None:
+    """A local Ray with 2 CPUs, no dashboard (explicit CPUs: PPO hangs on defaults); a Ray that
+    another module's test left running, with other resources, is shut down first."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 @pytest.fixture(autouse=True)

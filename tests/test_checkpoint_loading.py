@@ -128,11 +128,10 @@ def test_pretrained_backbone_file(torch_hub):
 
 @pytest.fixture(scope="module")
 def toy_ray():
+    from tests.conftest import fresh_local_ray
     from tests.policies import register_toy_env
 
-    if ray.is_initialized():  # a Ray another module's test left running, with other resources
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    fresh_local_ray()
     register_toy_env()
     yield
     ray.shutdown()

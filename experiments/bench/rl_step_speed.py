@@ -16,7 +16,12 @@ from experiments.bench.kd_step_speed import StepBenchSettings, build_kd_bench
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
 from rlpkd.levels import LEVELS, NUM_LEVELS
-from rlpkd.training.kd_step import kd_losses_no_grad, kd_training_step, student_forward
+from rlpkd.training.kd_step import (
+    detached_features,
+    kd_losses_no_grad,
+    kd_training_step,
+    student_forward,
+)
 
 __all__ = ["benchmark_rl_overhead"]
 
@@ -46,7 +51,7 @@ def benchmark_rl_overhead(
 
     def policy_guided():  # as distill_student runs it: the policy reads the step's own forward
         output = student_forward(student, batch)
-        features = {level: value.detach() for level, value in output.features.items()}
+        features = detached_features(output)
         mask = policy.select_from_features(batch, features, 0.5)
         terms = kd_training_step(student, teacher, objective, optimizer, batch, mask, output=output)
         policy.update_running_gap(terms.kd_raw, mask)
@@ -56,7 +61,7 @@ def benchmark_rl_overhead(
     def env_step():  # as LevelSelectionEnv.step + _observations run it
         kd_losses_no_grad(student, teacher, objective, batch, all_levels)
         output = student_forward(student, batch)
-        features = {level: value.detach() for level, value in output.features.items()}
+        features = detached_features(output)
         observations_from_features(features, batch, running_gap.scale, 0.5, 0.0, thresholds)
         kd_training_step(student, teacher, objective, optimizer, batch, policy_mask, output=output)
         kd_losses_no_grad(student, teacher, objective, batch, all_levels)

@@ -22,7 +22,7 @@ from rlpkd.levels import LEVELS, NUM_LEVELS, masks_to_subsets
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_student
 from rlpkd.runtime import seed_everything
-from rlpkd.training.kd_step import kd_training_step, student_forward
+from rlpkd.training.kd_step import detached_features, kd_training_step, student_forward
 from rlpkd.training.level_selection import (
     FeatureObservingSelector,
     LevelSelector,
@@ -188,7 +188,7 @@ def distill_student(
             if isinstance(selector, FeatureObservingSelector):
                 # the policy reads the step's own student forward: no second forward
                 output = student_forward(student, batch, amp)
-                features = {level: value.detach() for level, value in output.features.items()}
+                features = detached_features(output)
                 mask = selector.select_from_features(batch, features, progress_now).cpu()
             else:
                 mask = selector.select(batch, progress_now).cpu()

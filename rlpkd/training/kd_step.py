@@ -31,6 +31,7 @@ __all__ = [
     "raise_if_diverged",
     "objective_term_values",
     "student_forward",
+    "detached_features",
     "kd_training_step",
     "kd_losses_no_grad",
 ]
@@ -162,6 +163,12 @@ def student_forward(
     student.train()
     with autocast_for(batch.images.device, amp):
         return student(batch.images)
+
+
+def detached_features(output: DetectorOutput) -> dict[str, torch.Tensor]:
+    """The pyramid features of a ``student_forward`` output, cut from its graph: what a policy
+    observes, while the step still back-propagates through the output itself."""
+    return {level: value.detach() for level, value in output.features.items()}
 
 
 def kd_training_step(

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 import ray
 
+from tests.conftest import fresh_local_ray
 from tests.policies import register_toy_env
 
 
 @pytest.fixture(scope="module")
 def ray_session():
     """``ray.init(num_cpus=2)`` for the module's tests (explicit CPUs: PPO hangs on defaults)."""
-    if ray.is_initialized():  # a Ray another module's test left running, with other resources
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    fresh_local_ray()
     register_toy_env()
     yield
     ray.shutdown()

@@ -6,7 +6,7 @@ import pytest
 import ray
 
 from rlpkd.config import load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, fresh_local_ray
 
 DEBUG_CONFIG = REPO / "configs" / "debug.yaml"
 
@@ -45,8 +45,6 @@ def make_sweep_config(tiny_data_root, tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     """``ray.init(num_cpus=2)`` for the module (run_sweep uses a Ray that is already running)."""
-    if ray.is_initialized():  # a Ray another module's test left running, with other resources
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    fresh_local_ray()
     yield
     ray.shutdown()
