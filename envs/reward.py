@@ -1,4 +1,15 @@
-"""The reward of one level-selection decision: KD improvement of its sample minus FLOPs (DESIGN §5)."""
+"""The reward of one level-selection decision: the value of its chosen levels minus their FLOPs
+(DESIGN §5).
+
+Two rewards, chosen by ``rl.reward``:
+
+- ``value`` (``value_rewards``): ``Σ_{l∈a_i} v_il / s − λ · kd_flops(a_i) / kd_flops(all)``, with
+  ``v_il`` the per-(sample, level) value signal of ``rlpkd.distill.level_value`` (the first-order
+  effect of distilling level l on sample i on a held-out detection loss) and ``s`` the running
+  typical value of distilling all levels (``RunningValueScale``).
+- ``gap_drop`` (``sample_rewards``): the sample's normalised all-level KD-gap drop over the shared
+  update minus the same price (the first version's reward, kept for comparison).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +18,75 @@ from torch import Tensor
 
 from rlpkd.levels import NUM_LEVELS, masks_to_subsets
 
+REWARDS = ("value", "gap_drop")
+"""The names ``rl.reward`` accepts."""
+VALUE_SCALE_MOMENTUM = 0.99
+"""Momentum of ``RunningValueScale``'s EMA once it has seen 100 updates (a running mean before)."""
+VALUE_SCALE_FLOOR = 1e-12
+"""``s`` never falls below this (a student whose values are all 0 gets ``−λ · fraction``)."""
+
+
+class RunningValueScale:
+    """``s``: the typical value of distilling all levels on one sample, the value reward's unit.
+
+    A running mean of the batch mean of ``|Σ_l v_il|`` over the updates seen so far that turns
+    into an EMA of momentum ``VALUE_SCALE_MOMENTUM`` (about the last 100 updates): update t folds
+    its batch in with weight ``max(1/t, 1 − momentum)``, so the first batch initialises it without
+    dominating the next ones (a fresh student's first batch, in the LR warm-up, has values orders
+    of magnitude below a later stage's). It is updated *before* it normalises a batch and clamped
+    to at least ``VALUE_SCALE_FLOOR``. With it, ``λ`` keeps its meaning: the price of all four levels in
+    units of the typical value of distilling all of them (a typical sample that distils every level
+    gets ``±1 − λ``). The env keeps one for its whole life (all episodes and snapshot stages), so
+    one exchange rate between value and FLOPs holds over the student's training: a late stage,
+    whose values are small, earns less.
+    """
+
+    def __init__(self, momentum: float = VALUE_SCALE_MOMENTUM) -> None:
+        self.momentum = float(momentum)
+        self.value: float | None = None
+        self.updates = 0
+
+    def update(self, values: Tensor) -> float:
+        """Fold the batch's ``[B, 4]`` values in; returns the scale ``s`` to divide them by."""
+        batch_mean = float(values.detach().float().sum(dim=1).abs().mean())
+        self.updates += 1
+        weight = max(1.0 / self.updates, 1.0 - self.momentum)
+        previous = batch_mean if self.value is None else self.value
+        self.value = (1.0 - weight) * previous + weight * batch_mean
+        return max(self.value, VALUE_SCALE_FLOOR)
+
+
+def value_rewards(
+    values: Tensor, masks: Tensor, scale: float, subset_flops_fraction: Tensor, lam: float
+) -> Tensor:
+    """Per-sample rewards [B] from the value signal::
+
+        reward_i = Σ_{l∈a_i} v_il / s  −  λ · kd_flops(a_i) / kd_flops(all)
+
+    Args:
+        values: [B, 4] ``v_il`` (``rlpkd.distill.level_value.level_values(...).values``), > 0 where
+            distilling level l on sample i is predicted to lower the held-out detection loss.
+        masks: [B, 4] bool, the levels each sample chose.
+        scale: ``s`` > 0 (``RunningValueScale.update``).
+        subset_flops_fraction: [B] ``kd_flops(a_i) / kd_flops(all)`` (``subset_flops_fractions``).
+        lam: λ, the price of all levels in units of ``s``.
+    """
+    if values.shape != masks.shape or values.shape[1:] != (NUM_LEVELS,):
+        raise ValueError(
+            f"values {tuple(values.shape)} and masks {tuple(masks.shape)} must both be "
+            f"[B, {NUM_LEVELS}]"
+        )
+    if not scale > 0:
+        raise ValueError(f"the value scale must be > 0, got {scale}")
+    chosen = torch.where(masks.cpu(), values.detach().float().cpu(), 0.0).sum(dim=1)
+    return chosen / scale - lam * subset_flops_fraction.float().cpu()
+
+
 __all__ = [
+    "REWARDS",
+    "VALUE_SCALE_MOMENTUM",
+    "RunningValueScale",
+    "value_rewards",
     "subset_flops_fractions",
     "reward_level_scale",
     "normalised_gap_drop",

@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from envs.observation import OBS_DIM
+from envs.observation import observation_dim
 from envs.snapshots import build_snapshot_pool, check_snapshot_files
 from policies.policy_selector import PolicyLevels
 from policies.ppo_setup import ensure_ray, latest_checkpoint, train_policy
@@ -168,7 +168,9 @@ def _policy_inputs_changed(config: Config, out: Path) -> list[str]:
     return []
 
 
-def check_inputs_and_checkpoints(config: Config, run_dir: RunDirectory, resume: bool) -> None:
+def check_inputs_and_checkpoints(
+    config: Config, run_dir: RunDirectory, resume: bool, num_classes: int
+) -> None:
     """Read, before anything is written, every file the run will load: the warm start, and the
     teacher, snapshot pool and PPO progress record an earlier run left in ``run_dir``.
 
@@ -179,10 +181,11 @@ def check_inputs_and_checkpoints(config: Config, run_dir: RunDirectory, resume: 
 
     if config.meta.warm_start:
         warm = read_weights_file(Path(config.meta.warm_start))
-        if warm.obs_dim != OBS_DIM or list(warm.hidden_sizes) != list(config.rl.hidden_sizes):
+        obs_dim = observation_dim(num_classes)
+        if warm.obs_dim != obs_dim or list(warm.hidden_sizes) != list(config.rl.hidden_sizes):
             raise CheckpointError(
                 f"meta.warm_start {config.meta.warm_start} holds a policy for {warm.obs_dim} "
-                f"observations and hidden sizes {warm.hidden_sizes}; this run's has {OBS_DIM} "
+                f"observations and hidden sizes {warm.hidden_sizes}; this run's has {obs_dim} "
                 f"and {list(config.rl.hidden_sizes)} (rl.hidden_sizes)"
             )
     check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")
@@ -246,7 +249,7 @@ def learn_policy(
         weights_path = save_weights_file(
             run_dir.checkpoints / "policy_weights.pt",
             module_state(algo),
-            obs_dim=OBS_DIM,
+            obs_dim=observation_dim(datasets.num_classes),
             hidden_sizes=config.rl.hidden_sizes,
             metadata={
                 "iterations": len(history),
@@ -354,7 +357,7 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     _phase("Phase 0: data")
     datasets = build_datasets(config.data, progress)  # validates before anything is written
     run_dir = RunDirectory(config.runtime.out)
-    check_inputs_and_checkpoints(config, run_dir, resume)
+    check_inputs_and_checkpoints(config, run_dir, resume, datasets.num_classes)
     # config.yaml is written only now: the config is final, validated and fits the run
     run_dir.prepare(config)
     writer = SummaryWriter(str(run_dir.tensorboard / "report"))

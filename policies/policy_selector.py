@@ -1,9 +1,11 @@
 """Phase 3: the frozen learnt policy as a LevelSelector for policy-guided distillation.
 
 For each sample the selector builds the same observation the env builds (``envs.observation``:
-student pyramid statistics, the object-scale histogram, running KD gaps, progress, budget left),
-which needs only the student and the annotations, never the teacher; the frozen module then picks
-a level subset per sample (argmax, or a draw from its categorical).
+student pyramid statistics, the object-scale histogram, running KD gaps, progress, the class
+histogram), which needs only the student and the annotations, never the teacher; the frozen module
+then picks a level subset per sample (argmax, or a draw from its categorical). The class
+histogram's length K is the one the policy was trained with: ``num_classes_of_observation_dim`` of
+the module's input size.
 
 In training the distillation loop runs the step's own student forward first and asks
 ``select_from_features`` (the features as the KD step computes them, training-mode BatchNorm, the
@@ -15,13 +17,19 @@ running-gap features evolve as they did in the env.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from envs.observation import new_running_gap, observations_from_features, sample_observations
+from envs.observation import (
+    new_running_gap,
+    num_classes_of_observation_dim,
+    observations_from_features,
+    sample_observations,
+)
 from policies.level_policy_module import LevelSelectionModule
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.normalise import RunningLevelScale
@@ -30,14 +38,15 @@ from rlpkd.levels import subsets_to_masks
 __all__ = ["ObservationFn", "PolicyLevels", "default_observation_fn"]
 
 ObservationFn = Callable[
-    [Any, DetectionBatch, torch.Tensor, float, float, Sequence[float]], "np.ndarray | torch.Tensor"
+    [Any, DetectionBatch, torch.Tensor, float, Sequence[float]], "np.ndarray | torch.Tensor"
 ]
-"""(student, batch, running_gap [4], progress, budget_left, thresholds) -> observations [B, D]."""
+"""(student, batch, running_gap [4], progress, thresholds) -> observations [B, D]."""
 
 
-def default_observation_fn() -> ObservationFn:
-    """The env's own observation builder, ``envs.observation.sample_observations``."""
-    return sample_observations
+def default_observation_fn(num_classes: int) -> ObservationFn:
+    """The env's own observation builder, ``envs.observation.sample_observations``, for a dataset
+    of ``num_classes`` classes."""
+    return functools.partial(sample_observations, num_classes=num_classes)
 
 
 class PolicyLevels:
@@ -54,7 +63,6 @@ class PolicyLevels:
         running_gap: The running per-level KD gap shown in the observation (the env's
             ``envs.observation.new_running_gap()`` by default); keep it current with
             ``update_running_gap`` after every student step, as the env does.
-        budget_left: FLOPs budget left shown in the observation (``self.budget_left``).
         observe: Observation builder; defaults to ``envs.observation.sample_observations``.
         name: Method name in reports.
         fingerprint: What identifies the policy's choices beyond its name (e.g. a hash of its
@@ -70,7 +78,6 @@ class PolicyLevels:
         greedy: bool = True,
         seed: int = 0,
         running_gap: RunningLevelScale | None = None,
-        budget_left: float = 0.0,
         observe: ObservationFn | None = None,
         name: str = "policy",
         fingerprint: str | None = None,
@@ -82,11 +89,20 @@ class PolicyLevels:
         self.student = student
         self.greedy = greedy
         self.running_gap = new_running_gap() if running_gap is None else running_gap
-        self.budget_left = float(budget_left)
         self.name = name if greedy else f"{name}:sampled"
         self.fingerprint = self.name if fingerprint is None else fingerprint
         self._observe = observe
         self._generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def num_classes(self) -> int:
+        """K of the class histogram the module was trained with (from its input size).
+
+        Raises:
+            ValueError: the module's input is shorter than any level-selection observation.
+        """
+        obs_dim = int(np.prod(self.module.observation_space.shape))
+        return num_classes_of_observation_dim(obs_dim)
 
     def set_student(self, student: torch.nn.Module) -> None:
         """The student whose pyramid the observations describe."""
@@ -97,33 +113,24 @@ class PolicyLevels:
         self.running_gap.update(kd_raw, masks)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed Phase-3 run needs: the running gap, the draw RNG and the budget left."""
+        """What a resumed Phase-3 run needs: the running gap and the draw RNG."""
         return {
             "running_gap": self.running_gap.state_dict(),
             "generator": self._generator.get_state(),
-            "budget_left": self.budget_left,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
+        """Restore ``state_dict()`` (a state saved with the removed ``budget_left`` loads too)."""
         self.running_gap.load_state_dict(state["running_gap"])
         self._generator.set_state(state["generator"])
-        self.budget_left = float(state["budget_left"])
 
     def observations(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
         """The per-sample observations [B, obs_dim] of ``batch`` (student only, no teacher)."""
         if self.student is None:
             raise RuntimeError("PolicyLevels needs the student: call set_student(student) first")
         if self._observe is None:
-            self._observe = default_observation_fn()
-        rows = self._observe(
-            self.student,
-            batch,
-            self.running_gap.scale,
-            progress,
-            self.budget_left,
-            self.thresholds,
-        )
+            self._observe = default_observation_fn(self.num_classes)
+        rows = self._observe(self.student, batch, self.running_gap.scale, progress, self.thresholds)
         return torch.as_tensor(rows, dtype=torch.float32)
 
     @torch.no_grad()
@@ -139,10 +146,17 @@ class PolicyLevels:
     ) -> torch.Tensor:
         """The mask from the student's pyramid ``features`` of ``batch`` as the KD step computed
         them (training mode, detached): the observation the env shows, at no extra forward."""
+        return self._choose(self.observations_from_features(batch, features, progress), batch)
+
+    def observations_from_features(
+        self, batch: DetectionBatch, features: dict[str, torch.Tensor], progress: float
+    ) -> torch.Tensor:
+        """The observations [B, obs_dim] ``select_from_features`` acts on: exactly the env's
+        (``envs.observation.observations_from_features`` with this selector's running gap)."""
         rows = observations_from_features(
-            features, batch, self.running_gap.scale, progress, self.budget_left, self.thresholds
+            features, batch, self.running_gap.scale, progress, self.thresholds, self.num_classes
         )
-        return self._choose(torch.as_tensor(rows, dtype=torch.float32), batch)
+        return torch.as_tensor(rows, dtype=torch.float32)
 
     def _choose(self, obs: torch.Tensor, batch: DetectionBatch) -> torch.Tensor:
         device = next(self.module.parameters()).device

@@ -206,16 +206,22 @@ class ExperimentConfig:
 class RLConfig:
     """Phase 2: the per-sample level-selection decision process and PPO (DESIGN §5-6)."""
 
+    reward: str = "value"
+    """Each decision's reward (``envs.reward``): 'value' = its chosen levels' share of the
+    per-(sample, level) value signal v_il (``rlpkd.distill.level_value``), normalised, minus the
+    FLOPs price; 'gap_drop' = its normalised all-level KD-gap drop over the update minus the price."""
     lam: float = 0.5
-    """λ: weight of the FLOPs penalty kd_flops(levels) / kd_flops(all) in each sample's reward."""
+    """λ: weight of the FLOPs penalty kd_flops(levels) / kd_flops(all) in each sample's reward: the
+    price of all levels in units of the typical reward of distilling all levels."""
+    heldout_size: int = 16
+    """With rl.reward 'value': images in the fixed held-out batch V (the first of
+    ``heldout_split(…, search.holdout_fraction, runtime.seed).val``; the env trains on the rest)."""
     slots: int = 8
     """Decisions per student update: the env's distillation batch size B (one agent per slot)."""
     episode_steps: int = 8
-    """Student updates per episode."""
+    """Student updates an env episode continues one snapshot for (then it is truncated)."""
     snapshot_fractions: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5])
     """Training stages (fractions of the student schedule) of the snapshot pool episodes start from."""
-    flops_budget: float = 0.0
-    """Per-episode KD GFLOPs budget shown in the observation (0 = no budget)."""
     iterations: int = 20
     """PPO training iterations."""
     train_batch_size: int = 256
@@ -226,8 +232,9 @@ class RLConfig:
     """PPO epochs per iteration."""
     lr: float = 3e-4
     """PPO learning rate."""
-    gamma: float = 0.9
-    """Discount factor."""
+    gamma: float = 0.0
+    """Discount factor; 0: each decision is a contextual bandit (a slot's next observation is an
+    unrelated sample), see docs/decision_process.md."""
     entropy_coeff: float = 0.01
     """Entropy bonus."""
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
@@ -622,11 +629,12 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "ablation_seeds": NON_NEGATIVE,
     },
     RLConfig: {
+        "reward": one_of("value", "gap_drop"),
         "lam": NON_NEGATIVE,
+        "heldout_size": COUNT,
         "slots": COUNT,
         "episode_steps": COUNT,
         "snapshot_fractions": FRACTION,
-        "flops_budget": NON_NEGATIVE,
         "iterations": COUNT,
         "train_batch_size": COUNT,
         "minibatch_size": COUNT,

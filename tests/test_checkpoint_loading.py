@@ -63,12 +63,15 @@ def test_teacher_and_student_checkpoints(tiny_config, tmp_path):
 
 
 def test_policy_weights_files(tmp_path):
-    from envs.observation import OBS_DIM
+    from envs.observation import observation_dim
     from policies.level_policy_module import build_level_module
     from policies.weights import read_weights_file, save_weights_file
 
     good = save_weights_file(
-        tmp_path / "policy_weights.pt", build_level_module(OBS_DIM, [8]).state_dict(), OBS_DIM, [8]
+        tmp_path / "policy_weights.pt",
+        build_level_module(observation_dim(3), [8]).state_dict(),
+        observation_dim(3),
+        [8],
     )
     assert read_weights_file(good).hidden_sizes == [8]
     truncated = _truncated_copy(good, tmp_path / "truncated.pt")

@@ -71,6 +71,8 @@ def test_resolved_config_round_trips(tmp_path):
         ("rl.lam=-1", "rl.lam", ">= 0"),
         ("data.hflip_prob=1.5", "data.hflip_prob", "in [0, 1]"),
         ("rl.gamma=-0.1", "rl.gamma", "in [0, 1]"),
+        ("rl.reward=gap", "rl.reward", "one of 'value', 'gap_drop'"),
+        ("rl.heldout_size=0", "rl.heldout_size", ">= 1"),
         ("rl.snapshot_fractions=[0.0, 1.2]", "rl.snapshot_fractions[1]", "in [0, 1]"),
         ("distill.norm_momentum=1.0", "distill.norm_momentum", "in [0, 1)"),
         ("student_schedule.momentum=1.0", "student_schedule.momentum", "in [0, 1)"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from envs.observation import OBS_DIM, new_running_gap, observations_from_features
+from envs.observation import new_running_gap, observation_dim, observations_from_features
 from experiments.bench.kd_step_speed import StepBenchSettings, build_kd_bench
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
@@ -36,7 +36,9 @@ def benchmark_rl_overhead(
     optimizer, thresholds = bench.optimizer, bench.thresholds
     device, batch_size = settings.device, settings.batch_size
     policy = PolicyLevels(
-        build_level_module(OBS_DIM, list(hidden_sizes)).to(device), thresholds, student=student
+        build_level_module(observation_dim(settings.num_classes), list(hidden_sizes)).to(device),
+        thresholds,
+        student=student,
     )
     all_levels = torch.ones(batch_size, NUM_LEVELS, dtype=torch.bool)
     with torch.no_grad():  # the masks the policy-guided step picks, as fixed levels
@@ -62,7 +64,9 @@ def benchmark_rl_overhead(
         kd_losses_no_grad(student, teacher, objective, batch, all_levels)
         output = student_forward(student, batch)
         features = detached_features(output)
-        observations_from_features(features, batch, running_gap.scale, 0.5, 0.0, thresholds)
+        observations_from_features(
+            features, batch, running_gap.scale, 0.5, thresholds, settings.num_classes
+        )
         kd_training_step(student, teacher, objective, optimizer, batch, policy_mask, output=output)
         kd_losses_no_grad(student, teacher, objective, batch, all_levels)
 

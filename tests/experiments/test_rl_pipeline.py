@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from envs.observation import OBS_DIM
+from envs.observation import observation_dim
 from experiments.rl_pipeline import POLICY_METHOD, policy_selector, run_rl_experiment
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
@@ -41,7 +41,6 @@ def _rl_config(tiny_config):
 
 @pytest.mark.slow
 def test_policy_guided_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_config):
-    from envs.observation import OBS_DIM
     from policies.level_policy_module import build_level_module
     from policies.policy_selector import PolicyLevels
 
@@ -50,7 +49,9 @@ def test_policy_guided_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_co
     teacher = freeze_teacher(build_teacher(tiny_config, datasets.num_classes))
     flops = flops_model_from_config(tiny_config, datasets.num_classes)
     selector = PolicyLevels(
-        build_level_module(OBS_DIM, [8]), tiny_config.data.level_thresholds, greedy=False
+        build_level_module(observation_dim(datasets.num_classes), [8]),
+        tiny_config.data.level_thresholds,
+        greedy=False,
     )
     masks = []
     _, _, stats = distill_student(
@@ -73,8 +74,8 @@ def test_policy_selector_is_fingerprinted_by_its_weights_file(tiny_config, tmp_p
     keys = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        state = build_level_module(OBS_DIM, [8]).state_dict()
-        path = save_weights_file(tmp_path / f"w{seed}.pt", state, OBS_DIM, [8])
+        state = build_level_module(observation_dim(3), [8]).state_dict()
+        path = save_weights_file(tmp_path / f"w{seed}.pt", state, observation_dim(3), [8])
         selector = policy_selector(tiny_config, path, seed=0)
         assert isinstance(selector, PolicyLevels) and selector.name == POLICY_METHOD
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]

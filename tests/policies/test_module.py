@@ -114,7 +114,7 @@ def test_policy_levels_picks_the_greedy_subset_from_student_only_observations(mo
     seen = {}
     features = torch.randn(6, OBS_DIM)
 
-    def observe(student, batch, running_gap, progress, budget_left, thresholds):
+    def observe(student, batch, running_gap, progress, thresholds):
         seen.update(student=student, progress=progress, thresholds=thresholds, gap=running_gap)
         return features[: len(batch)]
 
@@ -154,15 +154,15 @@ def test_sampled_policy_levels_follow_the_policy_distribution(module):
 
 
 def test_policy_levels_on_real_observations_and_resume_state(tiny_student):
-    from envs.observation import OBS_DIM
+    from envs.observation import observation_dim
 
     torch.manual_seed(0)
-    module = build_level_module(OBS_DIM, [8])
+    module = build_level_module(observation_dim(3), [8])
     batch = _batch(3)
     batch.boxes[:, 0] = torch.tensor([2.0, 2.0, 10.0, 10.0])
     selector = PolicyLevels(module, (4.0, 8.0, 16.0), student=tiny_student, greedy=False, seed=1)
     obs = selector.observations(batch, 0.5)
-    assert obs.shape == (3, OBS_DIM) and torch.isfinite(obs).all()
+    assert obs.shape == (3, observation_dim(3)) and torch.isfinite(obs).all()
     kd_raw, masks = torch.rand(3, 4) + 1.0, torch.ones(3, 4, dtype=torch.bool)
     selector.update_running_gap(kd_raw, masks)
     assert not torch.equal(selector.observations(batch, 0.5), obs)  # running gap columns moved

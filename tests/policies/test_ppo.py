@@ -275,8 +275,10 @@ def _real_env_setup(tiny_data_root, tmp_path, rl_overrides):
 def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
     """PPO on envs.LevelSelectionEnv (tiny debug config): the warm-started policy is the one
     that acts, the callback reports the env's per-decision numbers, and resume adds iterations."""
-    from envs.observation import OBS_DIM
+    from envs.observation import observation_dim
+    from rlpkd.data.synthetic import EMBEDDED_CLASS_NAMES
 
+    obs_dim = observation_dim(len(EMBEDDED_CLASS_NAMES))
     config, env_config = _real_env_setup(
         tiny_data_root,
         tmp_path,
@@ -288,10 +290,10 @@ def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
             "rl.num_epochs=1",
         ],
     )
-    warm = build_level_module(OBS_DIM, [16])
+    warm = build_level_module(obs_dim, [16])
     with torch.no_grad():  # nearly always subset 0b0101 = {P2, P4}
         warm._policy_head.bias[0b0101] = 12.0
-    warm_path = save_weights_file(tmp_path / "warm.pt", warm.state_dict(), OBS_DIM, [16])
+    warm_path = save_weights_file(tmp_path / "warm.pt", warm.state_dict(), obs_dim, [16])
 
     algo, history = train_policy(
         config, env_config, 1, tmp_path / "ckpt", warm_start=warm_path, progress=False
@@ -303,7 +305,7 @@ def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
     (first,) = history
     rates = [first[f"{SELECTION_METRICS}/rate_{level}"] for level in ("P2", "P3", "P4", "P5")]
     assert rates[0] > 0.75 and rates[2] > 0.75 and rates[1] < 0.25 and rates[3] < 0.25, rates
-    for key in ("kd_gap_drop", "flops_fraction", "reward_per_decision"):
+    for key in ("value", "flops_fraction", "reward_per_decision"):
         assert np.isfinite(first[f"{SELECTION_METRICS}/{key}"])
     assert np.isfinite(first["level_selection_env/kd_gflops_per_decision"])
     assert np.isfinite(first["level_selection_env/mean_kd_gap"])
@@ -320,7 +322,6 @@ def test_real_env_warm_start_metrics_and_resume(tiny_data_root, tmp_path):
 def test_real_env_large_lambda_selects_fewer_levels(tiny_data_root, tmp_path):
     """On the real env (tiny config) a large FLOPs penalty teaches the greedy policy fewer levels."""
     from envs.level_selection_env import LevelSelectionEnv
-    from envs.observation import OBS_DIM
 
     config, env_config = _real_env_setup(
         tiny_data_root,
@@ -334,7 +335,9 @@ def test_real_env_large_lambda_selects_fewer_levels(tiny_data_root, tmp_path):
             "rl.lr=0.003",
         ],
     )
-    observations, _ = LevelSelectionEnv(env_config).reset(seed=1)
+    env = LevelSelectionEnv(env_config)
+    observations, _ = env.reset(seed=1)
+    obs_dim = env.observation_spaces["slot_0"].shape[0]
     obs = torch.as_tensor(np.stack(list(observations.values())))
     levels = {}
     for lam in (0.0, 10.0):
@@ -345,7 +348,7 @@ def test_real_env_large_lambda_selects_fewer_levels(tiny_data_root, tmp_path):
             state = module_state(algo)
         finally:
             algo.stop()
-        module = build_level_module(OBS_DIM, [16])
+        module = build_level_module(obs_dim, [16])
         module.load_state_dict(state)
         actions = module.subset_logits(obs).argmax(-1)
         levels[lam] = subsets_to_masks(actions).sum(-1).float().mean().item()
