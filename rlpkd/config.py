@@ -214,7 +214,7 @@ class RLConfig:
     """λ: weight of the FLOPs penalty kd_flops(levels) / kd_flops(all) in each sample's reward: the
     price of all levels in units of the typical reward of distilling all levels."""
     heldout_size: int = 16
-    """With rl.reward 'value': images in the fixed held-out batch V (the first of
+    """With rl.reward 'value': images in the fixed held-out batch V (the first, at most all, of
     ``heldout_split(…, search.holdout_fraction, runtime.seed).val``; the env trains on the rest)."""
     slots: int = 8
     """Decisions per student update: the env's distillation batch size B (one agent per slot)."""

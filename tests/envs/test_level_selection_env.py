@@ -1,5 +1,6 @@
-"""The level-selection env: RLlib-valid, a reward per sample from its own gap and FLOPs, teacher-free
-observations, fixed-length episodes, a reused snapshot pool."""
+"""The level-selection env: RLlib-valid, a reward per sample from its own value signal (or gap drop)
+and FLOPs, teacher-free observations the Phase-3 selector rebuilds exactly, truncated fixed-length
+episodes, a held-out batch V no step trains on, a reused snapshot pool."""
 
 from __future__ import annotations
 
@@ -12,14 +13,23 @@ import pytest
 import torch
 
 from envs.level_selection_env import ENV_PHASE, LevelSelectionEnv
-from envs.observation import OBS_DIM, object_scale_histogram
+from envs.observation import (
+    BASE_OBS_DIM,
+    class_histogram,
+    object_scale_histogram,
+    observation_dim,
+)
 from envs.registration import ENV_NAME, register_envs
-from envs.reward import sample_rewards, subset_flops_fractions
+from envs.reward import RunningValueScale, sample_rewards, subset_flops_fractions, value_rewards
+from policies.level_policy_module import build_level_module
+from policies.policy_selector import PolicyLevels
 from rlpkd.config import config_to_dict, load_config
 from rlpkd.data.build import build_datasets
+from rlpkd.distill.level_value import level_values
 from rlpkd.errors import DivergenceError
 from rlpkd.levels import subset_to_index, subsets_to_masks
 from rlpkd.models.factory import build_teacher
+from rlpkd.training.kd_step import detached_features
 
 REPO = Path(__file__).resolve().parents[2]
 SLOTS = 3
@@ -42,6 +52,7 @@ def env_config(tiny_data_root, tmp_path_factory) -> dict:
             f"rl.slots={SLOTS}",
             "rl.episode_steps=2",
             "rl.snapshot_fractions=[0.0, 0.2]",
+            "rl.heldout_size=4",
         ],
     )
     datasets = build_datasets(config.data, progress=False)
@@ -56,9 +67,22 @@ def env_config(tiny_data_root, tmp_path_factory) -> dict:
     }
 
 
+def _with_reward(env_config: dict, reward: str) -> dict:
+    config = copy.deepcopy(env_config["config"])
+    config["rl"]["reward"] = reward
+    return env_config | {"config": config}
+
+
 @pytest.fixture(scope="module")
 def env(env_config) -> LevelSelectionEnv:
+    """The default reward (debug.yaml): ``value``."""
+    assert env_config["config"]["rl"]["reward"] == "value"
     return LevelSelectionEnv(env_config)
+
+
+@pytest.fixture(scope="module")
+def gap_drop_env_config(env_config) -> dict:
+    return _with_reward(env_config, "gap_drop")
 
 
 def _reset(env: LevelSelectionEnv, seed: int) -> dict:
@@ -84,36 +108,134 @@ def test_env_passes_rllib_multi_agent_checker(env):
 
 
 @pytest.mark.slow
-def test_episode_terminates_after_episode_steps_with_finite_observations(env):
+def test_episode_is_truncated_after_episode_steps_with_finite_observations(env):
     observations, _ = env.reset(seed=2)
     env.reset_metrics()
     steps, done, chosen = 0, False, []
     while not done:
         for row in observations.values():
-            assert row.shape == (OBS_DIM,) and row.dtype == np.float32
+            assert row.shape == (observation_dim(env.num_classes),) and row.dtype == np.float32
             assert np.isfinite(row).all()
         actions = {agent: (i + steps) % 16 for i, agent in enumerate(env.agents)}
         chosen.append(subsets_to_masks(torch.tensor(list(actions.values()))))
         observations, rewards, terminateds, truncateds, infos = env.step(actions)
         steps += 1
-        done = terminateds["__all__"]
-        assert not truncateds["__all__"]
-        assert set(infos["slot_0"]) >= {"kd_gap_drop", "flops_fraction", "num_levels"}
+        # the student's run goes on: the segment is truncated, never terminated
+        done = truncateds["__all__"]
+        assert not terminateds["__all__"] and not any(terminateds.values())
+        assert set(infos["slot_0"]) >= {"value", "value_all_levels", "flops_fraction", "num_levels"}
     assert steps == env.config.rl.episode_steps
+    assert env.config.rl.gamma == 0.0  # one decision is a contextual bandit
     metrics = env.metrics()
     counts = torch.cat(chosen).sum(dim=0)
     assert metrics["decisions"] == SLOTS * steps
     assert metrics["selection_rate_P2"] == pytest.approx(float(counts[0]) / (SLOTS * steps))
-    assert metrics["gap_eval_gflops"] > 0 and metrics["gap_eval_time_s"] > 0
+    # the value reward measures no KD gap drop; its own signal has a cost and statistics
+    assert metrics["gap_eval_gflops"] == 0 and math.isnan(metrics["mean_kd_gap_drop"])
+    assert metrics["value_gflops_per_decision"] > 0 and metrics["value_time_s"] > 0
+    assert metrics["value_scale"] > 0 and 0 <= metrics["value_positive_share"] <= 1
+    assert metrics["value_std"] > 0 and np.isfinite(metrics["value_mean_all_levels"])
+    assert np.isfinite(metrics["mean_kd_gap"]) and metrics["step_time_s_per_decision"] > 0
 
 
 @pytest.mark.slow
-def test_two_samples_of_one_batch_get_rewards_from_their_own_gap_and_flops(env_config):
+def test_value_reward_is_the_chosen_levels_value_over_the_running_scale_minus_the_price(env):
+    _reset(env, seed=8)
+    state = env.state
+    # the student, objective and optimiser as the step will find them, copied together
+    student, objective, optimizer = copy.deepcopy((state.student, state.objective, state.optimizer))
+    batch, previous_scale = env.batch, env.value_scale.value
+    actions = {"slot_0": 0, "slot_1": ALL, "slot_2": subset_to_index(("P3", "P5"))}
+    _, rewards, _, _, infos = env.step(actions)
+
+    values = level_values(student, env.teacher, objective, optimizer, batch, env.heldout).values
+    batch_scale = float(values.sum(dim=1).abs().mean())
+    scale = RunningValueScale()
+    if previous_scale is not None:  # the env's scale carries over from earlier steps
+        scale.value, scale.updates = previous_scale, env.value_scale.updates - 1
+    expected_scale = scale.update(values)
+    assert env.value_scale.value == pytest.approx(expected_scale, rel=1e-6)
+    if previous_scale is None:
+        assert expected_scale == pytest.approx(batch_scale)
+    masks = subsets_to_masks(torch.tensor([actions[a] for a in env.agents]))
+    for i, agent in enumerate(env.agents):
+        chosen = float(values[i][masks[i]].sum()) / expected_scale
+        fraction = infos[agent]["flops_fraction"]
+        assert rewards[agent] == pytest.approx(chosen - env.lam * fraction, rel=1e-4, abs=1e-6)
+        assert infos[agent]["value"] == pytest.approx(chosen, rel=1e-4, abs=1e-6)
+    assert rewards["slot_0"] == 0.0 and infos["slot_0"]["flops_fraction"] == 0.0
+    assert infos["slot_1"]["flops_fraction"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_heldout_batch_is_never_trained_on(env, gap_drop_env_config):
+    heldout = set(env.heldout.image_ids.tolist())
+    assert len(heldout) == env.config.rl.heldout_size
+    assert heldout.isdisjoint(env.train_set.image_ids)
+    # the whole held-out part of the split (V and the rest of it) is left out of training
+    total = len(env.datasets.train)
+    assert len(env.train_set) == total - round(env.config.search.holdout_fraction * total)
+    _reset(env, seed=9)
+    drawn = set()
+    for _ in range(20):
+        drawn |= set(env._next_batch().image_ids.tolist())
+    assert drawn <= set(env.train_set.image_ids) and drawn.isdisjoint(heldout)
+    # gap_drop trains on the whole training split and has no V
+    other = LevelSelectionEnv(gap_drop_env_config)
+    assert other.heldout is None and len(other.train_set) == len(other.datasets.train)
+
+
+def test_value_rewards_and_running_scale():
+    values = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 0.0, 0.0, -4.0]])
+    masks = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    scale = RunningValueScale()
+    first = scale.update(values)  # initialised from the first batch: mean |Σ_l v_il|
+    assert first == pytest.approx((2.5 + 4.0) / 2)
+    rewards = value_rewards(values, masks, first, torch.tensor([0.4, 0.6]), lam=0.5)
+    assert rewards.tolist() == pytest.approx([4.0 / first - 0.2, -4.0 / first - 0.3])
+    # a running mean at first, so the first batch does not dominate the second
+    assert scale.update(10 * values) == pytest.approx((first + 10 * first) / 2)
+    with pytest.raises(ValueError, match="scale"):
+        value_rewards(values, masks, 0.0, torch.tensor([0.4, 0.6]), lam=0.5)
+
+
+@pytest.mark.slow
+def test_phase_3_selector_builds_exactly_the_env_observation(env):
+    """Same student, same batch and running gap: PolicyLevels shows the env's observation, with
+    the class histogram and no budget column (``rl.flops_budget`` is gone)."""
+    observations = _reset(env, seed=10)
+    env_rows = torch.as_tensor(np.stack([observations[a] for a in env.agents]))
+    selector = PolicyLevels(
+        build_level_module(observation_dim(env.num_classes), [8]),
+        env.config.data.level_thresholds,
+        student=env.state.student,
+    )
+    selector.running_gap.load_state_dict(env.state.running_gap.state_dict())
+    assert selector.num_classes == env.num_classes
+    features = detached_features(env._output)
+    phase3 = selector.observations_from_features(env.batch, features, env.state.progress)
+    torch.testing.assert_close(phase3, env_rows, rtol=0, atol=0)
+    # the class histogram: each sample's boxes by class
+    histogram = env_rows[:, BASE_OBS_DIM:]
+    torch.testing.assert_close(histogram, class_histogram(env.batch.labels, env.num_classes))
+    has_boxes = (env.batch.labels >= 0).any(dim=1)
+    torch.testing.assert_close(histogram.sum(dim=1), has_boxes.float())
+    assert "budget_left" not in selector.state_dict()
+
+
+def test_class_histogram_counts_each_samples_boxes_by_class():
+    labels = torch.tensor([[0, 2, 2, -1], [-1, -1, -1, -1]])
+    expected = torch.tensor([[1 / 3, 0.0, 2 / 3], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(class_histogram(labels, 3), expected)
+
+
+@pytest.mark.slow
+def test_gap_drop_rewards_come_from_each_samples_own_gap_and_flops(gap_drop_env_config):
     register_envs()
     from ray.tune.registry import ENV_CREATOR, _global_registry
 
     lam = 100.0
-    env = _global_registry.get(ENV_CREATOR, ENV_NAME)(env_config | {"lam": lam})
+    env = _global_registry.get(ENV_CREATOR, ENV_NAME)(gap_drop_env_config | {"lam": lam})
     assert isinstance(env, LevelSelectionEnv) and env.lam == lam
     env.reset(seed=3)
     actions = {"slot_0": 0, "slot_1": ALL, "slot_2": subset_to_index(("P5",))}
@@ -204,17 +326,23 @@ def test_a_nan_box_in_the_env_batch_stops_the_step_before_the_update(env_config)
 
 
 @pytest.mark.slow
-def test_a_nan_reward_stops_the_env_naming_the_level(env_config):
-    env = LevelSelectionEnv(env_config)
+@pytest.mark.parametrize(
+    ("reward", "term", "updated"),
+    [("gap_drop", "reward: kd_gap_before_P5", True), ("value", "reward: value_P5", False)],
+)
+def test_a_nan_reward_stops_the_env_naming_the_level(env_config, reward, term, updated):
+    env = LevelSelectionEnv(_with_reward(env_config, reward))
     with torch.no_grad():  # a corrupt teacher at P5 only: the all-level gap (the reward) is NaN
         for parameter in env.teacher.fpn.layer_blocks[3].parameters():
             parameter.fill_(math.nan)
     _reset(env, seed=7)
     step = env.state.step
-    # no slot distils P5, so the update itself is finite and is taken
+    # no slot distils P5, so the update itself would be finite: gap_drop takes it, the value
+    # signal (all pairs, before the update) stops it first
     with pytest.raises(DivergenceError) as caught:
         env.step({agent: subset_to_index(("P3",)) for agent in env.agents})
     error = caught.value
     assert error.phase == ENV_PHASE and error.step == step + 1
-    assert error.term == "reward: kd_gap_before_P5" and math.isnan(error.value)
+    assert error.term == term and math.isnan(error.value)
+    assert env.state.step == step + int(updated)
     assert "\n" not in str(error)
