@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from rlpkd.errors import ConfigError
+from rlpkd.levels import LEVELS
 
 __all__ = [
     "DataConfig",
@@ -174,6 +175,12 @@ class DistillConfig:
     """Learning rate of the GradNorm weights."""
     levels: str = "all"
     """Default level set of scripts/distill.py: none, all, P2,P4, or random:FRACTION."""
+    planted_class: int = -1
+    """A planted rule for testing level policies (``rlpkd.distill.planted``): on images holding a
+    box of this contiguous class index, the teacher's targets at ``planted_levels`` are corrupted
+    (rotated by 180°), so distilling them is harmful by construction; -1: no planted rule."""
+    planted_levels: list[str] = field(default_factory=lambda: ["P2", "P3"])
+    """The levels the planted rule corrupts (used only when ``planted_class`` >= 0)."""
 
 
 @dataclass
@@ -616,6 +623,8 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "gradnorm_alpha": NON_NEGATIVE,
         "gradnorm_lr": POSITIVE,
         "levels": ANY,  # a level spec: experiments.validation
+        "planted_class": at_least(-1),  # < the dataset's class count: rlpkd.distill.planted
+        "planted_levels": one_of(*LEVELS),
     },
     EvalConfig: {
         "batch_size": COUNT,

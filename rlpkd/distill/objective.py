@@ -11,6 +11,7 @@ from rlpkd.config import DistillConfig
 from rlpkd.distill.gradnorm import GradNormBalancer
 from rlpkd.distill.losses import LevelKDLoss, build_kd_loss
 from rlpkd.distill.normalise import RunningLevelScale
+from rlpkd.distill.planted import PlantedCorruptionKD
 from rlpkd.levels import LEVELS
 
 __all__ = ["ObjectiveTerms", "DistillationObjective"]
@@ -51,9 +52,12 @@ class DistillationObjective(nn.Module):
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.kd: LevelKDLoss = build_kd_loss(
+        kd = build_kd_loss(
             settings.loss, student_channels, teacher_channels, num_classes, **settings.loss_params
         )
+        if settings.planted_class >= 0:
+            kd = PlantedCorruptionKD(kd, settings.planted_class, tuple(settings.planted_levels))
+        self.kd: LevelKDLoss = kd
         self.scale = RunningLevelScale(momentum=settings.norm_momentum)
         self.balancer = (
             GradNormBalancer(

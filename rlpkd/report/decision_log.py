@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,21 @@ __all__ = ["DecisionLog", "read_decisions"]
 class DecisionLog:
     """Appends every decision to ``path`` (JSON lines); usable as a ``distill_student`` on_step hook.
 
-    Each line: image_id, step, progress, levels (list of names), size_bin, classes (names).
+    Each line: image_id, step, progress, levels (list of names), size_bin, classes (names) and,
+    when ``image_regimes`` (image id -> scale regime, ``rlpkd.data.synthetic.image_regimes``) is
+    given, regime.
     """
 
-    def __init__(self, path: Path, class_names: Sequence[str], total_steps: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        class_names: Sequence[str],
+        total_steps: int,
+        image_regimes: Mapping[int, str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.class_names = list(class_names)
+        self.image_regimes = dict(image_regimes) if image_regimes is not None else None
         self.total_steps = max(total_steps, 1)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._started = False
@@ -48,6 +57,8 @@ class DecisionLog:
                 "size_bin": dominant_size_bin(boxes[i][valid[i]], float(batch.scales[i])),
                 "classes": sorted({self.class_names[c] for c in sample_labels}),
             }
+            if self.image_regimes is not None:
+                record["regime"] = self.image_regimes.get(record["image_id"], "unknown")
             lines.append(json.dumps(record))
         with self.path.open("a") as handle:
             handle.write("\n".join(lines) + "\n")

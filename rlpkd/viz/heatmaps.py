@@ -1,4 +1,5 @@
-"""Layer-selection heatmaps: selection rate per level x object-size bin, x class, x training progress."""
+"""Layer-selection heatmaps: selection rate per level x object-size bin, x class, x training progress
+and, when the decision log records it, x image scale regime."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class SelectionTable:
 def selection_tables(
     decisions: list[dict[str, Any]], class_names: Sequence[str], progress_bins: int = 10
 ) -> dict[str, SelectionTable]:
-    """The three tables of a decision log: by size bin, by class, by training progress."""
+    """The tables of a decision log: by size bin, by class, by training progress and (when its
+    records carry a ``regime``) by image regime."""
     size = SelectionTable("size", [*SIZE_BINS, "none"])
     by_class = SelectionTable("class", class_names)
     edges = [f"{i / progress_bins:.1f}" for i in range(progress_bins)]
@@ -63,7 +65,15 @@ def selection_tables(
             by_class.add(name, record["levels"])
         column = min(int(record["progress"] * progress_bins), progress_bins - 1)
         progress.add(edges[column], record["levels"])
-    return {"size": size, "class": by_class, "progress": progress}
+    tables = {"size": size, "class": by_class, "progress": progress}
+    regimes = sorted({record["regime"] for record in decisions if "regime" in record})
+    if regimes:
+        by_regime = SelectionTable("regime", regimes)
+        for record in decisions:
+            if "regime" in record:
+                by_regime.add(record["regime"], record["levels"])
+        tables["regime"] = by_regime
+    return tables
 
 
 def plot_selection_heatmap(table: SelectionTable, title: str) -> plt.Figure:
@@ -90,13 +100,15 @@ def plot_selection_heatmap(table: SelectionTable, title: str) -> plt.Figure:
 def write_heatmaps(
     decisions: list[dict[str, Any]], class_names: Sequence[str], out_dir: Path, writer=None
 ) -> dict[str, dict[str, Any]]:
-    """``selection_by_{size,class,progress}.png`` under ``out_dir`` (and TensorBoard); the counts."""
+    """``selection_by_{size,class,progress[,regime]}.png`` under ``out_dir`` (and TensorBoard);
+    the counts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = selection_tables(decisions, class_names)
     titles = {
         "size": "Selection rate per level x dominant object size",
         "class": "Selection rate per level x class",
         "progress": "Selection rate per level x training progress",
+        "regime": "Selection rate per level x image scale regime",
     }
     for key, table in tables.items():
         figure = plot_selection_heatmap(table, titles[key])

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.size_bins import dominant_size_bin
 from rlpkd.report.decision_log import DecisionLog, read_decisions
+from rlpkd.viz.heatmaps import selection_tables
 from tests.conftest import REPO
 
 
@@ -91,3 +93,18 @@ def test_plot_heatmap_without_log_is_a_clear_error(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "decisions.jsonl" in result.stderr
+
+
+def test_regime_table_counts_the_logged_regimes(tmp_path):
+    regimes = {7: "small-only", 8: "large-only", 9: "large-only"}
+    log = DecisionLog(tmp_path / "decisions.jsonl", ["a", "b", "c"], 2, image_regimes=regimes)
+    log(1, _batch(), torch.tensor([[1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=bool))
+    records = read_decisions(log.path)
+    assert [r["regime"] for r in records] == [regimes[int(i)] for i in _batch().image_ids]
+    table = selection_tables(records, ["a", "b", "c"])["regime"]
+    by_column = dict(zip(table.columns, table.decisions.tolist(), strict=True))
+    assert by_column == dict(Counter(r["regime"] for r in records))
+    # without regimes in the log there is no regime table
+    plain = DecisionLog(tmp_path / "plain.jsonl", ["a", "b", "c"], 2)
+    plain(1, _batch(), torch.ones(3, 4, dtype=bool))
+    assert "regime" not in selection_tables(read_decisions(plain.path), ["a", "b", "c"])
