@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rlpkd.atomic_files import atomic_write  # noqa: E402
 from rlpkd.levels import LEVELS  # noqa: E402
@@ -93,10 +94,17 @@ def _draw(axes: plt.Axes, series: dict[str, list[float]], tag: str, **style: Any
     line.set_gid(tag)
 
 
+def _plain_ticks(axes: plt.Axes) -> None:
+    """Integer iterations on x; y ticks as values, not an offset plus 1e-6 steps."""
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.ticklabel_format(axis="y", useOffset=False)
+    axes.tick_params(labelsize=7)
+
+
 def _finish(axes: plt.Axes, title: str) -> None:
     axes.set_title(title, fontsize=10)
     axes.set_xlabel("PPO iteration", fontsize=8)
-    axes.tick_params(labelsize=7)
+    _plain_ticks(axes)
     axes.grid(alpha=0.3)
     if axes.get_lines():
         axes.legend(fontsize=7)
@@ -119,7 +127,7 @@ def draw_policy_learning(records: Sequence[Mapping[str, Any]], title: str = "") 
     _draw(entropy, series, ENTROPY_TAG, color="tab:blue")
     kl = entropy.twinx()
     _draw(kl, series, KL_TAG, color="tab:red")
-    kl.tick_params(labelsize=7)
+    _plain_ticks(kl)
     kl.set_ylabel("KL", fontsize=8, color="tab:red")
     entropy.set_ylabel("entropy", fontsize=8, color="tab:blue")
     _finish(entropy, "entropy and mean KL")
