@@ -20,6 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from envs.observation import observation_dim
 from envs.snapshots import build_snapshot_pool, check_snapshot_files
+from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
 from policies.policy_selector import PolicyLevels
 from policies.ppo_setup import ensure_ray, latest_checkpoint, train_policy
 from policies.reptile import adaptation_curve
@@ -50,6 +51,7 @@ from rlpkd.training.student_phase import (
 )
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 from rlpkd.viz.heatmaps import write_heatmaps
+from rlpkd.viz.policy_learning import policy_learning_plot
 
 __all__ = [
     "POLICY_METHOD",
@@ -210,6 +212,12 @@ def learn_policy(
     ``policy_fingerprint(config)``; with ``resume`` PPO continues only a checkpoint with the
     same fingerprint, otherwise it starts over.
 
+    While PPO learns, every iteration's return, learner statistics (policy and value loss,
+    entropy, KL), selection rates and the env's value signal go to TensorBoard
+    (``<out>/tensorboard/policy``, tags ``policy/...``) and ``<out>/policy_learning.json``
+    (``PolicyLearningLog``); at the end the record is completed and the learning curves are
+    drawn to ``<out>/plots/policy_learning.png``.
+
     Args:
         teacher_checkpoint: the frozen teacher the env loads (default ``<out>/checkpoints/teacher.pt``).
         snapshot_dir: where the snapshot pool lives (default ``<out>/checkpoints/snapshots``;
@@ -234,17 +242,24 @@ def learn_policy(
     warm_start = Path(config.meta.warm_start) if config.meta.warm_start else None
     fingerprint = policy_fingerprint(config)
     start = time.perf_counter()
-    algo, history = train_policy(
-        config,
-        env_config,
-        config.rl.iterations,
-        run_dir.checkpoints / "policy",
-        warm_start=warm_start,
-        resume=resume,
-        progress=progress,
-        on_iteration=on_iteration,
-        fingerprint=fingerprint,
+    learning_log = PolicyLearningLog(
+        run_dir.path / POLICY_LEARNING_FILE, run_dir.tensorboard / "policy"
     )
+    try:
+        algo, history = train_policy(
+            config,
+            env_config,
+            config.rl.iterations,
+            run_dir.checkpoints / "policy",
+            warm_start=warm_start,
+            resume=resume,
+            progress=progress,
+            on_iteration=on_iteration,
+            fingerprint=fingerprint,
+            on_history=learning_log,
+        )
+    finally:
+        learning_log.close()
     try:
         weights_path = save_weights_file(
             run_dir.checkpoints / "policy_weights.pt",
@@ -272,6 +287,10 @@ def learn_policy(
     )
     if warm_start is not None and config.meta.compare_scratch:
         record["scratch_curve"] = adaptation_curve(config, env_config, None, config.rl.iterations)
+    write_json(run_dir.path / POLICY_LEARNING_FILE, record)
+    policy_learning_plot(
+        [policy_scalars(summary) for summary in history], run_dir.plots / "policy_learning.png"
+    )
     return record
 
 
@@ -369,7 +388,6 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
 
     _phase("Phase 2: policy learning (PPO)")
     learning = learn_policy(config, run_dir, datasets, teacher, resume)
-    write_json(run_dir.path / "policy_learning.json", learning)
     weights = Path(learning["weights"])
 
     _phase("Phase 3: policy-guided distillation and baselines")

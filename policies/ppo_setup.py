@@ -20,10 +20,15 @@ import ray
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo.ppo import (
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
+)
 from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY, Learner
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, LEARNER_RESULTS
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 from tqdm.auto import tqdm
 
@@ -38,6 +43,8 @@ from rlpkd.rundir import read_json, write_json
 __all__ = [
     "SELECTION_METRICS",
     "ENV_METRICS",
+    "LEARNER_METRICS",
+    "LEARNER_STATISTICS",
     "map_to_shared_module",
     "level_module_spec",
     "build_ppo_config",
@@ -56,6 +63,19 @@ SELECTION_METRICS = "level_selection"
 """RLlib metrics namespace of the per-decision statistics (``env_runners/level_selection/...``)."""
 ENV_METRICS = "level_selection_env"
 """RLlib metrics namespace of the env's own ``metrics()`` at episode ends."""
+LEARNER_METRICS = "learner"
+"""Prefix of PPO's learner statistics in an iteration summary (``learner/policy_loss`` ...)."""
+LEARNER_STATISTICS: tuple[str, ...] = (
+    POLICY_LOSS_KEY,
+    VF_LOSS_KEY,
+    ENTROPY_KEY,
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
+    Learner.TOTAL_LOSS_KEY,
+)
+"""RLlib's names of the PPO learner statistics kept per iteration (``learners/<module>/<name>``
+of ``algo.train()``): surrogate policy loss, value-function loss, entropy, mean KL to the sampling
+policy, the critic's explained variance, total loss."""
 PROGRESS_FILE = "progress.json"
 
 
@@ -142,6 +162,14 @@ def _numeric_items(values: Any, prefix: str = "") -> dict[str, float]:
         if math.isfinite(value):
             items[prefix] = value
     return items
+
+
+def _as_float(value: Any) -> float:
+    """``value`` as a float (NaN when it is missing or not a number)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def log_selection_metrics(
@@ -251,12 +279,21 @@ def collect_env_metrics(algo: Algorithm) -> list[dict[str, float]]:
 
 
 def iteration_summary(result: dict[str, Any]) -> dict[str, float]:
-    """The numbers of one ``algo.train()`` result worth keeping (NaN where not measured yet)."""
+    """The numbers of one ``algo.train()`` result worth keeping (NaN where not measured yet).
+
+    ``iteration``, ``episode_return_mean``, the shared module's ``learner/<name>`` for every name
+    of ``LEARNER_STATISTICS`` (NaN when the learner reported none, kept as reported when not
+    finite: a diverged loss shows), and every finite number under
+    ``env_runners/level_selection/*`` and ``env_runners/level_selection_env/*``.
+    """
     runners = result.get(ENV_RUNNER_RESULTS, {})
     summary = {
         "iteration": float(result.get("training_iteration", float("nan"))),
         "episode_return_mean": float(runners.get(EPISODE_RETURN_MEAN, float("nan"))),
     }
+    learner = result.get(LEARNER_RESULTS, {}).get(SHARED_MODULE_ID, {})
+    for name in LEARNER_STATISTICS:
+        summary[f"{LEARNER_METRICS}/{name}"] = _as_float(learner.get(name))
     for namespace in (SELECTION_METRICS, ENV_METRICS):
         for key, value in _numeric_items(runners.get(namespace, {})).items():
             summary[f"{namespace}/{key}"] = value
@@ -353,6 +390,7 @@ def train_policy(
     env_name: str = ENV_NAME,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     fingerprint: str = "",
+    on_history: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> tuple[Algorithm, list[dict[str, Any]]]:
     """Phase 2: PPO for ``iterations`` iterations, checkpointing after each one.
 
@@ -371,6 +409,9 @@ def train_policy(
         fingerprint: What the policy is trained from (``rl_pipeline.policy_fingerprint``),
             recorded with every checkpoint; a resume continues only a checkpoint with the same
             fingerprint and otherwise starts PPO over.
+        on_history: Called with the whole history (iterations done before a resume included;
+            ``[]`` when PPO starts over) once before the first new iteration and again after
+            each one (e.g. ``policies.learning_log.PolicyLearningLog``).
 
     Returns:
         The algorithm (the caller stops it) and the per-iteration history (``iteration_summary``
@@ -381,8 +422,17 @@ def train_policy(
     algo = build_algorithm(config, env_config, env_name)
     try:
         history = _prepare(algo, checkpoint_dir, warm_start, resume, fingerprint)
+        if on_history is not None:
+            on_history(list(history))
         _train_iterations(
-            algo, iterations, checkpoint_dir, history, progress, on_iteration, fingerprint
+            algo,
+            iterations,
+            checkpoint_dir,
+            history,
+            progress,
+            on_iteration,
+            fingerprint,
+            on_history,
         )
     except BaseException:
         algo.stop()
@@ -429,6 +479,7 @@ def _train_iterations(
     progress: bool,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     fingerprint: str = "",
+    on_history: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> None:
     """PPO iterations until ``algo.iteration == iterations``, a checkpoint after each."""
     bar = tqdm(
@@ -449,6 +500,8 @@ def _train_iterations(
             summary["time_s"] = time.perf_counter() - start
             history.append(summary)
             _save_checkpoint(algo, checkpoint_dir, history, fingerprint)
+            if on_history is not None:
+                on_history(list(history))
             if on_iteration is not None:
                 on_iteration(summary)
             bar.update(1)

@@ -113,8 +113,43 @@ def test_train_rl_end_to_end_and_resume(tiny_config):
 
     history = json.loads((out / "checkpoints" / "policy" / "progress.json").read_text())
     assert history["iteration"] == 2
+    _assert_phase2_records(out, config.rl.iterations)
     mtime = (out / "students" / "all-seed0" / "metrics.json").stat().st_mtime
     run_rl_experiment(config, resume=True)
     history = json.loads((out / "checkpoints" / "policy" / "progress.json").read_text())
     assert history["iteration"] == 2 and len(history["history"]) == 2
     assert (out / "students" / "all-seed0" / "metrics.json").stat().st_mtime == mtime
+    _assert_phase2_records(out, config.rl.iterations)  # the resume kept, not redid, them
+
+
+def _assert_phase2_records(out, iterations):
+    """What Phase 2 records: policy_learning.json (one summary per iteration, with PPO's
+    learner statistics), TensorBoard ``policy/...`` scalars (once per iteration) and the plot."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    learning = json.loads((out / "policy_learning.json").read_text())
+    history = learning["history"]
+    assert [h["iteration"] for h in history] == list(range(1, iterations + 1))
+    for summary in history:
+        for key in (
+            "episode_return_mean",
+            "learner/policy_loss",
+            "learner/vf_loss",
+            "learner/entropy",
+            "learner/mean_kl_loss",
+            *(f"level_selection/rate_{level}" for level in ("P2", "P3", "P4", "P5")),
+        ):
+            assert isinstance(summary[key], float), (key, summary.get(key))
+    assert {"learning_time_s", "weights", "gap_eval_gflops_per_decision"} <= set(learning)
+
+    events = EventAccumulator(str(out / "tensorboard" / "policy"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {"policy/return", "policy/policy_loss", "policy/value_loss", "policy/entropy"}
+    expected |= {"policy/kl", *(f"policy/selection_rate_{lv}" for lv in ("P2", "P3", "P4", "P5"))}
+    assert expected <= tags, expected - tags
+    for tag in expected:
+        assert [e.step for e in events.Scalars(tag)] == list(range(1, iterations + 1)), tag
+    entropy = [e.value for e in events.Scalars("policy/entropy")]
+    assert entropy == pytest.approx([h["learner/entropy"] for h in history], rel=1e-6)
+    assert (out / "plots" / "policy_learning.png").read_bytes()[:4] == b"\x89PNG"
