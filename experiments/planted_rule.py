@@ -1,132 +1,28 @@
-"""Did the policy find the planted rule? AUROC of its level choices on held-out decisions.
+"""The planted-rule experiment: PPO per reward and seed on a config with a planted rule, scored.
 
-With ``distill.planted_class`` set, the teacher's targets at ``distill.planted_levels`` are
-corrupted on every image holding that class (``rlpkd.distill.planted``), so the right per-sample
-rule is "do not distil those levels on those images". On held-out decisions (val images, which the
-policy never trained on, observed by each snapshot student of the pool), the policy's marginal
-``P(level l selected | s)`` is scored against the planted "do not distil" labels by AUROC, with
-``1 − P(l selected | s)`` as the score: 1.0 means every planted pair is less likely to be
-distilled than every clean one, 0.5 is no better than chance (a static policy scores 0.5).
+See ``policies.planted_rule_score`` for the score and ``rlpkd.distill.planted`` for the rule.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from envs.snapshots import build_snapshot_pool, load_snapshot
+from envs.snapshots import build_snapshot_pool
 from experiments.rl_pipeline import learn_policy
-from policies.level_policy_module import LevelSelectionModule
-from policies.level_probabilities import level_selection_probabilities
-from policies.policy_selector import PolicyLevels
+from policies.planted_rule_score import planted_rule_score
 from policies.weights import module_from_weights_file
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config, config_from_dict, config_to_dict
-from rlpkd.data.build import DetectionDatasets, build_datasets
-from rlpkd.data.coco import build_dataloader
-from rlpkd.distill.planted import planted_pairs
+from rlpkd.data.build import build_datasets
 from rlpkd.errors import ConfigError
-from rlpkd.levels import LEVELS
-from rlpkd.report.auroc import auroc
 from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
 
-__all__ = [
-    "PlantedRuleScore",
-    "planted_rule_score",
-    "run_planted_experiment",
-    "planted_rule_markdown",
-]
-
-
-@dataclass
-class PlantedRuleScore:
-    """How well a policy's level choices follow the planted rule on held-out decisions.
-
-    Attributes:
-        auroc_planted_levels: AUROC of ``1 − P(l selected)`` against the planted labels over the
-            (sample, level) pairs at the planted levels: does the policy tell the images to skip?
-        auroc_all_pairs: the same over all four levels of every sample.
-        auroc_per_level: level -> AUROC over the samples at that level (planted levels only).
-        selection_planted: mean ``P(l selected)`` over the planted pairs.
-        selection_clean_same_levels: mean ``P(l selected)`` at the planted levels on clean images.
-        selection_other_levels: mean ``P(l selected)`` at the other levels.
-        decisions: held-out decisions scored (samples × snapshots).
-        planted_share: share of those samples holding the planted class.
-    """
-
-    auroc_planted_levels: float
-    auroc_all_pairs: float
-    auroc_per_level: dict[str, float]
-    selection_planted: float
-    selection_clean_same_levels: float
-    selection_other_levels: float
-    decisions: int
-    planted_share: float
-
-    def to_dict(self) -> dict:
-        """Plain dict for JSON."""
-        return asdict(self)
-
-
-def planted_rule_score(
-    config: Config,
-    datasets: DetectionDatasets,
-    module: LevelSelectionModule,
-    snapshots: list[Path],
-    device: torch.device | str = "cpu",
-    batch_size: int = 50,
-) -> PlantedRuleScore:
-    """Score ``module`` on every val image, observed by every student of ``snapshots``.
-
-    Raises:
-        ConfigError: ``config`` has no planted rule (``distill.planted_class`` is -1).
-    """
-    settings = config.distill
-    if settings.planted_class < 0:
-        raise ConfigError("planted_rule_score needs distill.planted_class >= 0 (a planted rule)")
-    planted_levels = tuple(settings.planted_levels)
-    on_planted = torch.tensor([level in planted_levels for level in LEVELS])
-    loader = build_dataloader(datasets.val, batch_size, shuffle=False, seed=0)
-    probabilities, labels = [], []
-    for path in snapshots:
-        state = load_snapshot(path, config, datasets.num_classes, torch.device(device))
-        selector = PolicyLevels(
-            module,
-            config.data.level_thresholds,
-            student=state.student,
-            running_gap=state.running_gap,
-        )
-        for batch in loader:
-            batch = batch.to(device)
-            obs = selector.observations(batch, state.progress)
-            probabilities.append(level_selection_probabilities(module, obs))
-            labels.append(planted_pairs(batch.labels, settings.planted_class, planted_levels).cpu())
-    selected = torch.cat(probabilities)
-    planted = torch.cat(labels)
-    skip_score = 1.0 - selected
-    clean_same = ~planted & on_planted[None, :]
-    return PlantedRuleScore(
-        auroc_planted_levels=auroc(skip_score[:, on_planted], planted[:, on_planted]),
-        auroc_all_pairs=auroc(skip_score, planted),
-        auroc_per_level={
-            level: auroc(skip_score[:, i], planted[:, i])
-            for i, level in enumerate(LEVELS)
-            if level in planted_levels
-        },
-        selection_planted=float(selected[planted].mean()),
-        selection_clean_same_levels=float(selected[clean_same].mean()),
-        selection_other_levels=float(selected[:, ~on_planted].mean())
-        if bool((~on_planted).any())
-        else float("nan"),
-        decisions=len(selected),
-        planted_share=float(planted.any(dim=1).float().mean()),
-    )
+__all__ = ["run_planted_experiment", "planted_rule_markdown"]
 
 
 def _variant(config: Config, reward: str, seed: int, out: Path) -> Config:

@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from envs.observation import observation_dim
 from envs.snapshots import build_snapshot_pool, check_snapshot_files
 from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
+from policies.planted_rule_score import planted_rule_score
 from policies.policy_selector import PolicyLevels
 from policies.ppo_setup import ensure_ray, latest_checkpoint, train_policy
 from policies.reptile import adaptation_curve
@@ -33,17 +34,21 @@ from policies.weights import (
 from rlpkd.config import Config, config_from_dict, config_to_dict
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import DetectionDatasets, build_datasets
+from rlpkd.data.synthetic import image_regimes
 from rlpkd.distill.objective import ObjectiveTerms
-from rlpkd.errors import CheckpointError, ConfigError, ResumeMismatchError
+from rlpkd.errors import CheckpointError, ConfigError, DataError, ResumeMismatchError
 from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest, fingerprint
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.decision_log import DecisionLog, read_decisions
 from rlpkd.report.tables import summarise_methods, write_report
+from rlpkd.report.verification import best_static_at_or_below, subset_regime_information
 from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
+from rlpkd.training.level_selection import SCALE_RULE
+from rlpkd.training.shuffled_selection import SHUFFLED_SUFFIX, ShuffledMaskLevels
 from rlpkd.training.student_phase import (
     StudentRunInputs,
     run_or_reuse_student,
@@ -67,6 +72,9 @@ __all__ = [
 ]
 
 POLICY_METHOD = "rl-policy"
+SHUFFLED_METHOD = f"{POLICY_METHOD}{SHUFFLED_SUFFIX}"
+"""The shuffled-mask control: the policy's own masks permuted across each batch."""
+SHUFFLED_SPEC = "policy-shuffled"
 RESUME_IGNORED_KEYS = tuple(f"data.{key}" for key in DATA_LOCATION_KEYS)
 """Keys of the fingerprinted sections that ``--resume`` may change (they do not change results)."""
 RESUME_SECTIONS = ("data", "teacher", "student", "teacher_schedule", "student_schedule")
@@ -282,8 +290,14 @@ def learn_policy(
         "warm_start": str(warm_start or ""),
     }
     last = history[-1] if history else {}
-    record["gap_eval_gflops_per_decision"] = last.get(
-        "level_selection_env/gap_eval_gflops_per_decision", float("nan")
+    # what the reward signal costs per decision on top of the student updates themselves
+    signal = (
+        "value_gflops_per_decision"
+        if config.rl.reward == "value"
+        else "gap_eval_gflops_per_decision"
+    )
+    record["reward_signal_gflops_per_decision"] = last.get(
+        f"level_selection_env/{signal}", float("nan")
     )
     if warm_start is not None and config.meta.compare_scratch:
         record["scratch_curve"] = adaptation_curve(config, env_config, None, config.rl.iterations)
@@ -295,11 +309,26 @@ def learn_policy(
 
 
 def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str]]:
-    """(method name, level spec) of every Phase-3 run; the policy's spec is 'policy'."""
+    """(method name, level spec) of every Phase-3 run; the policy's spec is 'policy'.
+
+    Besides the policy: no KD, all levels, and the verification controls at the policy's FLOPs:
+    its shuffled masks (``SHUFFLED_SPEC``), random subsets, the scale rule and the static
+    baselines (the best of which at no more FLOPs the report names).
+    """
     runs = [(POLICY_METHOD, "policy"), ("none", "none"), ("all", "all")]
+    runs.append((SHUFFLED_METHOD, SHUFFLED_SPEC))
     runs.append((f"random@{policy_fraction:.2f}", f"random:{policy_fraction:.4f}"))
+    runs.append((SCALE_RULE, SCALE_RULE))
     runs += [(spec, spec) for spec in config.rl.static_baselines]
     return list(dict.fromkeys(runs))
+
+
+def _image_regimes(datasets: DetectionDatasets) -> dict[int, str] | None:
+    """Image id -> scale regime of the training images (embedded data only), else None."""
+    try:
+        return image_regimes(datasets.train.annotation_file)
+    except DataError:
+        return None
 
 
 def policy_selector(config: Config, weights: Path, seed: int) -> PolicyLevels:
@@ -317,14 +346,22 @@ def policy_selector(config: Config, weights: Path, seed: int) -> PolicyLevels:
 
 
 def policy_step_hook(
-    config: Config, datasets: DetectionDatasets, selector: PolicyLevels, student_dir: RunDirectory
+    config: Config,
+    datasets: DetectionDatasets,
+    selector: PolicyLevels | ShuffledMaskLevels,
+    student_dir: RunDirectory,
 ) -> StepHook:
     """The Phase-3 step hook of a policy-guided run: keeps the policy's running KD gap current
     and logs every decision to ``<student_dir>/decisions.jsonl``."""
     steps = config.student_schedule.epochs * (
         len(datasets.train) // config.student_schedule.batch_size
     )
-    log = DecisionLog(student_dir.path / "decisions.jsonl", datasets.train.class_names, steps)
+    log = DecisionLog(
+        student_dir.path / "decisions.jsonl",
+        datasets.train.class_names,
+        steps,
+        _image_regimes(datasets),
+    )
 
     def on_step(
         step: int, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
@@ -350,10 +387,51 @@ def _distil(
     if spec == "policy":
         selector = policy_selector(config, weights, seed)
         on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
+    elif spec == SHUFFLED_SPEC:
+        selector = ShuffledMaskLevels(policy_selector(config, weights, seed), seed)
+        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
     else:
         selector = selector_from_spec(spec, inputs.flops, seed, config.data.level_thresholds)
     title = f"[phase 3] {method} seed={seed}"
     return run_or_reuse_student(inputs, selector, seed, student_dir, title, on_step, method)
+
+
+def verification_controls(
+    config: Config,
+    datasets: DetectionDatasets,
+    run_dir: RunDirectory,
+    rows: list[dict[str, Any]],
+    weights: Path,
+    teacher: PyramidDetector,
+) -> dict[str, Any]:
+    """What the report adds to judge the policy (``rlpkd.report.verification``): the best static
+    subset at no more KD FLOPs than the policy, the mutual information between the chosen subset
+    and the image regime (policy and shuffled control, seed 0's decisions) and, with a planted
+    rule, the policy's AUROC against it (``policies.planted_rule_score``)."""
+    seed = config.experiment.seeds[0]
+    policy_row = next(row for row in rows if row["method"] == POLICY_METHOD)
+    statics = ["none", "all", *config.rl.static_baselines]
+    best = best_static_at_or_below(rows, statics, policy_row["kd_gflops_mean"])
+    result: dict[str, Any] = {
+        "best_static_at_policy_flops": best["method"] if best is not None else "",
+        "static_methods_compared": statics,
+    }
+    for method, key in ((POLICY_METHOD, "policy"), (SHUFFLED_METHOD, "shuffled")):
+        path = run_dir.path / "students" / f"{method}-seed{seed}" / "decisions.jsonl"
+        if path.is_file():
+            information = subset_regime_information(read_decisions(path))
+            result[f"{key}_subset_regime_information"] = information
+            result[f"{key}_subset_regime_mi_bits"] = information["mutual_information_bits"]
+    if config.distill.planted_class >= 0:
+        snapshots = build_snapshot_pool(
+            config, datasets, teacher, run_dir.checkpoints / "snapshots"
+        )
+        device = next(teacher.parameters()).device
+        module = module_from_weights_file(weights)
+        score = planted_rule_score(config, datasets, module, snapshots, device)
+        result["planted_rule"] = score.to_dict()
+        result["planted_rule_auroc"] = score.auroc_planted_levels
+    return result
 
 
 def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
@@ -406,17 +484,22 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     heatmaps = write_heatmaps(decisions, datasets.train.class_names, run_dir.plots, writer)
     writer.close()
     rows = summarise_methods(runs)
+    controls = verification_controls(config, datasets, run_dir, rows, weights, teacher)
     extra = {
         "teacher_AP": teacher_metrics["AP"],
         "policy_kd_flops_fraction": policy_fraction,
         "kd_gflops_all_levels": all_flops / 1e9,
         "student_train_gflops": flops.student_train_flops() / 1e9,
         "policy_learning_time_s": learning["learning_time_s"],
-        "policy_learning_gap_eval_gflops_per_decision": learning["gap_eval_gflops_per_decision"],
+        "policy_learning_reward": config.rl.reward,
+        "policy_learning_reward_signal_gflops_per_decision": learning[
+            "reward_signal_gflops_per_decision"
+        ],
         "wall_time_s": time.perf_counter() - start,
         "policy_learning_curve": [h.get("episode_return_mean") for h in learning["history"]],
         "scratch_curve": learning.get("scratch_curve"),
         "heatmap_counts": heatmaps,
+        **controls,
     }
     write_report(run_dir.path, "RL-PyramidKD: policy vs baselines", rows, extra)
     policy_row = next(r for r in rows if r["method"] == POLICY_METHOD)

@@ -93,8 +93,27 @@ def test_train_rl_end_to_end_and_resume(tiny_config):
 
     out = Path(out)
     methods = {row["method"] for row in report["methods"]}
-    assert {POLICY_METHOD, "none", "all", "P3"} <= methods
+    # the verification controls: shuffled masks, the scale rule, random and statics at its FLOPs
+    assert {
+        POLICY_METHOD,
+        "none",
+        "all",
+        "P3",
+        f"{POLICY_METHOD}:shuffled",
+        "scale-rule",
+    } <= methods
     assert any(m.startswith("random@") for m in methods)
+    rows = {row["method"]: row for row in report["methods"]}
+    shuffled = rows[f"{POLICY_METHOD}:shuffled"]
+    assert shuffled["kd_gflops_mean"] == pytest.approx(rows[POLICY_METHOD]["kd_gflops_mean"])
+    best = report["best_static_at_policy_flops"]
+    cheap = [
+        m
+        for m in ("none", "all", "P3")
+        if rows[m]["kd_gflops_mean"] <= rows[POLICY_METHOD]["kd_gflops_mean"] + 1e-9
+    ]
+    assert best in cheap and all(rows[best]["AP_mean"] >= rows[m]["AP_mean"] for m in cheap)
+    assert report["policy_subset_regime_mi_bits"] >= 0.0
     assert (out / "report.md").is_file() and (out / "metrics.json").is_file()
     decisions = read_decisions(out / "students" / f"{POLICY_METHOD}-seed0" / "decisions.jsonl")
     steps = len(decisions) // config.student_schedule.batch_size
@@ -140,7 +159,7 @@ def _assert_phase2_records(out, iterations):
             *(f"level_selection/rate_{level}" for level in ("P2", "P3", "P4", "P5")),
         ):
             assert isinstance(summary[key], float), (key, summary.get(key))
-    assert {"learning_time_s", "weights", "gap_eval_gflops_per_decision"} <= set(learning)
+    assert {"learning_time_s", "weights", "reward_signal_gflops_per_decision"} <= set(learning)
 
     events = EventAccumulator(str(out / "tensorboard" / "policy"))
     events.Reload()
