@@ -44,7 +44,7 @@ from rlpkd.evaluation.regime_ap import evaluate_by_regime, regime_image_ids
 from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels, parse_levels
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.report.headroom import render_headroom_markdown
+from rlpkd.report.headroom import BEST_STATIC, ORACLE, render_headroom_markdown
 from rlpkd.report.interaction_anova import group_by_level_sum_of_squares
 from rlpkd.report.level_value_summary import pool_value_matrices, summarise_value_matrix
 from rlpkd.report.tables import mean_std
@@ -68,11 +68,6 @@ __all__ = [
     "ORACLE",
     "BEST_STATIC",
 ]
-
-ORACLE = "oracle"
-"""The per-image regime-table selector's method name."""
-BEST_STATIC = "best static ≤ oracle FLOPs"
-"""The method name of the best static subset at no more kd GFLOPs than the oracle."""
 
 
 @dataclass(frozen=True)

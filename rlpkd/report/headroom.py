@@ -8,10 +8,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["NEAR_ZERO_SHARE", "render_headroom_markdown"]
+__all__ = ["NEAR_ZERO_SHARE", "BEST_STATIC", "ORACLE", "render_headroom_markdown"]
 
 NEAR_ZERO_SHARE = 0.05
 """An interaction share below this is reported as near zero."""
+ORACLE = "oracle"
+"""The per-image regime-table selector's method name in the report."""
+BEST_STATIC = "best static ≤ oracle FLOPs"
+"""The method name of the best static subset at no more kd GFLOPs than the oracle."""
 
 
 def _finite(value: Any) -> bool:
@@ -27,10 +31,21 @@ def _ap(value: Any, std: Any = None) -> str:
     return f"{100 * value:.1f} ± {100 * std:.1f}" if _finite(std) else f"{100 * value:.1f}"
 
 
-def _signed_ap(value: Any, std: Any) -> str:
+def _signed_ap(value: Any, std: Any = None) -> str:
     if not _finite(value):
         return "n/a"
     return f"{100 * value:+.1f} ± {100 * std:.1f}" if _finite(std) else f"{100 * value:+.1f}"
+
+
+def _method_ap(method: dict[str, Any], key: str = "AP") -> str:
+    """A method's mean AP, with ± std only when it has more than one seed."""
+    std = method[f"{key}_std"] if len(method["seeds"]) > 1 else None
+    return _ap(method[f"{key}_mean"], std)
+
+
+def _difference(difference: dict[str, Any]) -> str:
+    std = difference["std"] if len(difference["per_seed"]) > 1 else None
+    return _signed_ap(difference["mean"], std)
 
 
 def _share(value: Any) -> str:
@@ -51,11 +66,13 @@ def _interaction_finding(values: dict[str, Any]) -> list[str]:
         for s in values["snapshots"]
     )
     regime_part = pooled["regime_x_level"]["share_of_interaction"]
+    stage_part = pooled.get("snapshot_x_level", {}).get("share_of_interaction")
     lines = [
         f"- **Sample × level interaction share of the value matrices: {_share(share)}** pooled "
-        f"({per_snapshot}). Of that interaction, {_share(regime_part)} is the regime × level "
-        "part (what a policy knowing only each image's regime can use); the rest varies between "
-        "images of one regime."
+        f"({per_snapshot}). Of the pooled interaction, {_share(regime_part)} is the regime × "
+        "level part (what a policy knowing only each image's regime can use) and "
+        f"{_share(stage_part)} the snapshot × level part (level preferences that change with the "
+        "training stage); the rest varies between images of one regime at one stage."
     ]
     if _finite(share) and share < NEAR_ZERO_SHARE:
         lines.append(
@@ -69,7 +86,7 @@ def _interaction_finding(values: dict[str, Any]) -> list[str]:
 def _comparison_finding(report: dict[str, Any]) -> list[str]:
     comparison = report["comparison"]
     methods = report["methods"]
-    oracle = methods["oracle"]
+    oracle = methods[ORACLE]
     seeds = len(oracle["seeds"])
     lines = []
     best = report["best_static_at_oracle_flops"]
@@ -82,14 +99,15 @@ def _comparison_finding(report: dict[str, Any]) -> list[str]:
         difference = comparison["oracle_minus_best_static"]
         lines.append(
             f"- **Oracle − best static subset at ≤ its kd GFLOPs ({best['levels']}): "
-            f"{_signed_ap(difference['mean'], difference['std'])} AP** (paired by seed, "
-            f"{seeds} seeds; oracle {_ap(oracle['AP_mean'], oracle['AP_std'])} at "
-            f"{report['oracle_kd_gflops_model']:.3f} kd GFLOPs, {best['levels']} "
-            f"{_ap(methods['best static ≤ oracle FLOPs']['AP_mean'], methods['best static ≤ oracle FLOPs']['AP_std'])} "
-            f"at {best['kd_gflops_model']:.3f})."
+            f"{_difference(difference)} AP** (paired by seed, {seeds} seed(s); oracle "
+            f"{_method_ap(oracle)} at {report['oracle_kd_gflops_model']:.3f} kd GFLOPs, "
+            f"{best['levels']} {_method_ap(methods[BEST_STATIC])} at "
+            f"{best['kd_gflops_model']:.3f})."
         )
         if _finite(difference["mean"]):
             std = difference["std"] if _finite(difference["std"]) else 0.0
+            if len(difference["per_seed"]) < 2:
+                std = math.inf  # one seed: no spread to compare with
             if difference["mean"] <= 0:
                 lines.append(
                     "- **The oracle does not beat the best static subset at its FLOPs** on this "
@@ -97,18 +115,18 @@ def _comparison_finding(report: dict[str, Any]) -> list[str]:
                 )
             elif difference["mean"] <= std:
                 lines.append(
-                    "- The oracle's gain is within one standard deviation of the seeds: not "
-                    "distinguishable from seed noise with these seeds."
+                    "- The oracle's gain is not larger than the seeds' standard deviation of the "
+                    "paired difference: not distinguishable from seed noise with these seeds."
                 )
     all_levels = comparison["oracle_minus_all_levels"]
     lines.append(
-        f"- Oracle − all levels: {_signed_ap(all_levels['mean'], all_levels['std'])} AP at "
+        f"- Oracle − all levels: {_difference(all_levels)} AP at "
         f"{report['oracle_kd_gflops_model']:.3f} against "
         f"{report['kd_gflops_by_subset']['P2,P3,P4,P5']:.3f} kd GFLOPs."
     )
     rule = comparison["scale_rule_minus_all_levels"]
     lines.append(
-        f"- Scale rule − all levels: {_signed_ap(rule['mean'], rule['std'])} AP at "
+        f"- Scale rule − all levels: {_difference(rule)} AP at "
         f"{methods['scale rule']['kd_gflops_mean']:.3f} kd GFLOPs (measured)."
     )
     return lines
@@ -204,7 +222,7 @@ def _static_section(report: dict[str, Any], regimes: list[str]) -> list[str]:
 
 
 def _comparison_section(report: dict[str, Any], regimes: list[str]) -> list[str]:
-    oracle = report["methods"]["oracle"]
+    oracle = report["methods"][ORACLE]
     table = ", ".join(f"{r} → {levels}" for r, levels in oracle["table"].items())
     lines = [
         "## Oracle against static subsets",
@@ -219,10 +237,10 @@ def _comparison_section(report: dict[str, Any], regimes: list[str]) -> list[str]
     rows = []
     for name, method in report["methods"].items():
         cells = [name, method["levels"], ",".join(map(str, method["seeds"]))]
-        cells.append(_ap(method["AP_mean"], method["AP_std"]))
+        cells.append(_method_ap(method))
         for regime in regimes:
             entry = method["AP_by_regime"][regime]
-            cells.append(_ap(entry["mean"], entry["std"]))
+            cells.append(_ap(entry["mean"], entry["std"] if len(method["seeds"]) > 1 else None))
         cells.append(
             f"{method['kd_gflops_mean']:.3f}" if _finite(method["kd_gflops_mean"]) else "n/a"
         )
@@ -244,7 +262,8 @@ def render_headroom_markdown(report: dict[str, Any]) -> str:
         f"Data: {config['num_train']} train / {config['num_val']} val images at "
         f"{config['image_size']} px, regime `{config['data_regime']}` (val images per regime: "
         + ", ".join(f"{r} {n}" for r, n in report["val_images_by_regime"].items())
-        + f"). Students: {config['student_epochs']} epochs, seeds {config['seeds']}. Teacher AP "
+        + f"). Student schedule: {config['student_epochs']} epoch(s); seeds {config['seeds']}. "
+        "Teacher AP "
         f"{_ap(teacher['AP'])} ("
         + ", ".join(f"{r} {_ap(ap)}" for r, ap in teacher["AP_by_regime"].items())
         + ").",

@@ -46,7 +46,12 @@ def plot_regime_level_values(values: dict[str, Any], levels: Sequence[str], path
     panels = regime_level_panels(values)
     limit = max(float(np.nanmax(np.abs(matrix))) for _, _, matrix in panels) or 1.0
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(2.9 * len(panels) + 1.0, 3.3), squeeze=False
+        1,
+        len(panels),
+        figsize=(2.4 * len(panels) + 2.2, 3.4),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
     )
     image = None
     for ax, (title, regimes, matrix) in zip(axes[0], panels, strict=True):
@@ -56,11 +61,11 @@ def plot_regime_level_values(values: dict[str, Any], levels: Sequence[str], path
         for i in range(matrix.shape[0]):
             for j in range(matrix.shape[1]):
                 ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=8)
     figure.suptitle(
-        "mean level value v_il by image regime (units: the snapshot's std)", fontsize=10
+        "mean level value v_il by image regime (in units of each snapshot's std)", fontsize=10
     )
-    figure.colorbar(image, ax=axes[0].tolist(), label="mean v / std")
+    figure.colorbar(image, ax=axes[0].tolist(), label="mean v / std", shrink=0.9)
     try:
         return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     finally:
@@ -80,7 +85,8 @@ def plot_headroom_methods(
         ax.annotate(run["levels"], (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
     markers = ("*", "s", "D", "^", "v", "o")
     for (name, method), marker in zip(methods.items(), markers, strict=False):
-        ap_std = method["AP_std"] if math.isfinite(method["AP_std"] or math.nan) else 0.0
+        ap_std = method["AP_std"]
+        ap_std = ap_std if isinstance(ap_std, float) and math.isfinite(ap_std) else 0.0
         ax.errorbar(
             method["kd_gflops_mean"],
             100 * method["AP_mean"],
