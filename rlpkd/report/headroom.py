@@ -74,6 +74,11 @@ def _interaction_finding(values: dict[str, Any]) -> list[str]:
         f"{_share(stage_part)} the snapshot × level part (level preferences that change with the "
         "training stage); the rest varies between images of one regime at one stage."
     ]
+    if _finite(regime_part) and regime_part < NEAR_ZERO_SHARE:
+        lines.append(
+            f"- **The image regimes explain almost none of the interaction (< {NEAR_ZERO_SHARE}):** "
+            "images of different regimes do not rank the levels differently on average."
+        )
     if _finite(share) and share < NEAR_ZERO_SHARE:
         lines.append(
             f"- **The interaction share is near zero (< {NEAR_ZERO_SHARE}):** the samples rank the "
@@ -176,7 +181,9 @@ def _value_section(values: dict[str, Any], regimes: list[str], levels: list[str]
         "levels): interaction = the residual of the additive model; *within r* = the same on the "
         "images of regime r only; *regime × level* = the part of the interaction that the regime "
         "means explain. The pooled matrix stacks the snapshots after dividing each by its own "
-        "overall std.",
+        "overall std. With one value per (sample, level) the interaction cannot be told apart "
+        "from whatever is idiosyncratic to a sample's value (a first-order estimate against one "
+        "held-out batch): it bounds the per-sample structure from above.",
         "",
         "Mean value by regime × level (pooled, in units of each snapshot's std; > 0 predicts a "
         "lower held-out detection loss) and the share of the regime's samples whose best level "
