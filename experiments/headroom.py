@@ -434,7 +434,10 @@ def run_headroom(config: Config, options: HeadroomOptions) -> dict[str, Any]:
     best_static_run = (
         max(affordable, key=lambda r: (r["AP"], -r["kd_gflops_model"])) if affordable else None
     )
-    candidates: list[tuple[str, LevelSelector]] = [(ORACLE, oracle)]
+    distinct = set(table.values())
+    # one subset for every regime: the oracle is that static subset, whose runs are reused
+    oracle_selector = FixedLevels(distinct.pop()) if len(distinct) == 1 else oracle
+    candidates: list[tuple[str, LevelSelector]] = [(ORACLE, oracle_selector)]
     if best_static_run is not None:
         candidates.append((BEST_STATIC, FixedLevels(tuple(best_static_run["subset"]))))
     candidates += [
