@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from envs.observation import observation_dim, observations_from_features
 from envs.reward import (
     RunningValueScale,
+    leave_one_out_baseline,
     normalised_gap_drop,
     reward_level_scale,
     sample_rewards,
@@ -224,6 +225,8 @@ class LevelSelectionEnv(MultiAgentEnv):
         self.batch = self._next_batch()
         observations = self._observations(final=done)
         self.step_time_s += time.perf_counter() - start
+        if self.config.rl.reward_baseline == "leave_one_out":
+            rewards = leave_one_out_baseline(rewards)  # the metrics above keep the raw reward
         reward_dict = {agent: float(r) for agent, r in zip(self.agents, rewards, strict=True)}
         for i, agent in enumerate(self.agents):
             infos[agent] |= {

@@ -82,7 +82,20 @@ def value_rewards(
     return chosen / scale - lam * subset_flops_fraction.float().cpu()
 
 
+def leave_one_out_baseline(rewards: Tensor) -> Tensor:
+    """[B] ``r_i − mean_{j≠i} r_j``: the rewards of one update less the leave-one-out mean (RLOO,
+    Kool et al., "Buy 4 REINFORCE samples, get a baseline for free!", 2019). The baseline of
+    decision i does not depend on its own action, so the policy gradient stays unbiased, while what
+    the B decisions of one update share (the step's held-out gradient, its learning rate) cancels.
+    """
+    if rewards.numel() < 2:
+        raise ValueError("a leave-one-out baseline needs at least 2 decisions per update")
+    others = (rewards.sum() - rewards) / (rewards.numel() - 1)
+    return rewards - others
+
+
 __all__ = [
+    "leave_one_out_baseline",
     "REWARDS",
     "VALUE_SCALE_MOMENTUM",
     "RunningValueScale",

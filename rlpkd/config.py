@@ -223,6 +223,10 @@ class RLConfig:
     heldout_size: int = 16
     """With rl.reward 'value': images in the fixed held-out batch V (the first, at most all, of
     ``heldout_split(…, search.holdout_fraction, runtime.seed).val``; the env trains on the rest)."""
+    reward_baseline: str = "none"
+    """``leave_one_out``: each decision's reward minus the mean reward of the other B-1 decisions
+    of the same update (RLOO, Kool et al. 2019), which removes what the step shares (e.g. the size
+    of the held-out gradient) without biasing the policy gradient; ``none``: the reward as is."""
     slots: int = 8
     """Decisions per student update: the env's distillation batch size B (one agent per slot)."""
     episode_steps: int = 8
@@ -641,6 +645,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "reward": one_of("value", "gap_drop"),
         "lam": NON_NEGATIVE,
         "heldout_size": COUNT,
+        "reward_baseline": one_of("none", "leave_one_out"),
         "slots": COUNT,
         "episode_steps": COUNT,
         "snapshot_fractions": FRACTION,
