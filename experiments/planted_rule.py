@@ -12,7 +12,7 @@ import numpy as np
 
 from envs.snapshots import build_snapshot_pool
 from experiments.rl_pipeline import learn_policy
-from policies.planted_rule_score import planted_rule_score
+from policies.planted_rule_score import planted_credit_auroc, planted_rule_score
 from policies.weights import module_from_weights_file
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config, config_from_dict, config_to_dict
@@ -67,7 +67,14 @@ def run_planted_experiment(
         teacher, _ = load_teacher(teacher_checkpoint, config, datasets.num_classes)
         teacher = teacher.to(device)
     runs: list[dict[str, Any]] = []
+    credit: dict[str, dict[str, float]] = {}
     for seed in seeds:
+        seed_config = _variant(config, rewards[0], seed, run_dir.path)
+        pool = build_snapshot_pool(
+            seed_config, datasets, teacher, run_dir.checkpoints / "snapshots"
+        )
+        credit[str(seed)] = planted_credit_auroc(seed_config, datasets, teacher, pool, device)
+        print(f"[planted rule] seed={seed}: credit AUROC {credit[str(seed)]}", flush=True)
         for reward in rewards:
             variant_dir = RunDirectory(run_dir.path / f"{reward}-seed{seed}")
             variant = _variant(config, reward, seed, variant_dir.path)
@@ -99,7 +106,7 @@ def run_planted_experiment(
                     **score.to_dict(),
                 }
             )
-            write_json(run_dir.path / "planted_rule.json", {"runs": runs})
+            write_json(run_dir.path / "planted_rule.json", {"runs": runs, "credit": credit})
     summary = {
         reward: {
             key: _mean_std([r[key] for r in runs if r["reward"] == reward])
@@ -119,6 +126,7 @@ def run_planted_experiment(
         "planted_levels": list(config.distill.planted_levels),
         "runs": runs,
         "summary": summary,
+        "credit_auroc": credit,
     }
     write_json(run_dir.path / "planted_rule.json", record)
     atomic_write_text(run_dir.path / "planted_rule.md", planted_rule_markdown(record))
@@ -151,6 +159,17 @@ def planted_rule_markdown(record: dict[str, Any]) -> str:
             f"{cell('selection_planted')} | {cell('selection_clean_same_levels')} | "
             f"{cell('selection_other_levels')} |"
         )
+    credit = record.get("credit_auroc", {})
+    if credit:
+        lines += [
+            "",
+            "Credit ceiling: AUROC of −v_il (one decision's value signal) against the same labels, "
+            "per snapshot and pooled: "
+            + "; ".join(
+                f"seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+                for seed, values in credit.items()
+            ),
+        ]
     lines += ["", "| reward | seed | AUROC planted levels | per level | learning time (s) |"]
     lines += ["|---|---|---|---|---|"]
     for run in record["runs"]:

@@ -21,14 +21,16 @@ from policies.level_policy_module import LevelSelectionModule
 from policies.level_probabilities import level_selection_probabilities
 from policies.policy_selector import PolicyLevels
 from rlpkd.config import Config
-from rlpkd.data.build import DetectionDatasets
-from rlpkd.data.coco import build_dataloader
+from rlpkd.data.build import DetectionDatasets, heldout_split
+from rlpkd.data.coco import build_dataloader, collate_detection
+from rlpkd.distill.level_value import level_values
 from rlpkd.distill.planted import planted_pairs
 from rlpkd.errors import ConfigError
 from rlpkd.levels import LEVELS
+from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.auroc import auroc
 
-__all__ = ["PlantedRuleScore", "planted_rule_score"]
+__all__ = ["PlantedRuleScore", "planted_rule_score", "planted_credit_auroc"]
 
 
 @dataclass
@@ -114,3 +116,52 @@ def planted_rule_score(
         decisions=len(selected),
         planted_share=float(planted.any(dim=1).float().mean()),
     )
+
+
+def planted_credit_auroc(
+    config: Config,
+    datasets: DetectionDatasets,
+    teacher: PyramidDetector,
+    snapshots: list[Path],
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """Does the credit see the rule? AUROC of ``−v_il`` against the planted pairs, per snapshot.
+
+    ``v_il`` (``rlpkd.distill.level_value``) of every val image at the planted levels, for each
+    snapshot student (its own objective and optimiser state), with V the first
+    ``rl.heldout_size`` images of ``heldout_split(…).val`` as in the env. A policy trained on this
+    credit can at best learn what one decision's value tells apart, so this is the single-decision
+    ceiling against which ``planted_rule_score`` reads: near 0.5 here means the reward carries no
+    rule; well above 0.5 here and near 0.5 there means the learning did not extract it.
+    """
+    settings = config.distill
+    if settings.planted_class < 0:
+        raise ConfigError("planted_credit_auroc needs distill.planted_class >= 0 (a planted rule)")
+    planted_levels = tuple(settings.planted_levels)
+    on_planted = torch.tensor([level in planted_levels for level in LEVELS])
+    split = heldout_split(datasets, config.search.holdout_fraction, config.runtime.seed)
+    count = min(config.rl.heldout_size, len(split.val))
+    heldout = collate_detection([split.val[i] for i in range(count)]).to(device)
+    loader = build_dataloader(datasets.val, batch_size, shuffle=False, seed=0)
+    result: dict[str, float] = {}
+    values, labels = [], []
+    for path in snapshots:
+        state = load_snapshot(path, config, datasets.num_classes, torch.device(device))
+        per_snapshot, per_labels = [], []
+        for batch in loader:
+            batch = batch.to(device)
+            signal = level_values(
+                state.student, teacher, state.objective, state.optimizer, batch, heldout
+            )
+            per_snapshot.append(signal.values.detach().float().cpu())
+            per_labels.append(
+                planted_pairs(batch.labels, settings.planted_class, planted_levels).cpu()
+            )
+        v, planted = torch.cat(per_snapshot), torch.cat(per_labels)
+        result[f"step_{state.step}"] = auroc(-v[:, on_planted], planted[:, on_planted])
+        values.append(v / v.std().clamp_min(1e-30))
+        labels.append(planted)
+    v, planted = torch.cat(values), torch.cat(labels)
+    result["pooled"] = auroc(-v[:, on_planted], planted[:, on_planted])
+    return result
