@@ -16,11 +16,15 @@ from typing import Any
 
 from rlpkd.config import Config, config_to_dict
 
-__all__ = ["DATA_LOCATION_KEYS", "fingerprint", "file_digest"]
+__all__ = ["DATA_LOCATION_KEYS", "PLANTED_RULE_KEYS", "fingerprint", "file_digest"]
 
 DATA_LOCATION_KEYS = ("root", "preload", "num_workers")
 """data.* keys that say where and how the images are read, not what they are: no fingerprint
 covers them."""
+
+
+PLANTED_RULE_KEYS = ("planted_class", "planted_levels")
+"""``distill`` fields of the planted rule (``rlpkd.distill.planted``), hashed only when it is on."""
 
 
 def fingerprint(
@@ -46,6 +50,8 @@ def fingerprint(
     for key, section in named.items():
         values = config_to_dict(getattr(config, section))
         left_out = [*(DATA_LOCATION_KEYS if section == "data" else ()), *(drop or {}).get(key, ())]
+        if section == "distill" and values.get("planted_class", -1) < 0:
+            left_out += PLANTED_RULE_KEYS  # no planted rule: runs from before it keep their print
         relevant[key] = {name: value for name, value in values.items() if name not in left_out}
     extra = dict(extra or {})
     clashes = sorted(set(extra) & set(relevant))

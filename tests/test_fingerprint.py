@@ -2,7 +2,10 @@
 
 The pinned values were computed by the per-artifact hash functions that ``rlpkd.fingerprint``
 replaced. A new field in a fingerprinted config section changes them legitimately (every stored
-artifact is then recomputed once); update the pins only for such a change.
+artifact is then recomputed once); update the pins only for such a change. The policy and RL
+trial pins changed with issue 11's rl section (``reward``, ``heldout_size``, ``reward_baseline``;
+``flops_budget`` gone): a policy learnt from the old reward must not be reused. The planted rule's
+``distill`` fields are hashed only when it is on, so the other pins did not move.
 """
 
 from __future__ import annotations
@@ -47,10 +50,10 @@ PINNED = {
     "teacher": "8ef3d3e23946dd55",
     "student": "5964f2653b798d62",
     "snapshot": "0c42a89819b9c79d",
-    "policy_cold": "35f3ca978eaebd51",
-    "policy_warm": "745c6c311e6d8397",
-    "trial_rl_cold": "0f06dfdbe74f1b7e",
-    "trial_rl_warm": "e7a10262ac2f5fae",
+    "policy_cold": "c6e9558ef5869a6e",
+    "policy_warm": "4d157cb63201569b",
+    "trial_rl_cold": "c5aa758930792ebe",
+    "trial_rl_warm": "6c2f7ffa4cdd9e21",
     "trial_nas": "d123554c2a0d7a09",
     "trial_static": "ee17b812933881d7",
     "trial_baseline": "0236622f1eaafa30",
@@ -118,3 +121,11 @@ def test_file_digest_hashes_bytes_not_paths(tmp_path):
     assert file_digest(str(first)) == file_digest(str(second)) != str(first)
     assert file_digest("") == ""
     assert file_digest(str(tmp_path / "missing")) == str(tmp_path / "missing")
+
+
+def test_a_planted_rule_changes_what_it_decides():
+    base = config_from_dict(VALUES)
+    planted = config_from_dict(VALUES | {"distill": {**VALUES["distill"], "planted_class": 1}})
+    assert teacher_fingerprint(planted) == teacher_fingerprint(base)  # the teacher is unchanged
+    assert student_fingerprint(planted, 5, "all") != student_fingerprint(base, 5, "all")
+    assert snapshot_fingerprint(planted) != snapshot_fingerprint(base)
