@@ -84,12 +84,13 @@ def load_module_weights(
     _check_compatible(current, state)
     numpy_state = {name: np.asarray(to_torch_state({name: v})[name]) for name, v in state.items()}
     algo.learner_group.set_weights({module_id: numpy_state})
-    # Remote env runners get the weights by an actor call that runs before any later call of
-    # this process to them (their next sample included); the local one gets them now.
+    # Wait for the remote env runners to hold the weights (RLlib's default is fire-and-forget;
+    # in a full test run a remote runner was seen acting with fresh weights afterwards).
     algo.env_runner_group.sync_weights(
         policies=[module_id],
         from_worker_or_learner_group=algo.learner_group,
         inference_only=True,
+        timeout_seconds=120.0,
     )
 
 
