@@ -68,18 +68,17 @@ def run_planted_experiment(
         teacher = teacher.to(device)
     runs: list[dict[str, Any]] = []
     credit: dict[str, dict[str, float]] = {}
+    snapshot_dir = run_dir.checkpoints / "snapshots"
     for seed in seeds:
+        # the pool depends on the seed, not on the reward: one per seed, shared by the rewards
         seed_config = _variant(config, rewards[0], seed, run_dir.path)
-        pool = build_snapshot_pool(
-            seed_config, datasets, teacher, run_dir.checkpoints / "snapshots"
-        )
+        pool = build_snapshot_pool(seed_config, datasets, teacher, snapshot_dir)
         credit[str(seed)] = planted_credit_auroc(seed_config, datasets, teacher, pool, device)
         print(f"[planted rule] seed={seed}: credit AUROC {credit[str(seed)]}", flush=True)
         for reward in rewards:
             variant_dir = RunDirectory(run_dir.path / f"{reward}-seed{seed}")
             variant = _variant(config, reward, seed, variant_dir.path)
             variant_dir.prepare(variant)
-            snapshot_dir = run_dir.checkpoints / "snapshots"
             print(f"[planted rule] reward={reward} seed={seed}: PPO", flush=True)
             learning = learn_policy(
                 variant,
@@ -90,9 +89,8 @@ def run_planted_experiment(
                 teacher_checkpoint=teacher_checkpoint,
                 snapshot_dir=snapshot_dir,
             )
-            snapshots = build_snapshot_pool(variant, datasets, teacher, snapshot_dir)
             module = module_from_weights_file(Path(learning["weights"]))
-            score = planted_rule_score(variant, datasets, module, snapshots, device)
+            score = planted_rule_score(variant, datasets, module, pool, device)
             print(
                 f"[planted rule] reward={reward} seed={seed}: AUROC "
                 f"{score.auroc_planted_levels:.3f} at the planted levels",
