@@ -132,6 +132,12 @@ def check_run_inputs(
                 f"meta.warm_start {config.meta.warm_start} has hidden sizes {saved} but "
                 f"rl.hidden_sizes is {list(config.rl.hidden_sizes)}"
             )
+        saved_head = str(state.get("policy_head", "joint"))
+        if saved_head != config.rl.policy_head:
+            raise CheckpointError(
+                f"meta.warm_start {config.meta.warm_start} has a {saved_head} policy head but "
+                f"rl.policy_head is {config.rl.policy_head!r}"
+            )
 
 
 def checked_config(

@@ -192,11 +192,16 @@ def check_inputs_and_checkpoints(
     if config.meta.warm_start:
         warm = read_weights_file(Path(config.meta.warm_start))
         obs_dim = observation_dim(num_classes)
-        if warm.obs_dim != obs_dim or list(warm.hidden_sizes) != list(config.rl.hidden_sizes):
+        if (
+            warm.obs_dim != obs_dim
+            or list(warm.hidden_sizes) != list(config.rl.hidden_sizes)
+            or warm.policy_head != config.rl.policy_head
+        ):
             raise CheckpointError(
                 f"meta.warm_start {config.meta.warm_start} holds a policy for {warm.obs_dim} "
-                f"observations and hidden sizes {warm.hidden_sizes}; this run's has {obs_dim} "
-                f"and {list(config.rl.hidden_sizes)} (rl.hidden_sizes)"
+                f"observations, hidden sizes {warm.hidden_sizes} and a {warm.policy_head} head; "
+                f"this run's has {obs_dim}, {list(config.rl.hidden_sizes)} (rl.hidden_sizes) "
+                f"and {config.rl.policy_head} (rl.policy_head)"
             )
     check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")
     check_snapshot_files(config, run_dir.checkpoints / "snapshots")
@@ -274,6 +279,7 @@ def learn_policy(
             module_state(algo),
             obs_dim=observation_dim(datasets.num_classes),
             hidden_sizes=config.rl.hidden_sizes,
+            policy_head=config.rl.policy_head,
             metadata={
                 "iterations": len(history),
                 "warm_start": str(warm_start or ""),

@@ -4,6 +4,15 @@ Each sample is one decision (DESIGN §5): its observation goes through an MLP en
 gives 16 logits (one per subset of {P2, P3, P4, P5}; bit i of the action = ``LEVELS[i]`` chosen) and a
 value head gives the PPO baseline. The action distribution is a categorical over the 16 subsets, set
 explicitly because RLlib has no distribution for ``MultiBinary``.
+
+Two policy heads (``rl.policy_head``):
+
+- ``joint``: 16 free logits, one per subset.
+- ``factorised``: 4 logits ``u_l``, one per level; subset ``a`` gets ``Σ_l a_l u_l``. A softmax
+  over these 16 logits is exactly the product of 4 independent Bernoullis with
+  ``P(l ∈ a) = sigmoid(u_l)``, so the action space stays ``Discrete(16)`` while a reward that
+  follows from level l moves ``u_l`` for all 8 subsets holding l at once (with the joint head it
+  moves only the one sampled subset's logit).
 """
 
 from __future__ import annotations
@@ -20,11 +29,13 @@ from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from rlpkd.levels import NUM_SUBSETS
+from rlpkd.errors import ConfigError
+from rlpkd.levels import NUM_LEVELS, NUM_SUBSETS, subsets_to_masks
 
 __all__ = [
     "SHARED_MODULE_ID",
     "DEFAULT_HIDDEN_SIZES",
+    "POLICY_HEADS",
     "LevelSelectionModule",
     "build_level_module",
 ]
@@ -33,6 +44,8 @@ SHARED_MODULE_ID = "shared_level_policy"
 """The one RLModule id every agent slot maps to."""
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (64, 64)
 """MLP hidden layers when ``model_config`` names none."""
+POLICY_HEADS = ("joint", "factorised")
+"""``rl.policy_head`` choices (see the module docstring); ``joint`` when ``model_config`` names none."""
 
 
 def _model_config_value(model_config: Any, key: str, default: Any) -> Any:
@@ -55,7 +68,8 @@ def _mlp(in_dim: int, hidden_sizes: Sequence[int]) -> tuple[nn.Sequential, int]:
 class LevelSelectionModule(TorchRLModule, ValueFunctionAPI):
     """MLP encoder, a 16-way policy head over level subsets and a value head (for PPO).
 
-    ``model_config`` keys: ``hidden_sizes`` (list of MLP widths, default ``[64, 64]``).
+    ``model_config`` keys: ``hidden_sizes`` (list of MLP widths, default ``[64, 64]``) and
+    ``policy_head`` (``joint`` or ``factorised``, see the module docstring; default ``joint``).
     The policy head starts near zero (orthogonal init with gain 0.01), so an untrained policy picks
     every subset with about equal probability.
     """
@@ -63,9 +77,21 @@ class LevelSelectionModule(TorchRLModule, ValueFunctionAPI):
     def setup(self) -> None:
         """Build the encoder and the two heads from the spaces and ``model_config``."""
         hidden = list(_model_config_value(self.model_config, "hidden_sizes", DEFAULT_HIDDEN_SIZES))
+        self.policy_head = str(_model_config_value(self.model_config, "policy_head", "joint"))
+        if self.policy_head not in POLICY_HEADS:
+            raise ConfigError(
+                f"rl.policy_head={self.policy_head!r} is not one of {', '.join(POLICY_HEADS)}"
+            )
         in_dim = int(np.prod(self.observation_space.shape))
         self._encoder, width = _mlp(in_dim, hidden)
-        self._policy_head = nn.Linear(width, int(self.action_space.n))
+        outputs = int(self.action_space.n)
+        if self.policy_head == "factorised":
+            outputs = NUM_LEVELS
+            # [16, 4] membership: row a holds bit l of subset a (not a parameter, not saved).
+            self.register_buffer(
+                "_subset_levels", subsets_to_masks(torch.arange(NUM_SUBSETS)).float(), False
+            )
+        self._policy_head = nn.Linear(width, outputs)
         nn.init.orthogonal_(self._policy_head.weight, gain=0.01)
         nn.init.zeros_(self._policy_head.bias)
         self._value_head = nn.Linear(width, 1)
@@ -76,15 +102,21 @@ class LevelSelectionModule(TorchRLModule, ValueFunctionAPI):
         obs = batch[Columns.OBS]
         return self._encoder(obs.reshape(obs.shape[0], -1).float())
 
+    def _subset_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        head = self._policy_head(embeddings)
+        if self.policy_head == "factorised":
+            return head @ self._subset_levels.T  # logit(a) = Σ_l a_l u_l
+        return head
+
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Logits of the 16 level subsets (inference and exploration)."""
-        return {Columns.ACTION_DIST_INPUTS: self._policy_head(self._embed(batch))}
+        return {Columns.ACTION_DIST_INPUTS: self._subset_logits(self._embed(batch))}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Logits plus the encoder embeddings, which ``compute_values`` reuses."""
         embeddings = self._embed(batch)
         return {
-            Columns.ACTION_DIST_INPUTS: self._policy_head(embeddings),
+            Columns.ACTION_DIST_INPUTS: self._subset_logits(embeddings),
             Columns.EMBEDDINGS: embeddings,
         }
 
@@ -115,12 +147,12 @@ class LevelSelectionModule(TorchRLModule, ValueFunctionAPI):
 
 
 def build_level_module(
-    obs_dim: int, hidden_sizes: Sequence[int] = DEFAULT_HIDDEN_SIZES
+    obs_dim: int, hidden_sizes: Sequence[int] = DEFAULT_HIDDEN_SIZES, policy_head: str = "joint"
 ) -> LevelSelectionModule:
     """A stand-alone module (outside RLlib) for ``obs_dim``-dimensional observations."""
     return LevelSelectionModule(
         observation_space=gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
         action_space=gym.spaces.Discrete(NUM_SUBSETS),
         inference_only=False,
-        model_config={"hidden_sizes": list(hidden_sizes)},
+        model_config={"hidden_sizes": list(hidden_sizes), "policy_head": policy_head},
     )

@@ -90,7 +90,10 @@ def level_module_spec(config: Config) -> MultiRLModuleSpec:
         rl_module_specs={
             SHARED_MODULE_ID: RLModuleSpec(
                 module_class=LevelSelectionModule,
-                model_config={"hidden_sizes": list(config.rl.hidden_sizes)},
+                model_config={
+                    "hidden_sizes": list(config.rl.hidden_sizes),
+                    "policy_head": config.rl.policy_head,
+                },
             )
         }
     )

@@ -217,6 +217,7 @@ def meta_train(
         theta,
         obs_dim,
         config.rl.hidden_sizes,
+        policy_head=config.rl.policy_head,
         metadata={
             "method": "reptile",
             "meta_iterations": iterations,

@@ -116,7 +116,7 @@ def _check_compatible(reference: Mapping[str, torch.Tensor], state: Mapping[str,
         raise CheckpointError(
             "policy weights do not match the level-selection module "
             f"(missing {missing or 'none'}, unexpected {unexpected or 'none'}); "
-            "were they saved for another rl.hidden_sizes?"
+            "were they saved for another rl.hidden_sizes or rl.policy_head?"
         )
     for name, value in reference.items():
         shape = tuple(np.shape(state[name]))
@@ -124,7 +124,7 @@ def _check_compatible(reference: Mapping[str, torch.Tensor], state: Mapping[str,
             raise CheckpointError(
                 f"policy weight '{name}' has shape {shape}, the module expects "
                 f"{tuple(value.shape)}; were the weights saved for another observation size "
-                "or rl.hidden_sizes?"
+                "or rl.hidden_sizes or rl.policy_head?"
             )
 
 
@@ -138,6 +138,8 @@ class WeightsFile:
     """Observation size the module was built for."""
     hidden_sizes: list[int]
     """MLP hidden layers."""
+    policy_head: str
+    """``rl.policy_head`` the module was built with (``joint`` for files from before it)."""
     metadata: dict[str, Any]
     """Free-form facts (tasks, iterations, ...), plain Python values."""
 
@@ -148,6 +150,7 @@ def save_weights_file(
     obs_dim: int,
     hidden_sizes: Sequence[int],
     metadata: dict[str, Any] | None = None,
+    policy_head: str = "joint",
 ) -> Path:
     """Atomically ``torch.save`` a module-weights checkpoint (loadable with weights_only=True)."""
     path = Path(path)
@@ -158,6 +161,7 @@ def save_weights_file(
         "state": to_torch_state(state),
         "obs_dim": int(obs_dim),
         "hidden_sizes": [int(h) for h in hidden_sizes],
+        "policy_head": str(policy_head),
         "metadata": dict(metadata or {}),
     }
     return save_checkpoint_atomic(path, payload)
@@ -186,6 +190,7 @@ def read_weights_file(path: Path) -> WeightsFile:
         state=to_torch_state(payload["state"]),
         obs_dim=int(payload["obs_dim"]),
         hidden_sizes=list(payload.get("hidden_sizes", DEFAULT_HIDDEN_SIZES)),
+        policy_head=str(payload.get("policy_head", "joint")),
         metadata=dict(payload.get("metadata", {})),
     )
 
@@ -193,7 +198,7 @@ def read_weights_file(path: Path) -> WeightsFile:
 def module_from_weights_file(path: Path) -> LevelSelectionModule:
     """A stand-alone LevelSelectionModule (eval mode) with the weights stored at ``path``."""
     weights = read_weights_file(path)
-    module = build_level_module(weights.obs_dim, weights.hidden_sizes)
+    module = build_level_module(weights.obs_dim, weights.hidden_sizes, weights.policy_head)
     _check_compatible(to_torch_state(module.state_dict()), weights.state)
     module.load_state_dict(weights.state)
     module.eval()

@@ -250,6 +250,10 @@ class RLConfig:
     """Entropy bonus."""
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     """MLP hidden layers of the policy and value networks."""
+    policy_head: str = "joint"
+    """``joint``: 16 free logits, one per level subset; ``factorised``: one logit per level, the
+    subset's logit their sum over its levels (independent Bernoulli choices per level, so what is
+    learnt about a level is shared by the 8 subsets holding it); see policies/level_policy_module."""
     num_env_runners: int = 0
     """RLlib env runners (0 = sample in the driver; needed on 2 CPUs)."""
     num_learners: int = 0
@@ -657,6 +661,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "gamma": FRACTION,
         "entropy_coeff": NON_NEGATIVE,
         "hidden_sizes": COUNT,
+        "policy_head": one_of("joint", "factorised"),
         "num_env_runners": NON_NEGATIVE,
         "num_learners": NON_NEGATIVE,
         "num_gpus_per_learner": NON_NEGATIVE,

@@ -16,7 +16,13 @@ from typing import Any
 
 from rlpkd.config import Config, config_to_dict
 
-__all__ = ["DATA_LOCATION_KEYS", "PLANTED_RULE_KEYS", "fingerprint", "file_digest"]
+__all__ = [
+    "DATA_LOCATION_KEYS",
+    "PLANTED_RULE_KEYS",
+    "DEFAULT_POLICY_HEAD",
+    "fingerprint",
+    "file_digest",
+]
 
 DATA_LOCATION_KEYS = ("root", "preload", "num_workers")
 """data.* keys that say where and how the images are read, not what they are: no fingerprint
@@ -25,6 +31,9 @@ covers them."""
 
 PLANTED_RULE_KEYS = ("planted_class", "planted_levels")
 """``distill`` fields of the planted rule (``rlpkd.distill.planted``), hashed only when it is on."""
+
+DEFAULT_POLICY_HEAD = "joint"
+"""``rl.policy_head`` of every run before the option existed: hashed only when it differs."""
 
 
 def fingerprint(
@@ -52,6 +61,11 @@ def fingerprint(
         left_out = [*(DATA_LOCATION_KEYS if section == "data" else ()), *(drop or {}).get(key, ())]
         if section == "distill" and values.get("planted_class", -1) < 0:
             left_out += PLANTED_RULE_KEYS  # no planted rule: runs from before it keep their print
+        if (
+            section == "rl"
+            and values.get("policy_head", DEFAULT_POLICY_HEAD) == DEFAULT_POLICY_HEAD
+        ):
+            left_out.append("policy_head")  # likewise for the policy head of older runs
         relevant[key] = {name: value for name, value in values.items() if name not in left_out}
     extra = dict(extra or {})
     clashes = sorted(set(extra) & set(relevant))

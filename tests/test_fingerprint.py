@@ -5,7 +5,8 @@ replaced. A new field in a fingerprinted config section changes them legitimatel
 artifact is then recomputed once); update the pins only for such a change. The policy and RL
 trial pins changed with issue 11's rl section (``reward``, ``heldout_size``, ``reward_baseline``;
 ``flops_budget`` gone): a policy learnt from the old reward must not be reused. The planted rule's
-``distill`` fields are hashed only when it is on, so the other pins did not move.
+``distill`` fields are hashed only when it is on, and ``rl.policy_head`` only when it is not
+``joint``, so the other pins did not move.
 """
 
 from __future__ import annotations
@@ -129,3 +130,11 @@ def test_a_planted_rule_changes_what_it_decides():
     assert teacher_fingerprint(planted) == teacher_fingerprint(base)  # the teacher is unchanged
     assert student_fingerprint(planted, 5, "all") != student_fingerprint(base, 5, "all")
     assert snapshot_fingerprint(planted) != snapshot_fingerprint(base)
+
+
+def test_a_factorised_policy_head_changes_the_policy_only():
+    base = config_from_dict(VALUES)
+    factorised = config_from_dict(VALUES | {"rl": {**VALUES["rl"], "policy_head": "factorised"}})
+    assert policy_fingerprint(factorised) != policy_fingerprint(base)
+    assert snapshot_fingerprint(factorised) == snapshot_fingerprint(base)
+    assert student_fingerprint(factorised, 5, "all") == student_fingerprint(base, 5, "all")

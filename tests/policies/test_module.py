@@ -172,3 +172,26 @@ def test_policy_levels_on_real_observations_and_resume_state(tiny_student):
     other.load_state_dict(state)
     assert torch.equal(other.select(batch, 0.5), first)  # same draws and gap after a resume
     torch.testing.assert_close(other.running_gap.scale, selector.running_gap.scale)
+
+
+def test_weights_file_keeps_the_policy_head(tmp_path):
+    torch.manual_seed(0)
+    factorised = build_level_module(OBS_DIM, [8], policy_head="factorised")
+    path = save_weights_file(
+        tmp_path / "f.pt", factorised.state_dict(), OBS_DIM, [8], policy_head="factorised"
+    )
+    assert read_weights_file(path).policy_head == "factorised"
+    loaded = module_from_weights_file(path)
+    assert loaded.policy_head == "factorised"
+    obs = torch.randn(4, OBS_DIM)
+    torch.testing.assert_close(loaded.subset_logits(obs), factorised.subset_logits(obs))
+    # the same weights labelled as a joint head do not fit it: a clear error, no silent load
+    wrong = save_weights_file(tmp_path / "j.pt", factorised.state_dict(), OBS_DIM, [8])
+    assert read_weights_file(wrong).policy_head == "joint"  # the default of older files
+    with pytest.raises(UserError, match="rl.policy_head"):
+        module_from_weights_file(wrong)
+
+
+def test_unknown_policy_head_is_refused():
+    with pytest.raises(UserError, match="rl.policy_head='both'"):
+        build_level_module(OBS_DIM, [8], policy_head="both")
