@@ -80,7 +80,8 @@ RESUME_IGNORED_KEYS = tuple(f"data.{key}" for key in DATA_LOCATION_KEYS)
 RESUME_SECTIONS = ("data", "teacher", "student", "teacher_schedule", "student_schedule")
 RESUME_SECTIONS += ("distill", "eval", "rl")
 """Config sections that a train_rl artifact's fingerprint covers (with meta.warm_start and
-runtime.seed); experiment.seeds and rl.static_baselines only choose which students run."""
+runtime.seed); experiment.seeds, experiment.control_seeds and rl.static_baselines only choose
+which students run."""
 
 
 def _phase(name: str) -> None:
@@ -480,8 +481,10 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     runs = [_distil(inputs, run_dir, POLICY_METHOD, "policy", seed, weights) for seed in seeds]
     all_flops = flops.kd_flops(LEVELS)
     policy_fraction = sum(r["kd_gflops"] for r in runs) / len(runs) * 1e9 / all_flops
+    control_seeds = config.experiment.control_seeds or seeds
     for method, spec in _student_runs(config, policy_fraction)[1:]:
-        runs += [_distil(inputs, run_dir, method, spec, seed, weights) for seed in seeds]
+        method_seeds = seeds if spec in ("none", "all") else control_seeds
+        runs += [_distil(inputs, run_dir, method, spec, seed, weights) for seed in method_seeds]
 
     _phase("Phase 4: report")
     decisions = read_decisions(

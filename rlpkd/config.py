@@ -207,6 +207,11 @@ class ExperimentConfig:
     """Level sets of the single-level ablation."""
     ablation_seeds: list[int] = field(default_factory=lambda: [0])
     """Seeds of the ablation runs."""
+    control_seeds: list[int] = field(default_factory=list)
+    """Seeds of ``train_rl``'s verification controls (shuffled masks, random at the policy's
+    FLOPs, the scale rule, ``rl.static_baselines``); empty: ``seeds``. The policy, no KD and all
+    levels always run over ``seeds``. Fewer control seeds keep ``make run`` short; each control is
+    then compared with the policy on the same (first) seeds."""
 
 
 @dataclass
@@ -644,6 +649,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "level_sets": ANY,  # level specs: experiments.validation
         "ablation": ANY,
         "ablation_seeds": NON_NEGATIVE,
+        "control_seeds": NON_NEGATIVE,
     },
     RLConfig: {
         "reward": one_of("value", "gap_drop"),
@@ -784,6 +790,16 @@ def validate_config(config: Config, source: str = "config") -> None:
         raise ConfigError(
             f"{source}: 'search.tau_min' is {search.tau_min}; allowed: at most search.tau_max "
             f"({search.tau_max})"
+        )
+    experiment = config.experiment
+    if experiment.control_seeds and (
+        not experiment.seeds
+        or experiment.control_seeds[0] != experiment.seeds[0]
+        or not set(experiment.control_seeds) <= set(experiment.seeds)
+    ):
+        raise ConfigError(
+            f"{source}: 'experiment.control_seeds' is {experiment.control_seeds}; allowed: empty, "
+            f"or seeds of experiment.seeds ({experiment.seeds}) starting with its first"
         )
     if config.rl.minibatch_size > config.rl.train_batch_size:
         raise ConfigError(

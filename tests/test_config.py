@@ -74,6 +74,8 @@ def test_resolved_config_round_trips(tmp_path):
         ("rl.reward=gap", "rl.reward", "one of 'value', 'gap_drop'"),
         ("rl.heldout_size=0", "rl.heldout_size", ">= 1"),
         ("rl.policy_head=both", "rl.policy_head", "one of 'joint', 'factorised'"),
+        ("experiment.control_seeds=[1]", "experiment.control_seeds", "starting with its first"),
+        ("experiment.control_seeds=[0, 7]", "experiment.control_seeds", "seeds of experiment"),
         ("rl.snapshot_fractions=[0.0, 1.2]", "rl.snapshot_fractions[1]", "in [0, 1]"),
         ("distill.norm_momentum=1.0", "distill.norm_momentum", "in [0, 1)"),
         ("student_schedule.momentum=1.0", "student_schedule.momentum", "in [0, 1)"),

@@ -87,6 +87,9 @@ def test_policy_selector_is_fingerprinted_by_its_weights_file(tiny_config, tmp_p
 @pytest.mark.slow
 def test_train_rl_end_to_end_and_resume(tiny_config):
     config = _rl_config(tiny_config)
+    # the controls run on the first seed only (experiment.control_seeds), the rest on both
+    experiment = dataclasses.replace(config.experiment, seeds=[0, 1], control_seeds=[0])
+    config = dataclasses.replace(config, experiment=experiment)
     report = run_rl_experiment(config)
     out = config.runtime.out
     from pathlib import Path
@@ -104,8 +107,15 @@ def test_train_rl_end_to_end_and_resume(tiny_config):
     } <= methods
     assert any(m.startswith("random@") for m in methods)
     rows = {row["method"]: row for row in report["methods"]}
+    for method in (POLICY_METHOD, "none", "all"):
+        assert rows[method]["seeds"] == [0, 1], method
+    controls = [m for m in methods if m not in (POLICY_METHOD, "none", "all")]
+    assert all(rows[m]["seeds"] == [0] for m in controls), {m: rows[m]["seeds"] for m in controls}
     shuffled = rows[f"{POLICY_METHOD}:shuffled"]
-    assert shuffled["kd_gflops_mean"] == pytest.approx(rows[POLICY_METHOD]["kd_gflops_mean"])
+    policy_seed0 = json.loads(
+        (out / "students" / f"{POLICY_METHOD}-seed0" / "metrics.json").read_text()
+    )
+    assert shuffled["kd_gflops_mean"] == pytest.approx(policy_seed0["kd_gflops"])
     best = report["best_static_at_policy_flops"]
     cheap = [
         m
