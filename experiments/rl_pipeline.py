@@ -17,9 +17,11 @@ from typing import Any
 import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from envs.observation import observation_dim
 from envs.snapshots import build_snapshot_pool, check_snapshot_files
+from experiments.student_workers import StudentJob, StudentWorkerPool
 from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
 from policies.planted_rule_score import planted_rule_score
 from policies.policy_selector import PolicyLevels
@@ -62,6 +64,7 @@ __all__ = [
     "POLICY_METHOD",
     "RESUME_IGNORED_KEYS",
     "policy_fingerprint",
+    "distil_job",
     "resume_keys",
     "check_resume",
     "check_inputs_and_checkpoints",
@@ -403,6 +406,82 @@ def _distil(
     return run_or_reuse_student(inputs, selector, seed, student_dir, title, on_step, method)
 
 
+def distil_job(inputs: StudentRunInputs, job: StudentJob, weights: Path) -> dict[str, Any]:
+    """One Phase-3 student of ``job`` in the run directory ``inputs.config.runtime.out``
+    (reused if it already finished with this config); what a student worker runs."""
+    run_dir = RunDirectory(inputs.config.runtime.out)
+    return _distil(inputs, run_dir, job.method, job.spec, job.seed, weights)
+
+
+def _control_jobs(config: Config, policy_fraction: float) -> list[StudentJob]:
+    """Every Phase-3 student but the policy's: no KD and all levels over ``experiment.seeds``,
+    the verification controls over ``experiment.control_seeds`` (empty: the same seeds)."""
+    seeds = config.experiment.seeds
+    control_seeds = config.experiment.control_seeds or seeds
+    jobs = []
+    for method, spec in _student_runs(config, policy_fraction)[1:]:
+        method_seeds = seeds if spec in ("none", "all") else control_seeds
+        jobs += [StudentJob(method, spec, seed) for seed in method_seeds]
+    return jobs
+
+
+def _phase3_students(
+    inputs: StudentRunInputs, weights: Path, all_flops: float
+) -> tuple[list[dict[str, Any]], float]:
+    """Train (or reuse) every Phase-3 student; returns their metrics (policy first, then
+    ``_control_jobs`` order) and the policy's kd FLOPs as a fraction of all levels'.
+
+    With ``runtime.student_workers`` > 1 the students train in worker processes: the policy's
+    and every control that does not depend on its FLOPs at once, random at its FLOPs once the
+    policy's students are done.
+    """
+    config = inputs.config
+    policy_jobs = [StudentJob(POLICY_METHOD, "policy", seed) for seed in config.experiment.seeds]
+
+    def fraction_of(policy_runs: list[dict[str, Any]]) -> float:
+        return sum(r["kd_gflops"] for r in policy_runs) / len(policy_runs) * 1e9 / all_flops
+
+    if config.runtime.student_workers <= 1:
+        runs = [distil_job(inputs, job, weights) for job in policy_jobs]
+        policy_fraction = fraction_of(runs)
+        runs += [distil_job(inputs, job, weights) for job in _control_jobs(config, policy_fraction)]
+        return runs, policy_fraction
+
+    def at_policy_flops(job: StudentJob) -> bool:
+        return job.spec.startswith("random:")
+
+    independent = [job for job in _control_jobs(config, 0.0) if not at_policy_flops(job)]
+    total = len(policy_jobs) + len(_control_jobs(config, 0.0))
+    bar = tqdm(
+        total=total,
+        desc=f"phase 3 ({config.runtime.student_workers} workers)",
+        unit="student",
+        disable=not config.runtime.progress,
+    )
+    try:
+        with StudentWorkerPool(config, distil_job, weights) as pool:
+            policy_futures = pool.submit(policy_jobs)
+            other_futures = pool.submit(independent)
+            for future in policy_futures + other_futures:
+                future.add_done_callback(lambda _: bar.update(1))
+            runs = [future.result() for future in policy_futures]
+            policy_fraction = fraction_of(runs)
+            dependent = [j for j in _control_jobs(config, policy_fraction) if at_policy_flops(j)]
+            dependent_futures = pool.submit(dependent)
+            for future in dependent_futures:
+                future.add_done_callback(lambda _: bar.update(1))
+            done = {
+                job: future.result()
+                for job, future in zip(
+                    independent + dependent, other_futures + dependent_futures, strict=True
+                )
+            }
+    finally:
+        bar.close()
+    runs += [done[job] for job in _control_jobs(config, policy_fraction)]
+    return runs, policy_fraction
+
+
 def verification_controls(
     config: Config,
     datasets: DetectionDatasets,
@@ -478,13 +557,8 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     _phase("Phase 3: policy-guided distillation and baselines")
     inputs = StudentRunInputs(config, datasets, teacher, flops, device)
     seeds = config.experiment.seeds
-    runs = [_distil(inputs, run_dir, POLICY_METHOD, "policy", seed, weights) for seed in seeds]
     all_flops = flops.kd_flops(LEVELS)
-    policy_fraction = sum(r["kd_gflops"] for r in runs) / len(runs) * 1e9 / all_flops
-    control_seeds = config.experiment.control_seeds or seeds
-    for method, spec in _student_runs(config, policy_fraction)[1:]:
-        method_seeds = seeds if spec in ("none", "all") else control_seeds
-        runs += [_distil(inputs, run_dir, method, spec, seed, weights) for seed in method_seeds]
+    runs, policy_fraction = _phase3_students(inputs, weights, all_flops)
 
     _phase("Phase 4: report")
     decisions = read_decisions(

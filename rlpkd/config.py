@@ -181,6 +181,9 @@ class DistillConfig:
     (rotated by 180°), so distilling them is harmful by construction; -1: no planted rule."""
     planted_levels: list[str] = field(default_factory=lambda: ["P2", "P3"])
     """The levels the planted rule corrupts (used only when ``planted_class`` >= 0)."""
+    planted_corruption: str = "rotate"
+    """How the planted rule corrupts a target: ``rotate`` (by 180°: objects in the wrong place)
+    or ``negate`` (the target times −1: every feature anti-correlated with the teacher's)."""
 
 
 @dataclass
@@ -384,6 +387,10 @@ class RuntimeConfig:
     """channels_last memory format on CUDA (ignored on CPU)."""
     progress: bool = True
     """Show tqdm progress bars."""
+    student_workers: int = 1
+    """Phase-3 students of ``train_rl`` trained at once, each in its own process with
+    ``num_threads`` split between them (``experiments/student_workers.py``); 1: one at a time in
+    the main process."""
 
 
 @dataclass
@@ -638,6 +645,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "levels": ANY,  # a level spec: experiments.validation
         "planted_class": at_least(-1),  # < the dataset's class count: rlpkd.distill.planted
         "planted_levels": one_of(*LEVELS),
+        "planted_corruption": one_of("rotate", "negate"),
     },
     EvalConfig: {
         "batch_size": COUNT,
@@ -722,6 +730,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "amp": ANY,
         "channels_last": ANY,
         "progress": ANY,
+        "student_workers": COUNT,
     },
 }
 """The allowed values of every field of every section (a list field: of each item). Every float

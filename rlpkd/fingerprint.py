@@ -29,7 +29,7 @@ DATA_LOCATION_KEYS = ("root", "preload", "num_workers")
 covers them."""
 
 
-PLANTED_RULE_KEYS = ("planted_class", "planted_levels")
+PLANTED_RULE_KEYS = ("planted_class", "planted_levels", "planted_corruption")
 """``distill`` fields of the planted rule (``rlpkd.distill.planted``), hashed only when it is on."""
 
 DEFAULT_POLICY_HEAD = "joint"
@@ -61,6 +61,8 @@ def fingerprint(
         left_out = [*(DATA_LOCATION_KEYS if section == "data" else ()), *(drop or {}).get(key, ())]
         if section == "distill" and values.get("planted_class", -1) < 0:
             left_out += PLANTED_RULE_KEYS  # no planted rule: runs from before it keep their print
+        elif section == "distill" and values.get("planted_corruption") == "rotate":
+            left_out.append("planted_corruption")  # the only corruption before the option
         if (
             section == "rl"
             and values.get("policy_head", DEFAULT_POLICY_HEAD) == DEFAULT_POLICY_HEAD

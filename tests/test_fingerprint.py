@@ -130,6 +130,11 @@ def test_a_planted_rule_changes_what_it_decides():
     assert teacher_fingerprint(planted) == teacher_fingerprint(base)  # the teacher is unchanged
     assert student_fingerprint(planted, 5, "all") != student_fingerprint(base, 5, "all")
     assert snapshot_fingerprint(planted) != snapshot_fingerprint(base)
+    negated = config_from_dict(
+        VALUES
+        | {"distill": {**VALUES["distill"], "planted_class": 1, "planted_corruption": "negate"}}
+    )
+    assert snapshot_fingerprint(negated) != snapshot_fingerprint(planted)
 
 
 def test_a_factorised_policy_head_changes_the_policy_only():

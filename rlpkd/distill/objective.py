@@ -56,7 +56,12 @@ class DistillationObjective(nn.Module):
             settings.loss, student_channels, teacher_channels, num_classes, **settings.loss_params
         )
         if settings.planted_class >= 0:
-            kd = PlantedCorruptionKD(kd, settings.planted_class, tuple(settings.planted_levels))
+            kd = PlantedCorruptionKD(
+                kd,
+                settings.planted_class,
+                tuple(settings.planted_levels),
+                settings.planted_corruption,
+            )
         self.kd: LevelKDLoss = kd
         self.scale = RunningLevelScale(momentum=settings.norm_momentum)
         self.balancer = (

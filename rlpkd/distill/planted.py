@@ -2,10 +2,16 @@
 
 A sanity check in the spirit of DVRL's corrupted-sample experiments (Yoon et al., "Data Valuation
 using Reinforcement Learning", ICML 2020): on every image that holds at least one box of class
-``k``, the teacher's features at the planted levels (e.g. P2, P3) are replaced by the same features
-rotated by 180° (``torch.flip`` over height and width). The corrupted target keeps its statistics
-but puts every object in the wrong place, so distilling those pairs teaches the student a wrong
-spatial layout: harmful by construction. Every other pair keeps its true target.
+``k``, the teacher's features at the planted levels (e.g. P2, P3) are corrupted
+(``distill.planted_corruption``):
+
+- ``rotate``: rotated by 180° (``torch.flip`` over height and width). The target keeps its
+  statistics but puts every object in the wrong place: distilling it teaches a wrong spatial
+  layout. A 1×1 adapter cannot undo it.
+- ``negate``: multiplied by −1. With a correlation-type loss (PKD standardises each channel) the
+  student is pushed to anti-correlate with the teacher, the exact opposite of distillation.
+
+Both are harmful by construction. Every other pair keeps its true target.
 
 The rule is defined by something a level-selection policy observes before the teacher runs (the
 sample's class histogram, ``envs.observation``), so a policy that gives each (sample, level) its
@@ -22,7 +28,10 @@ from rlpkd.distill.losses import LevelKDLoss
 from rlpkd.errors import ConfigError
 from rlpkd.levels import LEVELS
 
-__all__ = ["PlantedCorruptionKD", "planted_samples", "planted_pairs"]
+__all__ = ["CORRUPTIONS", "PlantedCorruptionKD", "planted_samples", "planted_pairs"]
+
+CORRUPTIONS = ("rotate", "negate")
+"""``distill.planted_corruption`` choices (see the module docstring)."""
 
 
 def planted_samples(labels: Tensor, planted_class: int) -> Tensor:
@@ -39,15 +48,20 @@ def planted_pairs(labels: Tensor, planted_class: int, planted_levels: tuple[str,
 
 
 class PlantedCorruptionKD(LevelKDLoss):
-    """A KD loss whose teacher target is rotated by 180° at the planted (sample, level) pairs.
+    """A KD loss whose teacher target is corrupted at the planted (sample, level) pairs.
 
     Wraps ``base``: at a level in ``planted_levels``, the rows of samples that hold a box of class
-    ``planted_class`` get ``flip(teacher, dims=(-2, -1))`` as their target; all else is ``base``'s
-    own loss (its adapters, its FLOPs). See the module docstring for why.
+    ``planted_class`` get ``flip(teacher, dims=(-2, -1))`` (``rotate``) or ``-teacher``
+    (``negate``) as their target; all else is ``base``'s own loss (its adapters, its FLOPs). See
+    the module docstring for why.
     """
 
     def __init__(
-        self, base: LevelKDLoss, planted_class: int, planted_levels: tuple[str, ...]
+        self,
+        base: LevelKDLoss,
+        planted_class: int,
+        planted_levels: tuple[str, ...],
+        corruption: str = "rotate",
     ) -> None:
         super().__init__(base.student_channels, base.teacher_channels, base.num_classes)
         if not 0 <= planted_class < base.num_classes:
@@ -61,6 +75,11 @@ class PlantedCorruptionKD(LevelKDLoss):
                 f"distill.planted_levels={list(planted_levels)} must be a non-empty list of "
                 f"{', '.join(LEVELS)}"
             )
+        if corruption not in CORRUPTIONS:
+            raise ConfigError(
+                f"distill.planted_corruption={corruption!r} is not one of {', '.join(CORRUPTIONS)}"
+            )
+        self.corruption = corruption
         self.base = base
         self.needs_teacher_logits = base.needs_teacher_logits
         self.planted_class = int(planted_class)
@@ -69,12 +88,15 @@ class PlantedCorruptionKD(LevelKDLoss):
     def level_loss(
         self, level: str, student: Tensor, teacher: Tensor, boxes: Tensor, labels: Tensor
     ) -> Tensor:
-        """``base.level_loss`` with the planted rows' target rotated by 180° (see class doc)."""
+        """``base.level_loss`` with the planted rows' target corrupted (see class doc)."""
         if level in self.planted_levels:
             corrupt = planted_samples(labels, self.planted_class)
             if bool(corrupt.any()):
-                rotated = torch.flip(teacher, dims=(-2, -1))
-                teacher = torch.where(corrupt[:, None, None, None], rotated, teacher)
+                if self.corruption == "rotate":
+                    wrong = torch.flip(teacher, dims=(-2, -1))
+                else:
+                    wrong = -teacher
+                teacher = torch.where(corrupt[:, None, None, None], wrong, teacher)
         return self.base.level_loss(level, student, teacher, boxes, labels)
 
     def level_train_flops(self, level: str, height: int, width: int) -> float:
@@ -82,4 +104,7 @@ class PlantedCorruptionKD(LevelKDLoss):
         return self.base.level_train_flops(level, height, width)
 
     def extra_repr(self) -> str:
-        return f"planted_class={self.planted_class}, planted_levels={list(self.planted_levels)}"
+        return (
+            f"planted_class={self.planted_class}, planted_levels={list(self.planted_levels)}, "
+            f"corruption={self.corruption}"
+        )

@@ -87,9 +87,11 @@ def test_policy_selector_is_fingerprinted_by_its_weights_file(tiny_config, tmp_p
 @pytest.mark.slow
 def test_train_rl_end_to_end_and_resume(tiny_config):
     config = _rl_config(tiny_config)
-    # the controls run on the first seed only (experiment.control_seeds), the rest on both
+    # the controls run on the first seed only (experiment.control_seeds), the rest on both;
+    # two student worker processes (runtime.student_workers)
     experiment = dataclasses.replace(config.experiment, seeds=[0, 1], control_seeds=[0])
-    config = dataclasses.replace(config, experiment=experiment)
+    runtime = dataclasses.replace(config.runtime, student_workers=2)
+    config = dataclasses.replace(config, experiment=experiment, runtime=runtime)
     report = run_rl_experiment(config)
     out = config.runtime.out
     from pathlib import Path

@@ -1,0 +1,125 @@
+"""Phase-3 students trained at once in worker processes (``runtime.student_workers``).
+
+Each Phase-3 student (DESIGN §8) is independent of the others given the teacher, the data and
+the frozen policy, so ``train_rl`` can train several at a time. A worker is a separate process
+(``spawn``) that builds its own copy of the data, the frozen teacher (from the run's
+``checkpoints/teacher.pt``) and the FLOPs model once, with ``runtime.num_threads`` split between
+the workers (at least one thread each), then trains the students it is given exactly as the
+main process would (same fingerprints, same run directories, reused when finished). On a CPU the
+gain is what running two single-threaded students side by side buys over one two-threaded one
+(``scripts/benchmark.py`` does not measure it; docs/results.md has the ``make run`` wall times).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlpkd.config import Config
+from rlpkd.data.build import build_datasets
+from rlpkd.flops.kd_flops import flops_model_from_config
+from rlpkd.rundir import RunDirectory
+from rlpkd.runtime import configure_runtime
+from rlpkd.training.student_phase import StudentRunInputs
+from rlpkd.training.teacher_phase import load_or_train_teacher
+
+__all__ = ["StudentJob", "threads_per_worker", "worker_config", "StudentWorkerPool"]
+
+
+@dataclass(frozen=True)
+class StudentJob:
+    """One Phase-3 student: its method name, level spec and seed."""
+
+    method: str
+    spec: str
+    seed: int
+
+
+def threads_per_worker(num_threads: int, workers: int) -> int:
+    """Torch threads of each of ``workers`` processes: ``num_threads`` (0: torch's default in
+    this process) split evenly, at least 1."""
+    total = num_threads if num_threads > 0 else torch.get_num_threads()
+    return max(1, total // max(1, workers))
+
+
+def worker_config(config: Config) -> Config:
+    """The config a worker runs with: its share of the threads and no per-step progress bars
+    (the main process shows one bar over the students)."""
+    runtime = dataclasses.replace(
+        config.runtime,
+        num_threads=threads_per_worker(config.runtime.num_threads, config.runtime.student_workers),
+        progress=False,
+    )
+    return dataclasses.replace(config, runtime=runtime)
+
+
+_INPUTS: StudentRunInputs | None = None
+"""The worker process's data, teacher and FLOPs model (built once by ``_start_worker``)."""
+
+
+def _start_worker(config: Config) -> None:
+    global _INPUTS
+    device = configure_runtime(config.runtime)
+    datasets = build_datasets(config.data, progress=False)
+    run_dir = RunDirectory(config.runtime.out)
+    # the main process trained (or checked) the teacher before Phase 3: this only loads it
+    teacher, _ = load_or_train_teacher(config, datasets, device, run_dir, progress=False)
+    flops = flops_model_from_config(config, datasets.num_classes)
+    _INPUTS = StudentRunInputs(config, datasets, teacher, flops, device)
+
+
+def _run_job(
+    run_one: Callable[[StudentRunInputs, StudentJob, Path], dict[str, Any]],
+    job: StudentJob,
+    weights: Path,
+) -> dict[str, Any]:
+    if _INPUTS is None:
+        raise RuntimeError("student worker used before it was started")
+    return run_one(_INPUTS, job, weights)
+
+
+class StudentWorkerPool:
+    """``runtime.student_workers`` processes that train Phase-3 students (see module doc).
+
+    Args:
+        config: the run's config (each worker gets ``worker_config(config)``).
+        run_one: a module-level function ``(inputs, job, weights) -> metrics`` that trains or
+            reuses one student; it is pickled by reference into the workers.
+        weights: the frozen policy's weights file.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_one: Callable[[StudentRunInputs, StudentJob, Path], dict[str, Any]],
+        weights: Path,
+    ) -> None:
+        self.run_one = run_one
+        self.weights = Path(weights)
+        self._executor = ProcessPoolExecutor(
+            max_workers=config.runtime.student_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(worker_config(config),),
+        )
+
+    def submit(self, jobs: Sequence[StudentJob]) -> list[Future]:
+        """Queue ``jobs``; one future of metrics per job, in order."""
+        return [self._executor.submit(_run_job, self.run_one, job, self.weights) for job in jobs]
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait for the queued jobs (or drop those not started, with ``cancel``) and stop."""
+        self._executor.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> StudentWorkerPool:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        self.close(cancel=error is not None)
