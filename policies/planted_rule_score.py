@@ -11,6 +11,7 @@ distilled than every clean one, 0.5 is no better than chance (a static policy sc
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -134,6 +135,12 @@ def planted_credit_auroc(
     credit can at best learn what one decision's value tells apart, so this is the single-decision
     ceiling against which ``planted_rule_score`` reads: near 0.5 here means the reward carries no
     rule; well above 0.5 here and near 0.5 there means the learning did not extract it.
+
+    Besides ``step_<n>`` and ``pooled`` (AUROCs), ``planted_mean_step_<n>`` and
+    ``clean_mean_step_<n>``: the mean ``v_il`` of the planted pairs and of the clean pairs at the
+    same levels, in units of the snapshot's mean ``|Σ_l v_il|`` (the env's unit of value, up to
+    its running average): a planted mean near 0 says the corruption makes those pairs worthless,
+    below 0 harmful, which is what a policy can learn to avoid against the FLOPs price.
     """
     settings = config.distill
     if settings.planted_class < 0:
@@ -160,6 +167,11 @@ def planted_credit_auroc(
             )
         v, planted = torch.cat(per_snapshot), torch.cat(per_labels)
         result[f"step_{state.step}"] = auroc(-v[:, on_planted], planted[:, on_planted])
+        unit = v.double().sum(dim=1).abs().mean().clamp_min(1e-30)
+        clean_same = ~planted & on_planted[None, :]
+        for name, pairs in (("planted", planted), ("clean", clean_same)):
+            mean = (v.double()[pairs].mean() / unit).item() if bool(pairs.any()) else math.nan
+            result[f"{name}_mean_step_{state.step}"] = mean
         values.append(v / v.std().clamp_min(1e-30))
         labels.append(planted)
     v, planted = torch.cat(values), torch.cat(labels)

@@ -94,3 +94,45 @@ def test_script_refuses_a_config_without_a_planted_rule(tiny_config, tmp_path):
     assert result.returncode == 2
     assert "distill.planted_class is -1" in result.stderr
     assert directory_snapshot(out) == before
+
+
+def test_credit_means_are_the_value_signal_of_the_planted_and_clean_pairs(tiny_config, tmp_path):
+    """planted_credit_auroc's means, recomputed from ``level_values`` on the same batches."""
+    from envs.snapshots import load_snapshot
+    from policies.planted_rule_score import planted_credit_auroc
+    from rlpkd.data.build import heldout_split
+    from rlpkd.data.coco import build_dataloader, collate_detection
+    from rlpkd.distill.level_value import level_values
+    from rlpkd.distill.planted import planted_pairs
+    from rlpkd.report.auroc import auroc
+
+    config = _planted(tiny_config)
+    config = dataclasses.replace(
+        config, distill=dataclasses.replace(config.distill, planted_corruption="negate")
+    )
+    datasets = build_datasets(config.data, progress=False)
+    teacher = freeze_teacher(build_teacher(config, datasets.num_classes))
+    snapshots = build_snapshot_pool(config, datasets, teacher, tmp_path / "pool")
+    credit = planted_credit_auroc(config, datasets, teacher, snapshots)
+
+    split = heldout_split(datasets, config.search.holdout_fraction, config.runtime.seed)
+    heldout = collate_detection(
+        [split.val[i] for i in range(min(config.rl.heldout_size, len(split.val)))]
+    )
+    for path in snapshots:
+        state = load_snapshot(path, config, datasets.num_classes, torch.device("cpu"))
+        values, labels = [], []
+        for batch in build_dataloader(datasets.val, 16, shuffle=False, seed=0):
+            signal = level_values(
+                state.student, teacher, state.objective, state.optimizer, batch, heldout
+            )
+            values.append(signal.values.detach().double())
+            labels.append(planted_pairs(batch.labels, 1, ("P2", "P3")))
+        v, planted = torch.cat(values), torch.cat(labels)
+        unit = v.sum(dim=1).abs().mean()
+        clean = ~planted
+        clean[:, 2:] = False
+        step = f"step_{state.step}"
+        assert credit[f"planted_mean_{step}"] == pytest.approx((v[planted].mean() / unit).item())
+        assert credit[f"clean_mean_{step}"] == pytest.approx((v[clean].mean() / unit).item())
+        assert credit[step] == pytest.approx(auroc(-v[:, :2], planted[:, :2]))
