@@ -16,6 +16,7 @@ Files are named by a fingerprint of everything that determines them and reused w
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.normalise import RunningLevelScale
 from rlpkd.distill.objective import DistillationObjective
+from rlpkd.distill.planted import PlantedCorruptionKD, planted_objective_state
 from rlpkd.errors import CheckpointError, ConfigError
 from rlpkd.fingerprint import fingerprint
 from rlpkd.levels import NUM_LEVELS
@@ -90,10 +92,27 @@ def new_training_state(
     )
 
 
+def pool_config(config: Config) -> Config:
+    """The config the pool's students train with: ``config`` without a planted rule.
+
+    A planted rule (``rlpkd.distill.planted``) corrupts the pairs a level policy decides on; the
+    students it starts from are trained with the true teacher, as a student under a policy that
+    avoids the corrupted pairs would be. (Trained with the corruption on every pair, they partly
+    fit it before the policy ever decides, and the value of the corrupted pairs shrinks:
+    docs/results.md, *Planted rule*.) The env and the value probes still use ``config``'s
+    objective, corruption included.
+    """
+    if config.distill.planted_class < 0:
+        return config
+    distill = dataclasses.replace(config.distill, planted_class=-1)
+    return dataclasses.replace(config, distill=distill)
+
+
 def snapshot_fingerprint(config: Config) -> str:
-    """A hash of everything that determines the snapshot student (data, models, schedule, KD, seed)."""
+    """A hash of everything that determines the snapshot student (data, models, schedule, KD, seed;
+    a planted rule does not: ``pool_config``)."""
     sections = ("data", "teacher", "teacher_schedule", "student", "student_schedule", "distill")
-    return fingerprint(config, sections, {"seed": config.runtime.seed})
+    return fingerprint(pool_config(config), sections, {"seed": config.runtime.seed})
 
 
 def snapshot_path(out_dir: Path, fingerprint: str, fraction: float) -> Path:
@@ -199,7 +218,7 @@ def build_snapshot_pool(
     seed = config.runtime.seed
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        state = new_training_state(config, datasets.num_classes, total_steps, device)
+        state = new_training_state(pool_config(config), datasets.num_classes, total_steps, device)
         loader = build_dataloader(
             datasets.train, schedule.batch_size, shuffle=True, seed=seed, drop_last=True
         )
@@ -247,7 +266,11 @@ def load_snapshot(
     saved = _read_snapshot(path, config, device)
     state = new_training_state(config, num_classes, int(saved["total_steps"]), device)
     state.student.load_state_dict(saved["model"])
-    state.objective.load_state_dict(saved["kd"])
+    kd_state = saved["kd"]
+    if isinstance(state.objective.kd, PlantedCorruptionKD):
+        # the pool trained without the rule (pool_config): its KD loss is the wrapper's base
+        kd_state = planted_objective_state(kd_state)
+    state.objective.load_state_dict(kd_state)
     state.optimizer.load_state_dict(saved["optimizer"])
     state.running_gap.load_state_dict(saved["running_gap"])
     state.step = int(saved["step"])

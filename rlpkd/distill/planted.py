@@ -21,6 +21,9 @@ own credit can learn "do not distil the planted levels on images with class k";
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -28,7 +31,13 @@ from rlpkd.distill.losses import LevelKDLoss
 from rlpkd.errors import ConfigError
 from rlpkd.levels import LEVELS
 
-__all__ = ["CORRUPTIONS", "PlantedCorruptionKD", "planted_samples", "planted_pairs"]
+__all__ = [
+    "CORRUPTIONS",
+    "PlantedCorruptionKD",
+    "planted_samples",
+    "planted_pairs",
+    "planted_objective_state",
+]
 
 CORRUPTIONS = ("rotate", "negate")
 """``distill.planted_corruption`` choices (see the module docstring)."""
@@ -108,3 +117,18 @@ class PlantedCorruptionKD(LevelKDLoss):
             f"planted_class={self.planted_class}, planted_levels={list(self.planted_levels)}, "
             f"corruption={self.corruption}"
         )
+
+
+def planted_objective_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``DistillationObjective`` state dict of a run without the rule, renamed for one with it.
+
+    The wrapper holds the KD loss as ``base``, so ``kd.<name>`` becomes ``kd.base.<name>``; the
+    other entries (running scale, GradNorm) keep their names. Used to start a planted run from a
+    student trained with the true teacher (``envs.snapshots.pool_config``).
+    """
+    renamed: dict[str, Any] = {}
+    for key, value in state.items():
+        if key.startswith("kd.") and not key.startswith("kd.base."):
+            key = "kd.base." + key.removeprefix("kd.")
+        renamed[key] = value
+    return renamed
