@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from experiments.bench.gradnorm_speed import benchmark_gradnorm
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
 from experiments.bench.rl_step_speed import benchmark_rl_overhead
 from experiments.cli import run_cli
@@ -45,6 +46,7 @@ def main() -> int:
     )
     result = benchmark_kd_steps(settings, with_torchvision=not args.no_torchvision)
     result["rl_overhead"] = benchmark_rl_overhead(settings)
+    result["gradnorm"] = benchmark_gradnorm(settings)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -59,6 +61,9 @@ def main() -> int:
         print(f"{name}: {value:.3f}")
     print("RL machinery (same process, same batch):")
     for name, value in result["rl_overhead"].items():
+        print(f"  {name}: {value:.3f}")
+    print("GradNorm (same process, same batch, all levels):")
+    for name, value in result["gradnorm"].items():
         print(f"  {name}: {value:.3f}")
     return 0
 

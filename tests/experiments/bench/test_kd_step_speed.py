@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from experiments.bench.gradnorm_speed import benchmark_gradnorm
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
 from experiments.bench.rl_step_speed import benchmark_rl_overhead
 from rlpkd.config import ModelConfig
@@ -42,3 +43,9 @@ def test_rl_overhead_benchmark_reports_every_step_kind():
         assert result[key] > 0
     assert result["env_step_vs_fixed_all"] == result["env_step_ms"] / result["fixed_all_ms"]
     assert 0 <= result["policy_levels_per_sample"] <= 4
+
+
+def test_gradnorm_benchmark_reports_both_steps_and_their_ratio():
+    result = benchmark_gradnorm(TINY)
+    assert result["all_levels_ms"] > 0 and result["all_levels_gradnorm_ms"] > 0
+    assert result["gradnorm_vs_plain"] == result["all_levels_gradnorm_ms"] / result["all_levels_ms"]
