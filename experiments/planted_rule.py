@@ -93,7 +93,8 @@ def run_planted_experiment(
             score = planted_rule_score(variant, datasets, module, pool, device)
             print(
                 f"[planted rule] reward={reward} seed={seed}: AUROC "
-                f"{score.auroc_planted_levels:.3f} at the planted levels",
+                f"{score.auroc_planted_levels:.3f} at the planted levels, "
+                f"{score.auroc_within_level:.3f} within level",
                 flush=True,
             )
             runs.append(
@@ -110,6 +111,7 @@ def run_planted_experiment(
             key: _mean_std([r[key] for r in runs if r["reward"] == reward])
             for key in (
                 "auroc_planted_levels",
+                "auroc_within_level",
                 "auroc_all_pairs",
                 "selection_planted",
                 "selection_clean_same_levels",
@@ -122,6 +124,8 @@ def run_planted_experiment(
         "planted_class": config.distill.planted_class,
         "planted_class_name": datasets.train.class_names[config.distill.planted_class],
         "planted_levels": list(config.distill.planted_levels),
+        "planted_corruption": config.distill.planted_corruption,
+        "policy_head": config.rl.policy_head,
         "runs": runs,
         "summary": summary,
         "credit_auroc": credit,
@@ -137,14 +141,17 @@ def planted_rule_markdown(record: dict[str, Any]) -> str:
     lines = [
         "# Planted rule: does the policy learn which pairs not to distil?",
         "",
-        f"Teacher targets at {levels} are corrupted (rotated 180°) on every image holding a "
+        f"Teacher targets at {levels} are corrupted ({record.get('planted_corruption', 'rotate')})"
+        " on every image holding a "
         f"`{record['planted_class_name']}` (class {record['planted_class']}). Scored on held-out "
         "decisions (val images, every snapshot student): AUROC of 1 − P(level selected) against "
-        "the planted labels; 0.5 is chance, a static policy scores 0.5.",
+        "the planted labels; 0.5 is chance, a static policy scores 0.5. *Planted levels*: the "
+        "pairs at those levels pooled; *within level*: the mean of the per-level AUROCs (each "
+        "level's images ranked among themselves, so the level mix does not count).",
         "",
-        "| reward | seeds | AUROC planted levels | AUROC all pairs | P(sel) planted | "
-        "P(sel) clean, same levels | P(sel) other levels |",
-        "|---|---|---|---|---|---|---|",
+        "| reward | seeds | AUROC planted levels | AUROC within level | AUROC all pairs | "
+        "P(sel) planted | P(sel) clean, same levels | P(sel) other levels |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for reward, summary in record["summary"].items():
 
@@ -153,7 +160,8 @@ def planted_rule_markdown(record: dict[str, Any]) -> str:
 
         lines.append(
             f"| {reward} | {summary['auroc_planted_levels']['n']} | "
-            f"{cell('auroc_planted_levels')} | {cell('auroc_all_pairs')} | "
+            f"{cell('auroc_planted_levels')} | {cell('auroc_within_level')} | "
+            f"{cell('auroc_all_pairs')} | "
             f"{cell('selection_planted')} | {cell('selection_clean_same_levels')} | "
             f"{cell('selection_other_levels')} |"
         )

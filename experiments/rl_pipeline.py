@@ -517,6 +517,7 @@ def verification_controls(
         score = planted_rule_score(config, datasets, module, snapshots, device)
         result["planted_rule"] = score.to_dict()
         result["planted_rule_auroc"] = score.auroc_planted_levels
+        result["planted_rule_auroc_within_level"] = score.auroc_within_level
     return result
 
 

@@ -43,6 +43,9 @@ class PlantedRuleScore:
             (sample, level) pairs at the planted levels: does the policy tell the images to skip?
         auroc_all_pairs: the same over all four levels of every sample.
         auroc_per_level: level -> AUROC over the samples at that level (planted levels only).
+        auroc_within_level: the mean of ``auroc_per_level``: each level's samples ranked against
+            each other only, so a preference for one level over another (the level mix) does
+            not count for or against the rule, which pooling the levels does.
         selection_planted: mean ``P(l selected)`` over the planted pairs.
         selection_clean_same_levels: mean ``P(l selected)`` at the planted levels on clean images.
         selection_other_levels: mean ``P(l selected)`` at the other levels.
@@ -53,6 +56,7 @@ class PlantedRuleScore:
     auroc_planted_levels: float
     auroc_all_pairs: float
     auroc_per_level: dict[str, float]
+    auroc_within_level: float
     selection_planted: float
     selection_clean_same_levels: float
     selection_other_levels: float
@@ -101,14 +105,16 @@ def planted_rule_score(
     planted = torch.cat(labels)
     skip_score = 1.0 - selected
     clean_same = ~planted & on_planted[None, :]
+    per_level = {
+        level: auroc(skip_score[:, i], planted[:, i])
+        for i, level in enumerate(LEVELS)
+        if level in planted_levels
+    }
     return PlantedRuleScore(
         auroc_planted_levels=auroc(skip_score[:, on_planted], planted[:, on_planted]),
         auroc_all_pairs=auroc(skip_score, planted),
-        auroc_per_level={
-            level: auroc(skip_score[:, i], planted[:, i])
-            for i, level in enumerate(LEVELS)
-            if level in planted_levels
-        },
+        auroc_per_level=per_level,
+        auroc_within_level=sum(per_level.values()) / len(per_level),
         selection_planted=float(selected[planted].mean()),
         selection_clean_same_levels=float(selected[clean_same].mean()),
         selection_other_levels=float(selected[:, ~on_planted].mean())

@@ -59,6 +59,11 @@ def test_score_of_a_static_and_of_a_rule_following_policy(tiny_config, tmp_path)
     # every planted pair below every clean one
     assert static.auroc_planted_levels == pytest.approx(0.5)
     assert follower.auroc_planted_levels == pytest.approx(1.0)
+    assert static.auroc_within_level == pytest.approx(0.5)
+    assert follower.auroc_within_level == pytest.approx(1.0)
+    for score in (static, follower):
+        per_level = list(score.auroc_per_level.values())
+        assert score.auroc_within_level == pytest.approx(sum(per_level) / len(per_level))
     assert follower.selection_planted < follower.selection_clean_same_levels
     assert static.decisions == len(snapshots) * len(datasets.val)
     assert 0.0 < static.planted_share < 1.0
