@@ -20,7 +20,7 @@ from rlpkd.data.build import build_datasets
 from rlpkd.errors import ConfigError
 from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.runtime import configure_runtime
-from rlpkd.training.teacher_phase import load_or_train_teacher, load_teacher
+from rlpkd.training.teacher_phase import given_or_run_teacher
 
 __all__ = ["run_planted_experiment", "planted_rule_markdown"]
 
@@ -60,12 +60,9 @@ def run_planted_experiment(
     datasets = build_datasets(config.data, progress)
     run_dir = RunDirectory(config.runtime.out)
     run_dir.prepare(config)
-    if teacher_checkpoint is None:
-        teacher, _ = load_or_train_teacher(config, datasets, device, run_dir, progress)
-        teacher_checkpoint = run_dir.checkpoints / "teacher.pt"
-    else:
-        teacher, _ = load_teacher(teacher_checkpoint, config, datasets.num_classes)
-        teacher = teacher.to(device)
+    teacher, teacher_checkpoint = given_or_run_teacher(
+        config, datasets, device, run_dir, teacher_checkpoint, progress
+    )
     runs: list[dict[str, Any]] = []
     credit: dict[str, dict[str, float]] = {}
     snapshot_dir = run_dir.checkpoints / "snapshots"

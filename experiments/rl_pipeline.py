@@ -450,10 +450,10 @@ def _phase3_students(
     def at_policy_flops(job: StudentJob) -> bool:
         return job.spec.startswith("random:")
 
-    independent = [job for job in _control_jobs(config, 0.0) if not at_policy_flops(job)]
-    total = len(policy_jobs) + len(_control_jobs(config, 0.0))
+    controls = _control_jobs(config, 0.0)  # random@F's fraction is a placeholder until known
+    independent = [job for job in controls if not at_policy_flops(job)]
     bar = tqdm(
-        total=total,
+        total=len(policy_jobs) + len(controls),
         desc=f"phase 3 ({config.runtime.student_workers} workers)",
         unit="student",
         disable=not config.runtime.progress,

@@ -19,7 +19,7 @@ from rlpkd.config import Config, config_to_dict
 __all__ = [
     "DATA_LOCATION_KEYS",
     "PLANTED_RULE_KEYS",
-    "DEFAULT_POLICY_HEAD",
+    "LATER_FIELD_DEFAULTS",
     "fingerprint",
     "file_digest",
 ]
@@ -32,8 +32,12 @@ covers them."""
 PLANTED_RULE_KEYS = ("planted_class", "planted_levels", "planted_corruption")
 """``distill`` fields of the planted rule (``rlpkd.distill.planted``), hashed only when it is on."""
 
-DEFAULT_POLICY_HEAD = "joint"
-"""``rl.policy_head`` of every run before the option existed: hashed only when it differs."""
+LATER_FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "distill": {"planted_corruption": "rotate"},
+    "rl": {"policy_head": "joint"},
+}
+"""{section: {field: value}} of fields added after runs were stored, with the value every earlier
+run had: hashed only when a config differs from it, so earlier runs keep their fingerprints."""
 
 
 def fingerprint(
@@ -61,13 +65,9 @@ def fingerprint(
         left_out = [*(DATA_LOCATION_KEYS if section == "data" else ()), *(drop or {}).get(key, ())]
         if section == "distill" and values.get("planted_class", -1) < 0:
             left_out += PLANTED_RULE_KEYS  # no planted rule: runs from before it keep their print
-        elif section == "distill" and values.get("planted_corruption") == "rotate":
-            left_out.append("planted_corruption")  # the only corruption before the option
-        if (
-            section == "rl"
-            and values.get("policy_head", DEFAULT_POLICY_HEAD) == DEFAULT_POLICY_HEAD
-        ):
-            left_out.append("policy_head")  # likewise for the policy head of older runs
+        for name, earlier in LATER_FIELD_DEFAULTS.get(section, {}).items():
+            if values.get(name, earlier) == earlier:
+                left_out.append(name)
         relevant[key] = {name: value for name, value in values.items() if name not in left_out}
     extra = dict(extra or {})
     clashes = sorted(set(extra) & set(relevant))

@@ -15,8 +15,6 @@ from pathlib import Path
 
 from experiments.cli import config_argument_parser, config_from_args, run_cli
 from experiments.warm_start_gain import run_warm_start_gain
-from policies.weights import read_weights_file
-from rlpkd.errors import CheckpointError
 from rlpkd.rundir import run_lock
 
 
@@ -29,16 +27,10 @@ def main() -> int:
     inputs = [(args.meta_weights, "--meta-weights")]
     if args.teacher is not None:
         inputs.append((args.teacher, "--teacher"))
+    # as meta.warm_start, the weights get the run's checks (hidden sizes, policy head) before
+    # anything is written; every PPO run of the measurement warm-starts from them anyway
+    args.overrides = [*args.overrides, f"meta.warm_start={args.meta_weights}"]
     config = config_from_args(args, input_files=inputs)
-    weights = read_weights_file(args.meta_weights)  # a clear error before anything is written
-    if list(weights.hidden_sizes) != list(config.rl.hidden_sizes) or (
-        weights.policy_head != config.rl.policy_head
-    ):
-        raise CheckpointError(
-            f"--meta-weights {args.meta_weights} holds a {weights.policy_head} policy with hidden "
-            f"sizes {weights.hidden_sizes}; the config asks for {config.rl.policy_head} "
-            f"(rl.policy_head) and {list(config.rl.hidden_sizes)} (rl.hidden_sizes)"
-        )
     with run_lock(config.runtime.out):
         record = run_warm_start_gain(config, args.meta_weights, args.seeds, args.teacher)
     for key, summary in record["summary"].items():

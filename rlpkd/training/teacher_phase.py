@@ -26,6 +26,7 @@ __all__ = [
     "check_teacher_checkpoint",
     "load_teacher",
     "load_or_train_teacher",
+    "given_or_run_teacher",
 ]
 
 
@@ -115,3 +116,24 @@ def load_or_train_teacher(
         {"model": teacher.state_dict(), "fingerprint": fingerprint, "metrics": metrics},
     )
     return freeze_teacher(teacher), metrics
+
+
+def given_or_run_teacher(
+    config: Config,
+    datasets: DetectionDatasets,
+    device: torch.device,
+    run_dir: RunDirectory,
+    checkpoint: Path | None = None,
+    progress: bool = True,
+) -> tuple[PyramidDetector, Path]:
+    """The frozen teacher at ``checkpoint`` (a script's ``--teacher``) on ``device``, or, without
+    one, ``load_or_train_teacher``'s; returns it and the path of its checkpoint.
+
+    Raises:
+        CheckpointError: the checkpoint is missing, truncated, foreign or for another teacher.
+    """
+    if checkpoint is None:
+        teacher, _ = load_or_train_teacher(config, datasets, device, run_dir, progress)
+        return teacher, run_dir.checkpoints / "teacher.pt"
+    teacher, _ = load_teacher(checkpoint, config, datasets.num_classes)
+    return teacher.to(device), Path(checkpoint)
