@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -431,9 +432,10 @@ def _phase3_students(
     """Train (or reuse) every Phase-3 student; returns their metrics (policy first, then
     ``_control_jobs`` order) and the policy's kd FLOPs as a fraction of all levels'.
 
-    With ``runtime.student_workers`` > 1 the students train in worker processes: the policy's
-    and every control that does not depend on its FLOPs at once, random at its FLOPs once the
-    policy's students are done.
+    With ``runtime.student_workers`` > 1 the students train in worker processes, queued longest
+    first so that the workers finish together: the policy's, every KD control that does not depend
+    on its FLOPs, random at its FLOPs once the policy's students are done, and the no-KD students
+    (no teacher: the quickest) last.
     """
     config = inputs.config
     policy_jobs = [StudentJob(POLICY_METHOD, "policy", seed) for seed in config.experiment.seeds]
@@ -451,29 +453,36 @@ def _phase3_students(
         return job.spec.startswith("random:")
 
     controls = _control_jobs(config, 0.0)  # random@F's fraction is a placeholder until known
-    independent = [job for job in controls if not at_policy_flops(job)]
+    with_kd = [job for job in controls if not at_policy_flops(job) and job.spec != "none"]
+    without_kd = [job for job in controls if job.spec == "none"]
     bar = tqdm(
         total=len(policy_jobs) + len(controls),
         desc=f"phase 3 ({config.runtime.student_workers} workers)",
         unit="student",
         disable=not config.runtime.progress,
     )
+
+    def submit(pool: StudentWorkerPool, jobs: list[StudentJob]) -> list[Future]:
+        futures = pool.submit(jobs)
+        for future in futures:
+            future.add_done_callback(lambda _: bar.update(1))
+        return futures
+
     try:
         with StudentWorkerPool(config, distil_job, weights) as pool:
-            policy_futures = pool.submit(policy_jobs)
-            other_futures = pool.submit(independent)
-            for future in policy_futures + other_futures:
-                future.add_done_callback(lambda _: bar.update(1))
+            policy_futures = submit(pool, policy_jobs)
+            with_kd_futures = submit(pool, with_kd)
             runs = [future.result() for future in policy_futures]
             policy_fraction = fraction_of(runs)
             dependent = [j for j in _control_jobs(config, policy_fraction) if at_policy_flops(j)]
-            dependent_futures = pool.submit(dependent)
-            for future in dependent_futures:
-                future.add_done_callback(lambda _: bar.update(1))
+            dependent_futures = submit(pool, dependent)
+            without_kd_futures = submit(pool, without_kd)
             done = {
                 job: future.result()
                 for job, future in zip(
-                    independent + dependent, other_futures + dependent_futures, strict=True
+                    with_kd + dependent + without_kd,
+                    with_kd_futures + dependent_futures + without_kd_futures,
+                    strict=True,
                 )
             }
     finally:

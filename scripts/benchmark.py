@@ -14,6 +14,7 @@ import json
 from experiments.bench.gradnorm_speed import benchmark_gradnorm
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
 from experiments.bench.rl_step_speed import benchmark_rl_overhead
+from experiments.bench.teacher_cache_speed import benchmark_teacher_cache
 from experiments.cli import run_cli
 from rlpkd.config import ModelConfig
 from rlpkd.runtime import resolve_device
@@ -47,6 +48,7 @@ def main() -> int:
     result = benchmark_kd_steps(settings, with_torchvision=not args.no_torchvision)
     result["rl_overhead"] = benchmark_rl_overhead(settings)
     result["gradnorm"] = benchmark_gradnorm(settings)
+    result["teacher_cache"] = benchmark_teacher_cache(settings)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -64,6 +66,9 @@ def main() -> int:
         print(f"  {name}: {value:.3f}")
     print("GradNorm (same process, same batch, all levels):")
     for name, value in result["gradnorm"].items():
+        print(f"  {name}: {value:.3f}")
+    print("Teacher cache (same process, same batch, all levels; filled first):")
+    for name, value in result["teacher_cache"].items():
         print(f"  {name}: {value:.3f}")
     return 0
 

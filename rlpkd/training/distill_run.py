@@ -21,6 +21,7 @@ from rlpkd.errors import CheckpointError
 from rlpkd.levels import LEVELS, NUM_LEVELS, masks_to_subsets
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_student
+from rlpkd.models.teacher_cache import TeacherFeatureCache
 from rlpkd.runtime import seed_everything
 from rlpkd.training.kd_step import detached_features, kd_training_step, student_forward
 from rlpkd.training.level_selection import (
@@ -124,6 +125,7 @@ def distill_student(
     on_step: StepHook | None = None,
     checkpoint_path: Path | None = None,
     phase: str | None = None,
+    teacher_cache: TeacherFeatureCache | None = None,
 ) -> tuple[PyramidDetector, DistillationObjective, DistillationStats]:
     """Train a fresh student for ``config.student_schedule`` with KD at the selector's levels.
 
@@ -136,6 +138,8 @@ def distill_student(
             resumes after its last finished epoch (same data order, RNG and optimiser state).
             A file that cannot be read or does not fit this run is a CheckpointError naming it.
         phase: names the run in a DivergenceError (default ``student_phase_name``).
+        teacher_cache: a memo of ``teacher``'s pyramid shared by the runs that use it
+            (``runtime.teacher_cache_gb``); None runs the lazy teacher every step.
 
     Raises:
         DivergenceError: a step's loss or gradient is not finite. The run stops before that
@@ -204,6 +208,7 @@ def distill_student(
                 phase=phase,
                 step=step + 1,
                 output=output,
+                teacher_cache=teacher_cache,
             )
             scheduler.step()
             step += 1

@@ -21,6 +21,7 @@ from rlpkd.errors import DivergenceError
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import DetectorOutput, PyramidDetector
 from rlpkd.models.lazy_pyramid import lazy_teacher_pyramid
+from rlpkd.models.teacher_cache import TeacherFeatureCache
 from rlpkd.runtime import autocast_for
 
 __all__ = [
@@ -135,11 +136,15 @@ def _masked_kd(
     objective: DistillationObjective,
     batch: DetectionBatch,
     mask: torch.Tensor,
+    teacher_cache: TeacherFeatureCache | None = None,
 ) -> torch.Tensor:
-    """[B, 4] KD losses of a student output against the lazy teacher at ``mask``."""
-    teacher_pyramid = lazy_teacher_pyramid(
-        teacher, batch.images, mask, with_class_logits=objective.kd.needs_teacher_logits
-    )
+    """[B, 4] KD losses of a student output against the lazy teacher at ``mask`` (answered
+    from ``teacher_cache`` when given)."""
+    with_logits = objective.kd.needs_teacher_logits
+    if teacher_cache is not None:
+        teacher_pyramid = teacher_cache.pyramid(batch.images, mask, with_logits)
+    else:
+        teacher_pyramid = lazy_teacher_pyramid(teacher, batch.images, mask, with_logits)
     return masked_kd_losses(
         objective.kd,
         output.features,
@@ -184,6 +189,7 @@ def kd_training_step(
     phase: str = "student",
     step: int = 0,
     output: DetectorOutput | None = None,
+    teacher_cache: TeacherFeatureCache | None = None,
 ) -> ObjectiveTerms:
     """Forward the student, the lazy teacher at ``mask`` ([B, 4] bool), KD + detection, update.
 
@@ -195,6 +201,8 @@ def kd_training_step(
         step: the caller's 1-based step number, for the same message (0: not counted).
         output: this step's student forward of ``batch`` (``student_forward``), when the caller
             already ran it to choose ``mask`` from its features; None runs it here.
+        teacher_cache: a memo of ``teacher``'s pyramid (``runtime.teacher_cache_gb``); None
+            runs the lazy teacher.
 
     Raises:
         DivergenceError: the loss, one of its terms, GradNorm's weights or the gradient norm is
@@ -206,7 +214,7 @@ def kd_training_step(
         output = student_forward(student, batch, amp)
     with autocast_for(batch.images.device, amp):
         detection = student.detection_loss(output, batch.boxes, batch.labels)["total"]
-        kd_raw = _masked_kd(output, teacher, objective, batch, mask)
+        kd_raw = _masked_kd(output, teacher, objective, batch, mask, teacher_cache)
     shared = last_shared_parameter(student) if objective.balancer is not None else None
     terms = objective(detection.float(), kd_raw.float(), mask, shared)
     optimizer.zero_grad(set_to_none=True)

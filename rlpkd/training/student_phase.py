@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -15,6 +16,7 @@ from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.fingerprint import fingerprint
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.models.detector import PyramidDetector
+from rlpkd.models.teacher_cache import TeacherFeatureCache
 from rlpkd.rundir import RunDirectory, read_json
 from rlpkd.training.distill_run import StepHook, distill_student
 from rlpkd.training.level_selection import (
@@ -102,6 +104,13 @@ class StudentRunInputs:
     device: torch.device
     """Where the student trains."""
 
+    @cached_property
+    def teacher_cache(self) -> TeacherFeatureCache | None:
+        """The memo of the teacher's pyramid every student of these inputs shares
+        (``runtime.teacher_cache_gb``; None when 0)."""
+        budget = self.config.runtime.teacher_cache_gb
+        return TeacherFeatureCache(self.teacher, budget) if budget > 0 else None
+
 
 def run_student(
     inputs: StudentRunInputs,
@@ -135,6 +144,7 @@ def run_student(
         progress=progress,
         on_step=on_step,
         checkpoint_path=run_dir.checkpoints / f"student_resume_{fingerprint}.pt",
+        teacher_cache=inputs.teacher_cache,
     )
     metrics, predictions = evaluate_detector(
         student, datasets.val, config.eval, device, config.runtime.amp, progress

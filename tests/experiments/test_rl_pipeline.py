@@ -88,9 +88,9 @@ def test_policy_selector_is_fingerprinted_by_its_weights_file(tiny_config, tmp_p
 def test_train_rl_end_to_end_and_resume(tiny_config):
     config = _rl_config(tiny_config)
     # the controls run on the first seed only (experiment.control_seeds), the rest on both;
-    # two student worker processes (runtime.student_workers)
+    # two student worker processes (runtime.student_workers), each with a teacher cache
     experiment = dataclasses.replace(config.experiment, seeds=[0, 1], control_seeds=[0])
-    runtime = dataclasses.replace(config.runtime, student_workers=2)
+    runtime = dataclasses.replace(config.runtime, student_workers=2, teacher_cache_gb=0.5)
     config = dataclasses.replace(config, experiment=experiment, runtime=runtime)
     report = run_rl_experiment(config)
     out = config.runtime.out

@@ -8,6 +8,7 @@ import torch
 from experiments.bench.gradnorm_speed import benchmark_gradnorm
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps
 from experiments.bench.rl_step_speed import benchmark_rl_overhead
+from experiments.bench.teacher_cache_speed import benchmark_teacher_cache
 from rlpkd.config import ModelConfig
 
 pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
@@ -49,3 +50,9 @@ def test_gradnorm_benchmark_reports_both_steps_and_their_ratio():
     result = benchmark_gradnorm(TINY)
     assert result["all_levels_ms"] > 0 and result["all_levels_gradnorm_ms"] > 0
     assert result["gradnorm_vs_plain"] == result["all_levels_gradnorm_ms"] / result["all_levels_ms"]
+
+
+def test_teacher_cache_benchmark_reports_both_steps_and_their_ratio():
+    result = benchmark_teacher_cache(TINY)
+    assert result["lazy_teacher_ms"] > 0 and result["cached_teacher_ms"] > 0
+    assert result["cached_vs_lazy"] == result["cached_teacher_ms"] / result["lazy_teacher_ms"]

@@ -1,0 +1,132 @@
+"""A memo of the frozen teacher's pyramid per distinct input image (``runtime.teacher_cache_gb``).
+
+The teacher is frozen and in eval mode, so its FPN outputs are a function of the input image
+alone. A student trains for several epochs on the same images, and with horizontal flips each
+image comes in at most two versions, so most teacher forwards of a KD run recompute something
+already computed. ``TeacherFeatureCache`` keys each image by a digest of its pixels (so any
+augmentation that changes the pixels is simply a new entry), runs the teacher on the images it
+has not seen (all four levels, once), stores their outputs up to a memory budget and answers
+every later request from memory. Its answer has the form of ``lazy_teacher_pyramid``'s and equals
+it at every selected (sample, level) pair up to float rounding.
+
+It is a wall-time device of small CPU experiments (the embedded default: about 0.52 MB per image
+version, 0.84 GB for all 1,600): the counted ``kd_gflops`` stay the FLOPs model's, i.e. what the
+lazy teacher computes (DESIGN §4), cache or not. ``scripts/benchmark.py`` measures the speed-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+
+from rlpkd.levels import LEVELS, NUM_LEVELS
+from rlpkd.models.detector import PyramidDetector
+from rlpkd.models.lazy_pyramid import LevelFeatures, TeacherPyramid, lazy_teacher_pyramid
+
+__all__ = ["TeacherFeatureCache", "image_digest"]
+
+_GIGABYTE = 1024**3
+
+
+def image_digest(image: Tensor) -> bytes:
+    """A 16-byte digest of one image's pixels (dtype, shape and values) on the CPU."""
+    pixels = image.detach().to("cpu").contiguous()
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{pixels.dtype}{tuple(pixels.shape)}".encode())
+    digest.update(pixels.numpy().tobytes())
+    return digest.digest()
+
+
+class TeacherFeatureCache:
+    """The frozen ``teacher``'s pyramid per distinct image, kept up to ``max_gb`` (see module doc).
+
+    Args:
+        teacher: the frozen teacher (``freeze_teacher``); it must not change while the cache
+            lives.
+        max_gb: memory for stored outputs; once full, new images are computed but not stored.
+    """
+
+    def __init__(self, teacher: PyramidDetector, max_gb: float) -> None:
+        if max_gb <= 0:
+            raise ValueError(f"TeacherFeatureCache needs a positive max_gb, got {max_gb}")
+        self.teacher = teacher
+        self.max_bytes = int(max_gb * _GIGABYTE)
+        self.stored_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[bytes, tuple[tuple[Tensor, Tensor | None], ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @torch.no_grad()
+    def pyramid(
+        self, images: Tensor, mask: Tensor, with_class_logits: bool = False
+    ) -> TeacherPyramid:
+        """``lazy_teacher_pyramid(teacher, images, mask, with_class_logits)`` from the memo.
+
+        Args:
+            images: [B, 3, H, W] in [0, 1].
+            mask: [B, 4] bool, True where sample b wants level P2..P5 distilled.
+            with_class_logits: also return the teacher's class logits at those pairs.
+        """
+        mask = mask.to(device=images.device, dtype=torch.bool)
+        rows = mask.any(dim=1).nonzero(as_tuple=True)[0].tolist()
+        if not rows:
+            return {}
+        keys = {row: image_digest(images[row]) for row in rows}
+        entries = {row: self._entries.get(keys[row]) for row in rows}
+        if with_class_logits:  # an entry stored without logits cannot answer
+            entries = {
+                r: e if e is None or e[0][1] is not None else None for r, e in entries.items()
+            }
+        missing = [row for row in rows if entries[row] is None]
+        self.hits += len(rows) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            computed = self._compute(images[missing], with_class_logits)
+            for position, row in enumerate(missing):
+                entry = tuple(
+                    (
+                        features[position].clone(),
+                        None if logits is None else logits[position].clone(),
+                    )
+                    for features, logits in computed
+                )
+                entries[row] = entry
+                self._store(keys[row], entry)
+        pyramid: TeacherPyramid = {}
+        for index, level in enumerate(LEVELS):
+            selected = mask[:, index].nonzero(as_tuple=True)[0]
+            if selected.numel() == 0:
+                continue
+            chosen = [entries[row][index] for row in selected.tolist()]
+            pyramid[level] = LevelFeatures(
+                sample_index=selected,
+                features=torch.stack([features for features, _ in chosen]),
+                class_logits=(
+                    torch.stack([logits for _, logits in chosen]) if with_class_logits else None
+                ),
+            )
+        return pyramid
+
+    def _compute(
+        self, images: Tensor, with_class_logits: bool
+    ) -> list[tuple[Tensor, Tensor | None]]:
+        """(features, logits) at every level for ``images``, by the lazy teacher at all levels."""
+        everything = torch.ones(len(images), NUM_LEVELS, dtype=torch.bool, device=images.device)
+        full = lazy_teacher_pyramid(self.teacher, images, everything, with_class_logits)
+        return [(full[level].features, full[level].class_logits) for level in LEVELS]
+
+    def _store(self, key: bytes, entry: tuple[tuple[Tensor, Tensor | None], ...]) -> None:
+        size = sum(t.numel() * t.element_size() for pair in entry for t in pair if t is not None)
+        previous = self._entries.pop(key, None)
+        if previous is not None:  # stored without the class logits: replaced
+            self.stored_bytes -= sum(
+                t.numel() * t.element_size() for pair in previous for t in pair if t is not None
+            )
+        if self.stored_bytes + size <= self.max_bytes:
+            self._entries[key] = entry
+            self.stored_bytes += size
