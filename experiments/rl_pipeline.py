@@ -51,6 +51,7 @@ from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
 from rlpkd.training.level_selection import SCALE_RULE
+from rlpkd.training.regime_table_selection import RegimeTableLevels, regime_table_from_headroom
 from rlpkd.training.shuffled_selection import SHUFFLED_SUFFIX, ShuffledMaskLevels
 from rlpkd.training.student_phase import (
     StudentRunInputs,
@@ -79,6 +80,10 @@ POLICY_METHOD = "rl-policy"
 SHUFFLED_METHOD = f"{POLICY_METHOD}{SHUFFLED_SUFFIX}"
 """The shuffled-mask control: the policy's own masks permuted across each batch."""
 SHUFFLED_SPEC = "policy-shuffled"
+ORACLE_METHOD = "oracle"
+"""The headroom report's oracle (``experiment.headroom_report``): each image its regime's best
+static subset."""
+ORACLE_SPEC = "headroom-oracle"
 RESUME_IGNORED_KEYS = tuple(f"data.{key}" for key in DATA_LOCATION_KEYS)
 """Keys of the fingerprinted sections that ``--resume`` may change (they do not change results)."""
 RESUME_SECTIONS = ("data", "teacher", "student", "teacher_schedule", "student_schedule")
@@ -323,14 +328,17 @@ def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str
     """(method name, level spec) of every Phase-3 run; the policy's spec is 'policy'.
 
     Besides the policy: no KD, all levels, and the verification controls at the policy's FLOPs:
-    its shuffled masks (``SHUFFLED_SPEC``), random subsets, the scale rule and the static
-    baselines (the best of which at no more FLOPs the report names).
+    its shuffled masks (``SHUFFLED_SPEC``), random subsets, the scale rule, the static
+    baselines (the best of which at no more FLOPs the report names) and, with
+    ``experiment.headroom_report``, the headroom report's oracle (``ORACLE_SPEC``).
     """
     runs = [(POLICY_METHOD, "policy"), ("none", "none"), ("all", "all")]
     runs.append((SHUFFLED_METHOD, SHUFFLED_SPEC))
     runs.append((f"random@{policy_fraction:.2f}", f"random:{policy_fraction:.4f}"))
     runs.append((SCALE_RULE, SCALE_RULE))
     runs += [(spec, spec) for spec in config.rl.static_baselines]
+    if config.experiment.headroom_report:
+        runs.append((ORACLE_METHOD, ORACLE_SPEC))
     return list(dict.fromkeys(runs))
 
 
@@ -340,6 +348,29 @@ def _image_regimes(datasets: DetectionDatasets) -> dict[int, str] | None:
         return image_regimes(datasets.train.annotation_file)
     except DataError:
         return None
+
+
+def oracle_selector(config: Config, datasets: DetectionDatasets) -> RegimeTableLevels:
+    """The oracle of ``experiment.headroom_report``: each training image distils its regime's
+    best subset there.
+
+    Raises:
+        ConfigError: the report is missing or unreadable, the data has no image regimes (not an
+            embedded dataset), or a regime of the training images has no subset in the report.
+    """
+    key = "experiment.headroom_report"
+    path = Path(config.experiment.headroom_report)
+    table = regime_table_from_headroom(path, key)
+    try:
+        regimes = image_regimes(datasets.train.annotation_file)
+    except DataError as error:
+        raise ConfigError(f"{key}: the oracle needs images with regimes; {error}") from None
+    try:
+        return RegimeTableLevels(table, regimes, name=ORACLE_METHOD)
+    except ValueError as error:
+        raise ConfigError(
+            f"{key}: {path} does not fit this data ({error}; it has {', '.join(sorted(table))})"
+        ) from None
 
 
 def policy_selector(config: Config, weights: Path, seed: int) -> PolicyLevels:
@@ -401,6 +432,8 @@ def _distil(
     elif spec == SHUFFLED_SPEC:
         selector = ShuffledMaskLevels(policy_selector(config, weights, seed), seed)
         on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
+    elif spec == ORACLE_SPEC:
+        selector = oracle_selector(config, inputs.datasets)
     else:
         selector = selector_from_spec(spec, inputs.flops, seed, config.data.level_thresholds)
     title = f"[phase 3] {method} seed={seed}"
@@ -491,6 +524,25 @@ def _phase3_students(
     return runs, policy_fraction
 
 
+def _headroom_context(path: Path) -> dict[str, Any]:
+    """What the report keeps of the headroom report whose oracle Phase 3 trained: its path, the
+    oracle's table, and the headroom run's own teacher AP and oracle finding (its numbers, with
+    its teacher and seeds)."""
+    report = json.loads(path.read_text())
+    table = regime_table_from_headroom(path)
+    context: dict[str, Any] = {
+        "headroom_report": str(path),
+        "oracle_table": "; ".join(f"{r}={','.join(v) or 'none'}" for r, v in table.items()),
+    }
+    teacher_ap = report.get("teacher", {}).get("AP")
+    if teacher_ap is not None:
+        context["headroom_teacher_AP"] = teacher_ap
+    difference = report.get("comparison", {}).get("oracle_minus_best_static")
+    if isinstance(difference, dict):
+        context["headroom_oracle_minus_best_static"] = difference
+    return context
+
+
 def verification_controls(
     config: Config,
     datasets: DetectionDatasets,
@@ -501,8 +553,9 @@ def verification_controls(
 ) -> dict[str, Any]:
     """What the report adds to judge the policy (``rlpkd.report.verification``): the best static
     subset at no more KD FLOPs than the policy, the mutual information between the chosen subset
-    and the image regime (policy and shuffled control, seed 0's decisions) and, with a planted
-    rule, the policy's AUROC against it (``policies.planted_rule_score``)."""
+    and the image regime (policy and shuffled control, seed 0's decisions), with a headroom report
+    its path, oracle table and own finding (the oracle's students are rows of the table) and,
+    with a planted rule, the policy's AUROC against it (``policies.planted_rule_score``)."""
     seed = config.experiment.seeds[0]
     policy_row = next(row for row in rows if row["method"] == POLICY_METHOD)
     statics = ["none", "all", *config.rl.static_baselines]
@@ -517,6 +570,8 @@ def verification_controls(
             information = subset_regime_information(read_decisions(path))
             result[f"{key}_subset_regime_information"] = information
             result[f"{key}_subset_regime_mi_bits"] = information["mutual_information_bits"]
+    if config.experiment.headroom_report:
+        result.update(_headroom_context(Path(config.experiment.headroom_report)))
     if config.distill.planted_class >= 0:
         snapshots = build_snapshot_pool(
             config, datasets, teacher, run_dir.checkpoints / "snapshots"
@@ -551,6 +606,8 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     datasets = build_datasets(config.data, progress)  # validates before anything is written
     run_dir = RunDirectory(config.runtime.out)
     check_inputs_and_checkpoints(config, run_dir, resume, datasets.num_classes)
+    if config.experiment.headroom_report:
+        oracle_selector(config, datasets)  # a report that does not fit: before any write
     # config.yaml is written only now: the config is final, validated and fits the run
     run_dir.prepare(config)
     writer = SummaryWriter(str(run_dir.tensorboard / "report"))

@@ -215,6 +215,10 @@ class ExperimentConfig:
     FLOPs, the scale rule, ``rl.static_baselines``); empty: ``seeds``. The policy, no KD and all
     levels always run over ``seeds``. Fewer control seeds keep ``make run`` short; each control is
     then compared with the policy on the same (first) seeds."""
+    headroom_report: str = ""
+    """A ``headroom.json`` (``scripts/headroom.py``) on the same data: ``train_rl`` then also
+    trains its *oracle* as a verification control (each image distils its regime's best subset,
+    ``best_subset_by_regime``) on ``control_seeds``. Empty: no oracle."""
 
 
 @dataclass
@@ -662,6 +666,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "ablation": ANY,
         "ablation_seeds": NON_NEGATIVE,
         "control_seeds": NON_NEGATIVE,
+        "headroom_report": ANY,
     },
     RLConfig: {
         "reward": one_of("value", "gap_drop"),

@@ -6,7 +6,11 @@ Four kinds share one schedule, seeds and teacher, so the report compares them on
 - ``baseline``: any other level spec (e.g. ``random:0.5``);
 - ``nas``: a search method picks a subset on a held-out part of the training split, then the
   pick is retrained on the full schedule;
-- ``rl``: PPO learns a per-sample policy at one lambda, then the frozen policy drives a student.
+- ``rl``: PPO learns a per-sample policy at one lambda, then the frozen policy drives a student;
+  its shuffled-mask control (the policy's own masks permuted across each batch: same FLOPs, no
+  conditioning on the sample) trains beside it in ``<trial>/shuffled``, and the metrics carry the
+  control's result and the mutual information between the chosen subset and the image regime of
+  both (``rlpkd.report.verification``).
 """
 
 from __future__ import annotations
@@ -27,10 +31,14 @@ from rlpkd.errors import ConfigError, DivergenceError, divergence_in
 from rlpkd.fingerprint import file_digest, fingerprint
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels
+from rlpkd.report.decision_log import read_decisions
+from rlpkd.report.tables import REPORT_METRICS
+from rlpkd.report.verification import subset_regime_information
 from rlpkd.rundir import RunDirectory, read_json, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.search.methods import search_method_names
 from rlpkd.training.level_selection import parse_level_spec
+from rlpkd.training.shuffled_selection import ShuffledMaskLevels
 from rlpkd.training.student_phase import (
     STUDENT_SECTIONS,
     StudentRunInputs,
@@ -59,6 +67,10 @@ __all__ = [
 
 TrialReport = Callable[[dict[str, Any]], None]
 TRIAL_KINDS = ("static", "baseline", "nas", "rl")
+RL_TRIAL_CONTROLS = "shuffled"
+"""What an RL trial trains beside the policy's student (part of its fingerprint)."""
+SHUFFLED_CONTROL_DIR = "shuffled"
+"""``<trial>/shuffled``: an RL trial's shuffled-mask control student."""
 TRIAL_MANIFEST = "trials.json"
 """``<sweep>/trials.json``: the ids of the sweep's current trials (the report shows only these)."""
 FAILED_FILE = "failed.json"
@@ -202,6 +214,7 @@ def trial_fingerprint(spec: TrialSpec, config: Config) -> str:
     extra |= {"amp": config.runtime.amp, "gpu": config.sweep.trial_gpus > 0}
     if spec.kind == "rl":
         extra["warm_start"] = file_digest(config.meta.warm_start)
+        extra["controls"] = RL_TRIAL_CONTROLS
     return fingerprint(config, sections, extra, drop={"rl": ("lam", "static_baselines")})
 
 
@@ -411,15 +424,25 @@ def _rl_trial(
         on_iteration=on_iteration,
     )
     write_json(run_dir.path / "policy_learning.json", learning)
-    selector = policy_selector(config, Path(learning["weights"]), spec.seed)
+    weights = Path(learning["weights"])
+    selector = policy_selector(config, weights, spec.seed)
     on_step = policy_step_hook(config, datasets, selector, run_dir)
     metrics = run_student(inputs, selector, spec.seed, run_dir, on_step)
+    control_dir = RunDirectory(run_dir.path / SHUFFLED_CONTROL_DIR)
+    shuffled = ShuffledMaskLevels(policy_selector(config, weights, spec.seed), spec.seed)
+    control_hook = policy_step_hook(config, datasets, shuffled, control_dir)
+    control = run_student(inputs, shuffled, spec.seed, control_dir, control_hook)
+    policy_mi = subset_regime_information(read_decisions(run_dir.path / "decisions.jsonl"))
+    control_mi = subset_regime_information(read_decisions(control_dir.path / "decisions.jsonl"))
     return metrics | {
         "levels": "rl-policy",
         "lam": float(spec.lam),
         "policy_learning_time_s": learning["learning_time_s"],
         "policy_kd_flops_fraction": metrics["kd_gflops"] * 1e9 / inputs.flops.kd_flops(LEVELS),
         "policy_iterations": len(learning["history"]),
+        "shuffled_control": {metric: control.get(metric) for metric in REPORT_METRICS},
+        "subset_regime_mi_bits": policy_mi["mutual_information_bits"],
+        "shuffled_subset_regime_mi_bits": control_mi["mutual_information_bits"],
     }
 
 

@@ -36,6 +36,9 @@ from rlpkd.viz.pareto import pareto_plot
 
 __all__ = [
     "KINDS",
+    "TRIAL_KINDS",
+    "SHUFFLED_KIND",
+    "shuffled_control_trials",
     "SEARCH_COST_METRICS",
     "FAILED_FILE",
     "STATUS_FINISHED",
@@ -54,8 +57,15 @@ __all__ = [
     "build_sweep_report",
 ]
 
-KINDS: tuple[str, ...] = ("rl", "nas", "baseline", "static")
+TRIAL_KINDS: tuple[str, ...] = ("rl", "nas", "baseline", "static")
 """Trial kinds, in the order their rows appear."""
+SHUFFLED_KIND = "rl-shuffled"
+"""The rows of RL trials' shuffled-mask controls (``shuffled_control`` in an RL trial's metrics:
+the policy's own masks permuted across each batch, so the same FLOPs without conditioning)."""
+KINDS: tuple[str, ...] = ("rl", SHUFFLED_KIND, "nas", "baseline", "static")
+"""Row kinds: the trial kinds and the RL trials' shuffled controls (beside their RL rows)."""
+SHUFFLED_SUFFIX = " shuffled"
+"""A shuffled control row's method: its RL row's method + this suffix."""
 SEARCH_COST_METRICS: tuple[str, ...] = (
     "search_wall_time_s",
     "search_kd_gflops",
@@ -92,9 +102,10 @@ def _read_trial(path: Path) -> dict[str, Any] | None:
     missing = [key for key in REQUIRED_FIELDS if key not in metrics]
     if missing:
         raise DataError(f"trial metrics {path} lacks {', '.join(missing)}")
-    if metrics["kind"] not in KINDS:
+    if metrics["kind"] not in TRIAL_KINDS:
         raise DataError(
-            f"trial metrics {path}: unknown kind {metrics['kind']!r}; valid: {', '.join(KINDS)}"
+            f"trial metrics {path}: unknown kind {metrics['kind']!r}; "
+            f"valid: {', '.join(TRIAL_KINDS)}"
         )
     metrics.setdefault("trial_id", path.parent.name)
     return metrics
@@ -214,6 +225,49 @@ def _nas_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
     return extras
 
 
+def shuffled_control_trials(trials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per finished RL trial that trained a shuffled-mask control: the control's
+    metrics as a trial of kind ``SHUFFLED_KIND`` (method '<RL method> shuffled', same seed and
+    λ, ``subset_regime_mi_bits`` the control's)."""
+    controls = []
+    for trial in trials:
+        control = trial.get("shuffled_control")
+        if trial["kind"] != "rl" or not isinstance(control, dict):
+            continue
+        controls.append(
+            {
+                **control,
+                "kind": SHUFFLED_KIND,
+                "method": f"{trial['method']}{SHUFFLED_SUFFIX}",
+                "seed": trial["seed"],
+                "lam": trial.get("lam"),
+                "trial_id": trial.get("trial_id"),
+                "subset_regime_mi_bits": trial.get("shuffled_subset_regime_mi_bits"),
+            }
+        )
+    return controls
+
+
+def _rl_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """λ, the mutual information I(subset; regime) and, for RL rows with controls, the AP over the
+    shuffled control paired by seed (mean ± std over seeds of the per-seed difference)."""
+    extras: dict[str, Any] = {"lam": mean_std([t.get("lam") for t in members])[0]}
+    mean, std = mean_std([t.get("subset_regime_mi_bits") for t in members])
+    extras["subset_regime_mi_bits_mean"], extras["subset_regime_mi_bits_std"] = mean, std
+    differences = [
+        t["AP"] - t["shuffled_control"]["AP"]
+        for t in members
+        if isinstance(t.get("shuffled_control"), dict)
+        and _finite(t.get("AP"))
+        and _finite(t["shuffled_control"].get("AP"))
+    ]
+    if differences:
+        mean, std = mean_std(differences)
+        extras["minus_shuffled_AP_mean"], extras["minus_shuffled_AP_std"] = mean, std
+        extras["minus_shuffled_seeds"] = len(differences)
+    return extras
+
+
 def _kind_rows(kind: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for trial in members:
@@ -222,8 +276,8 @@ def _kind_rows(kind: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]
     for row in summarise_methods(members):
         method_trials = by_method[row["method"]]
         row["kind"] = kind
-        if kind == "rl":
-            row["lam"] = mean_std([t.get("lam") for t in method_trials])[0]
+        if kind in ("rl", SHUFFLED_KIND):
+            row.update(_rl_extras(method_trials))
         if kind == "nas":
             row.update(_nas_extras(method_trials))
         rows.append(row)
@@ -232,7 +286,7 @@ def _kind_rows(kind: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 def _sort_key(row: dict[str, Any]) -> tuple:
     kind, method = row["kind"], row["method"]
-    if kind == "rl":
+    if kind in ("rl", SHUFFLED_KIND):
         lam = row.get("lam", math.nan)
         return (0, not _finite(lam), lam if _finite(lam) else 0.0, method)
     if kind == "nas":
@@ -296,7 +350,9 @@ def comparison_rows(
     """One row per (kind, method): mean ± std over seeds of REPORT_METRICS plus kind extras.
 
     Every row has ``kind``, ``score`` (AP - lam * kd_gflops / kd_gflops(all), from the means),
-    ``status`` ('finished', 'partly failed', 'failed') and ``failed_seeds``; rl rows ``lam``;
+    ``status`` ('finished', 'partly failed', 'failed') and ``failed_seeds``; rl rows ``lam``,
+    ``subset_regime_mi_bits_mean/std`` and, with shuffled controls, ``minus_shuffled_AP_mean/std``
+    (each RL row is followed by its control's row, kind ``SHUFFLED_KIND``, with its own MI);
     nas rows the search cost means/stds, ``search_devices``, ``picks`` {seed: subset} and
     ``search_cost_fraction`` / ``search_kd_gflops_fraction`` (relative to the 'exhaustive' row;
     NaN without one). Order: rl by λ, nas, baselines, static by kd_gflops.
@@ -308,7 +364,7 @@ def comparison_rows(
             method with no finished seed gets a row of NaN (n = 0, score NaN).
     """
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for trial in trials:
+    for trial in [*trials, *shuffled_control_trials(trials)]:
         by_kind[trial["kind"]].append(trial)
     rows = [row for kind in KINDS for row in _kind_rows(kind, by_kind.get(kind, []))]
     rows = _add_status(rows, list(failed or []))
@@ -388,7 +444,9 @@ def _nas_outcome(row: dict[str, Any], best: dict[str, Any] | None, static: list[
     }
 
 
-def _rl_vs_front(row: dict[str, Any], front: list[dict[str, Any]]) -> dict[str, Any]:
+def _rl_vs_front(
+    row: dict[str, Any], front: list[dict[str, Any]], shuffled_mi: float = math.nan
+) -> dict[str, Any]:
     kd, ap = row["kd_gflops_mean"], row["AP_mean"]
     affordable = [p for p in front if _finite(kd) and p["kd_gflops_mean"] <= kd]
     reference = max(affordable, key=lambda p: p["AP_mean"]) if affordable else None
@@ -401,6 +459,11 @@ def _rl_vs_front(row: dict[str, Any], front: list[dict[str, Any]]) -> dict[str, 
         "front_method": reference["method"] if reference else None,
         "front_AP": reference["AP_mean"] if reference else math.nan,
         "front_AP_std": reference["AP_std"] if reference else math.nan,
+        "minus_shuffled_points": 100.0 * row.get("minus_shuffled_AP_mean", math.nan),
+        "minus_shuffled_std_points": 100.0 * row.get("minus_shuffled_AP_std", math.nan),
+        "minus_shuffled_seeds": row.get("minus_shuffled_seeds", 0),
+        "subset_regime_mi_bits": row.get("subset_regime_mi_bits_mean", math.nan),
+        "shuffled_subset_regime_mi_bits": shuffled_mi,
         "diff_points": math.nan,
         "diff_std_points": math.nan,
         "above": None,
@@ -429,17 +492,25 @@ def comparison_summary(
     best = _best_static(static)
     front = static_front(static)
     finished = [r for r in rows if r["n"] > 0]
+    controls = {r["method"]: r for r in finished if r["kind"] == SHUFFLED_KIND}
+
+    def control_mi(row: dict[str, Any]) -> float:
+        control = controls.get(f"{row['method']}{SHUFFLED_SUFFIX}", {})
+        return control.get("subset_regime_mi_bits_mean", math.nan)
+
     return {
         "lam": lam,
         "kd_gflops_normaliser": _kd_normaliser(rows),
-        "n_trials": sum(r["n"] for r in rows),
-        "kinds": {kind: sum(r["n"] for r in rows if r["kind"] == kind) for kind in KINDS},
+        "n_trials": sum(r["n"] for r in rows if r["kind"] in TRIAL_KINDS),
+        "kinds": {kind: sum(r["n"] for r in rows if r["kind"] == kind) for kind in TRIAL_KINDS},
         "best_static": best,
         "nas_found_best_static": {
             r["method"]: _nas_outcome(r, best, static) for r in finished if r["kind"] == "nas"
         },
         "static_front": front,
-        "rl_vs_static_front": [_rl_vs_front(r, front) for r in finished if r["kind"] == "rl"],
+        "rl_vs_static_front": [
+            _rl_vs_front(r, front, control_mi(r)) for r in finished if r["kind"] == "rl"
+        ],
         "failed_trials": [_failure_summary(f) for f in failed or []],
     }
 
@@ -489,6 +560,10 @@ def _extra_columns(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]:
         columns["status"] = _status_text
     if lam != 0.0:
         columns[f"score (λ={lam:g}) %"] = lambda r: _number(100 * r["score"], ".2f")
+    if any(_finite(r.get("subset_regime_mi_bits_mean")) for r in rows):
+        columns["I(subset; regime) bits"] = lambda r: _number(
+            r.get("subset_regime_mi_bits_mean"), ".3f"
+        )
     if any(r["kind"] == "nas" for r in rows):
         columns["search_s"] = lambda r: _number(r.get("search_wall_time_s_mean"), ".0f")
         columns["search_kd_gflops"] = lambda r: _number(r.get("search_kd_gflops_mean"), ".4g")
@@ -538,19 +613,42 @@ def _nas_sentence(method: str, outcome: dict[str, Any]) -> str:
     return text
 
 
+def _relation(diff: float) -> str:
+    relation = "above" if diff > 0 else "below" if diff < 0 else "level with it"
+    return relation + (f" by {abs(diff):.2f} points" if diff != 0 else "")
+
+
+def _rl_controls_text(outcome: dict[str, Any]) -> str:
+    """'; vs its shuffled control → above by 0.10 points (± 0.20 std, 2 paired seeds); I(subset;
+    regime) = 0.01 bits (shuffled 0.00)', the parts that are known."""
+    text = ""
+    diff = outcome.get("minus_shuffled_points", math.nan)
+    if _finite(diff):
+        seeds = outcome["minus_shuffled_seeds"]
+        text += (
+            f"; vs its shuffled-mask control → {_relation(diff)} (± "
+            f"{outcome['minus_shuffled_std_points']:.2f} std, {seeds} paired seed"
+            f"{'s' if seeds != 1 else ''})"
+        )
+    mi = outcome.get("subset_regime_mi_bits", math.nan)
+    if _finite(mi):
+        shuffled = outcome.get("shuffled_subset_regime_mi_bits", math.nan)
+        text += f"; I(subset; regime) = {mi:.3f} bits"
+        text += f" (shuffled {shuffled:.3f})" if _finite(shuffled) else ""
+    return text
+
+
 def _rl_sentence(outcome: dict[str, Any]) -> str:
     head = (
         f"{outcome['method']}: {_percent(outcome['AP_mean'])} at "
         f"{outcome['kd_gflops_mean']:.3g} kd GFLOPs"
     )
     if outcome["above"] is None:
-        return f"{head}; no static front point at or below that cost"
-    diff = outcome["diff_points"]
-    relation = "above" if diff > 0 else "below" if diff < 0 else "level with it"
-    amount = f" by {abs(diff):.2f} points" if diff != 0 else ""
+        return f"{head}; no static front point at or below that cost{_rl_controls_text(outcome)}"
     return (
         f"{head} vs static front {_percent(outcome['front_AP'])} ({outcome['front_method']})"
-        f" → {relation}{amount} (± {outcome['diff_std_points']:.2f} combined std)"
+        f" → {_relation(outcome['diff_points'])} (± {outcome['diff_std_points']:.2f} combined "
+        f"std){_rl_controls_text(outcome)}"
     )
 
 
@@ -598,7 +696,11 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -
         "",
         "AP columns are COCO AP in %, mean ± std over seeds; kd_gflops are teacher + KD GFLOPs per "
         "training image; search columns are means over seeds of the search alone (device seconds, "
-        "total kd GFLOPs, evaluations), the retraining of the pick excluded.",
+        "total kd GFLOPs, evaluations), the retraining of the pick excluded. An `rl-shuffled` row "
+        "is its RL row's shuffled-mask control (the policy's masks permuted across each batch: "
+        "the same FLOPs without conditioning on the sample); I(subset; regime) is the mutual "
+        "information between the chosen subset and the image's scale regime over the student's "
+        "decisions (plug-in estimate; near 0 for a policy that does not condition on the regime).",
         "",
         "## Summary",
         "",
@@ -621,6 +723,9 @@ def _csv_columns() -> list[str]:
         "seeds",
         *metrics,
         "score",
+        "subset_regime_mi_bits_mean",
+        "minus_shuffled_AP_mean",
+        "minus_shuffled_AP_std",
         *search,
         "search_cost_fraction",
         "search_kd_gflops_fraction",

@@ -7,15 +7,18 @@ per-sample policy that knows each image's regime and nothing else.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 
 from rlpkd.data.batch import DetectionBatch
+from rlpkd.errors import ConfigError
 from rlpkd.flops.kd_flops import FlopsModel
-from rlpkd.levels import NUM_LEVELS, format_levels, levels_to_mask
+from rlpkd.levels import NUM_LEVELS, format_levels, levels_to_mask, parse_levels
 
-__all__ = ["RegimeTableLevels", "REGIME_TABLE"]
+__all__ = ["RegimeTableLevels", "REGIME_TABLE", "regime_table_from_headroom"]
 
 REGIME_TABLE = "regime-table"
 
@@ -73,3 +76,30 @@ class RegimeTableLevels:
             return 0.0
         costs = [flops.kd_gflops(self.table[r]) for r in self.image_regimes.values()]
         return sum(costs) / len(costs)
+
+
+def regime_table_from_headroom(path: Path, key: str = "experiment.headroom_report") -> dict:
+    """The oracle's table of a headroom report: regime -> its best static subset, read from the
+    ``best_subset_by_regime`` of ``headroom.json`` (``scripts/headroom.py``).
+
+    Raises:
+        ConfigError: the file (named, with the config ``key`` that gave it) is missing, not
+            JSON, has no ``best_subset_by_regime`` or holds a subset that is not a level list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}: {path} does not exist (a headroom.json of scripts/headroom.py)")
+    try:
+        report = json.loads(path.read_text())
+        entries = report["best_subset_by_regime"]
+        table = {str(regime): parse_levels(entry["levels"]) for regime, entry in entries.items()}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{key}: {path} is not JSON ({error})") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ConfigError(
+            f"{key}: {path} has no readable 'best_subset_by_regime' "
+            f"({type(error).__name__}: {error}); is it a headroom.json of scripts/headroom.py?"
+        ) from None
+    if not table:
+        raise ConfigError(f"{key}: {path} has an empty 'best_subset_by_regime'")
+    return table

@@ -60,7 +60,8 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
     """The points to draw per series; failed rows and rows without a finite AP or kd_gflops
     are skipped.
 
-    Returns {"static", "front", "rl", "baselines", "reference": [point], "nas": {method: point}}.
+    Returns {"static", "front", "rl", "rl_shuffled", "baselines", "reference": [point],
+    "nas": {method: point}}; ``rl_shuffled`` holds the RL trials' shuffled-mask controls.
     """
     plotted = [row for row in rows if _plottable(row)]
     static = [row for row in plotted if row["kind"] == "static"]
@@ -78,6 +79,11 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
             for row in plotted
             if row["kind"] == "nas"
         },
+        "rl_shuffled": [
+            _point(row, f"λ={row['lam']:g} shuffled" if _finite(row.get("lam")) else row["method"])
+            for row in plotted
+            if row["kind"] == "rl-shuffled"
+        ],
         "baselines": [_point(row, row["method"]) for row in plotted if row["kind"] == "baseline"],
         "reference": [
             _point(row, REFERENCE_LABELS[row["method"]])
@@ -117,6 +123,7 @@ def _draw_reference_and_baselines(axes: plt.Axes, series: dict[str, Any]) -> Non
     for key, marker, color, label in (
         ("reference", "s", "black", "no KD / all levels"),
         ("baselines", "D", "tab:purple", "baselines"),
+        ("rl_shuffled", "v", "tab:red", "RL shuffled-mask controls"),
     ):
         points = series[key]
         if not points:

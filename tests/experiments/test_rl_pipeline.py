@@ -85,11 +85,24 @@ def test_policy_selector_is_fingerprinted_by_its_weights_file(tiny_config, tmp_p
 
 
 @pytest.mark.slow
-def test_train_rl_end_to_end_and_resume(tiny_config):
+def test_train_rl_end_to_end_and_resume(tiny_config, tmp_path):
     config = _rl_config(tiny_config)
     # the controls run on the first seed only (experiment.control_seeds), the rest on both;
-    # two student worker processes (runtime.student_workers), each with a teacher cache
-    experiment = dataclasses.replace(config.experiment, seeds=[0, 1], control_seeds=[0])
+    # two student worker processes (runtime.student_workers), each with a teacher cache; a
+    # headroom report whose oracle (the tiny data is one 'mixed' regime) distils P3
+    headroom = tmp_path / "headroom.json"
+    headroom.write_text(
+        json.dumps(
+            {
+                "best_subset_by_regime": {"mixed": {"levels": "P3"}},
+                "teacher": {"AP": 0.25},
+                "comparison": {"oracle_minus_best_static": {"mean": 0.01, "std": 0.0}},
+            }
+        )
+    )
+    experiment = dataclasses.replace(
+        config.experiment, seeds=[0, 1], control_seeds=[0], headroom_report=str(headroom)
+    )
     runtime = dataclasses.replace(config.runtime, student_workers=2, teacher_cache_gb=0.5)
     config = dataclasses.replace(config, experiment=experiment, runtime=runtime)
     report = run_rl_experiment(config)
@@ -106,6 +119,7 @@ def test_train_rl_end_to_end_and_resume(tiny_config):
         "P3",
         f"{POLICY_METHOD}:shuffled",
         "scale-rule",
+        "oracle",
     } <= methods
     assert any(m.startswith("random@") for m in methods)
     rows = {row["method"]: row for row in report["methods"]}
@@ -113,6 +127,10 @@ def test_train_rl_end_to_end_and_resume(tiny_config):
         assert rows[method]["seeds"] == [0, 1], method
     controls = [m for m in methods if m not in (POLICY_METHOD, "none", "all")]
     assert all(rows[m]["seeds"] == [0] for m in controls), {m: rows[m]["seeds"] for m in controls}
+    # the oracle's table gives every (one-regime) image P3: the P3 control's FLOPs
+    assert rows["oracle"]["kd_gflops_mean"] == pytest.approx(rows["P3"]["kd_gflops_mean"])
+    assert report["headroom_report"] == str(headroom) and report["oracle_table"] == "mixed=P3"
+    assert report["headroom_teacher_AP"] == 0.25
     shuffled = rows[f"{POLICY_METHOD}:shuffled"]
     policy_seed0 = json.loads(
         (out / "students" / f"{POLICY_METHOD}-seed0" / "metrics.json").read_text()
@@ -184,3 +202,26 @@ def _assert_phase2_records(out, iterations):
     entropy = [e.value for e in events.Scalars("policy/entropy")]
     assert entropy == pytest.approx([h["learner/entropy"] for h in history], rel=1e-6)
     assert (out / "plots" / "policy_learning.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_headroom_report_that_does_not_fit_the_data_is_refused_before_any_write(
+    tiny_config, tmp_path
+):
+    from rlpkd.errors import ConfigError
+
+    headroom = tmp_path / "headroom.json"
+    headroom.write_text(json.dumps({"best_subset_by_regime": {"small-only": {"levels": "P2"}}}))
+    config = _rl_config(tiny_config)
+    experiment = dataclasses.replace(config.experiment, headroom_report=str(headroom))
+    config = dataclasses.replace(config, experiment=experiment)
+    with pytest.raises(ConfigError, match=r"experiment.headroom_report: .*headroom.json"):
+        run_rl_experiment(config)
+    missing = dataclasses.replace(experiment, headroom_report=str(tmp_path / "absent.json"))
+    with pytest.raises(ConfigError, match="absent.json does not exist"):
+        run_rl_experiment(dataclasses.replace(config, experiment=missing))
+    headroom.write_text("{not json")
+    with pytest.raises(ConfigError, match="is not JSON"):
+        run_rl_experiment(config)
+    from pathlib import Path
+
+    assert not Path(config.runtime.out).exists()

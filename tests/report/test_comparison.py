@@ -326,3 +326,48 @@ def test_a_failed_trial_the_sweep_no_longer_lists_is_not_reported(tmp_path):
     kept = [t["trial_id"] for t in collect_trials(sweep)]
     (sweep / "trials.json").write_text(json.dumps({"trial_ids": [*kept, "nas_gdas_s0"]}))
     assert [f["trial_id"] for f in collect_failed_trials(sweep)] == ["nas_gdas_s0"]
+
+
+def test_rl_shuffled_controls_get_rows_paired_differences_and_mutual_information(tmp_path):
+    sweep = make_sweep(tmp_path)
+    # give λ=0.1's trials a shuffled control 2 and 4 points below, and the MI of both
+    for seed, (drop, mi) in enumerate(((0.02, 0.30), (0.04, 0.50))):
+        path = sweep / "trials" / f"rl_0.1_s{seed}" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        control = {"AP": metrics["AP"] - drop, "kd_gflops": metrics["kd_gflops"]}
+        metrics |= {
+            "shuffled_control": control,
+            "subset_regime_mi_bits": mi,
+            "shuffled_subset_regime_mi_bits": 0.01 * seed,
+        }
+        path.write_text(json.dumps(metrics))
+    report = build_sweep_report(sweep, lam=0.0)
+    rows = report["methods"]
+    methods = [row["method"] for row in rows]
+    # the control's row follows its RL row; trial counts do not count it
+    assert methods[methods.index("rl λ=0.1") + 1] == "rl λ=0.1 shuffled"
+    control = _by_method(rows)["rl λ=0.1 shuffled"]
+    policy = _by_method(rows)["rl λ=0.1"]
+    assert control["kind"] == "rl-shuffled" and control["seeds"] == [0, 1]
+    assert control["AP_mean"] == pytest.approx(policy["AP_mean"] - 0.03)
+    assert policy["minus_shuffled_AP_mean"] == pytest.approx(0.03)
+    assert policy["minus_shuffled_AP_std"] == pytest.approx(statistics.stdev([0.02, 0.04]))
+    assert policy["subset_regime_mi_bits_mean"] == pytest.approx(0.4)
+    assert control["subset_regime_mi_bits_mean"] == pytest.approx(0.005)
+    assert "minus_shuffled_AP_mean" not in _by_method(rows)["rl λ=0.3"]
+    summary = report["summary"]
+    assert summary["kinds"] == {"rl": 4, "nas": 6, "baseline": 2, "static": 32}
+    assert summary["n_trials"] == 44
+    outcome = next(o for o in summary["rl_vs_static_front"] if o["method"] == "rl λ=0.1")
+    assert outcome["minus_shuffled_points"] == pytest.approx(3.0)
+    assert outcome["shuffled_subset_regime_mi_bits"] == pytest.approx(0.005)
+    markdown = (sweep / "report.md").read_text()
+    assert "vs its shuffled-mask control → above by 3.00 points (± 1.41 std, 2 paired seeds)" in (
+        markdown
+    )
+    assert "I(subset; regime) = 0.400 bits (shuffled 0.005)" in markdown
+    assert "| rl λ=0.1 shuffled |" in markdown
+    with open(sweep / "results.csv", newline="") as handle:
+        parsed = {line["method"]: line for line in csv.DictReader(handle)}
+    assert float(parsed["rl λ=0.1"]["minus_shuffled_AP_mean"]) == pytest.approx(0.03)
+    assert parsed["rl λ=0.3"]["minus_shuffled_AP_mean"] == ""

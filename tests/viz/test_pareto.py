@@ -92,3 +92,17 @@ def test_failed_trials_are_not_drawn(tmp_path):
     # a failed row is never drawn, even one that carries numbers (e.g. an AP 0.0)
     dead = {**rows[0], "status": "failed", "AP_mean": 0.0, "kd_gflops_mean": 1.0, "n": 0}
     assert pareto_series([dead], {"static_front": []})["rl"] == []
+
+
+def test_shuffled_controls_are_drawn_as_their_own_series(tmp_path):
+    rows, summary = _report(tmp_path)
+    assert pareto_series(rows, summary)["rl_shuffled"] == []
+    control = {**rows[0], "kind": "rl-shuffled", "method": "rl λ=0.1 shuffled"}
+    series = pareto_series([*rows, control], summary)
+    assert [p["label"] for p in series["rl_shuffled"]] == ["λ=0.1 shuffled"]
+    figure = draw_pareto(series, "test")
+    try:
+        assert len(_artist(figure, "rl_shuffled").get_xdata()) == 1
+        assert "RL shuffled-mask controls" in figure.axes[0].get_legend_handles_labels()[1]
+    finally:
+        plt.close(figure)

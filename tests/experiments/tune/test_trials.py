@@ -127,6 +127,14 @@ def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_pa
     assert len(learning["history"]) == 2
     assert (folder / "decisions.jsonl").is_file()
     assert list((sweep / "shared" / "snapshots").glob("*.pt"))
+    # the shuffled-mask control: the policy's masks permuted, so exactly its KD FLOPs
+    control = metrics["shuffled_control"]
+    assert (folder / "shuffled" / "decisions.jsonl").is_file()
+    assert control["kd_gflops"] == pytest.approx(metrics["kd_gflops"])
+    assert 0.0 <= control["AP"] <= 1.0
+    # the tiny data is one 'mixed' regime: nothing to be informative about
+    assert metrics["subset_regime_mi_bits"] == 0.0
+    assert metrics["shuffled_subset_regime_mi_bits"] == 0.0
 
 
 @pytest.mark.slow
