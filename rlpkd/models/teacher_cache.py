@@ -5,9 +5,12 @@ alone. A student trains for several epochs on the same images, and with horizont
 image comes in at most two versions, so most teacher forwards of a KD run recompute something
 already computed. ``TeacherFeatureCache`` keys each image by a digest of its pixels (so any
 augmentation that changes the pixels is simply a new entry), runs the teacher on the images it
-has not seen (all four levels, once), stores their outputs up to a memory budget and answers
-every later request from memory. Its answer has the form of ``lazy_teacher_pyramid``'s and equals
-it at every selected (sample, level) pair up to float rounding.
+has not seen (all four levels, once, one image at a time so that an entry is a function of the
+image alone, whatever batch it came in and whichever run filled the cache), stores their outputs
+up to a memory budget and answers every later request from memory. Its answer has the form of
+``lazy_teacher_pyramid``'s and equals it at every selected (sample, level) pair up to float
+rounding (the lazy teacher's, in a batch, rounds differently: a run with the cache is as
+deterministic as one without, but not bit-identical to it).
 
 It is a wall-time device of small CPU experiments (the embedded default: about 0.52 MB per image
 version, 0.84 GB for all 1,600): the counted ``kd_gflops`` stay the FLOPs model's, i.e. what the
@@ -115,10 +118,24 @@ class TeacherFeatureCache:
     def _compute(
         self, images: Tensor, with_class_logits: bool
     ) -> list[tuple[Tensor, Tensor | None]]:
-        """(features, logits) at every level for ``images``, by the lazy teacher at all levels."""
-        everything = torch.ones(len(images), NUM_LEVELS, dtype=torch.bool, device=images.device)
-        full = lazy_teacher_pyramid(self.teacher, images, everything, with_class_logits)
-        return [(full[level].features, full[level].class_logits) for level in LEVELS]
+        """(features, logits) at every level for ``images``, by the lazy teacher at all levels,
+        one image at a time: a convolution's rounding depends on the batch it runs in, so an
+        entry computed in a batch would depend on which images shared it, i.e. on which student
+        filled the cache first, and a student's result on what its process ran before."""
+        everything = torch.ones(1, NUM_LEVELS, dtype=torch.bool, device=images.device)
+        per_image = [
+            lazy_teacher_pyramid(self.teacher, images[i : i + 1], everything, with_class_logits)
+            for i in range(len(images))
+        ]
+        return [
+            (
+                torch.cat([full[level].features for full in per_image]),
+                torch.cat([full[level].class_logits for full in per_image])
+                if with_class_logits
+                else None,
+            )
+            for level in LEVELS
+        ]
 
     def _store(self, key: bytes, entry: tuple[tuple[Tensor, Tensor | None], ...]) -> None:
         size = sum(t.numel() * t.element_size() for pair in entry for t in pair if t is not None)

@@ -56,10 +56,10 @@ def test_cache_equals_lazy_teacher_and_runs_the_teacher_once_per_image(tiny_teac
     cache = TeacherFeatureCache(teacher, 1.0)
     images = torch.rand(4, 3, 64, 64)
     first = cache.pyramid(images, MASK, with_class_logits=True)
-    assert seen == [3]  # the three rows that selected something
+    assert seen == [1, 1, 1]  # the three rows that selected something, one at a time
     other_mask = torch.tensor([[False, True, False, True]] * 3 + [[True] * 4])
     again = cache.pyramid(images, other_mask, with_class_logits=True)
-    assert seen == [3, 1]  # only row 3 is new
+    assert seen == [1, 1, 1, 1]  # only row 3 is new
     assert (cache.hits, cache.misses, len(cache)) == (3, 4, 4)
     seen.clear()
     expected_first = lazy_teacher_pyramid(teacher, images, MASK, with_class_logits=True)
@@ -135,3 +135,21 @@ def test_kd_step_with_cache_updates_the_student_as_without(tiny_teacher, tiny_st
     for name, value in students[0].items():
         torch.testing.assert_close(students[1][name], value, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(students[2][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_an_entry_does_not_depend_on_the_batch_it_was_computed_in(tiny_teacher):
+    teacher = freeze_teacher(tiny_teacher)
+    images = torch.rand(6, 3, 64, 64)
+    everything = torch.ones(6, 4, dtype=torch.bool)
+    # one cache filled batch by batch in one order, the other all at once in another
+    first, second = TeacherFeatureCache(teacher, 1.0), TeacherFeatureCache(teacher, 1.0)
+    for rows in ([0, 1], [2, 3, 4], [5]):
+        first.pyramid(images[rows], everything[rows])
+    order = [5, 3, 1, 0, 2, 4]
+    second.pyramid(images[order], everything[order])
+    got_first = first.pyramid(images, everything)
+    got_second = second.pyramid(images, everything)
+    for level in got_first:
+        assert torch.equal(got_first[level].features, got_second[level].features)
+    alone = lazy_teacher_pyramid(teacher, images[2:3], everything[2:3])
+    assert torch.equal(got_first["P3"].features[2:3], alone["P3"].features)
