@@ -7,10 +7,12 @@ Four kinds share one schedule, seeds and teacher, so the report compares them on
 - ``nas``: a search method picks a subset on a held-out part of the training split, then the
   pick is retrained on the full schedule;
 - ``rl``: PPO learns a per-sample policy at one lambda, then the frozen policy drives a student;
-  its shuffled-mask control (the policy's own masks permuted across each batch: same FLOPs, no
-  conditioning on the sample) trains beside it in ``<trial>/shuffled``, and the metrics carry the
-  control's result and the mutual information between the chosen subset and the image regime of
-  both (``rlpkd.report.verification``).
+  two verification controls train beside it: its shuffled-mask control (the policy's own masks
+  permuted across each batch: same FLOPs, no conditioning on the sample) in ``<trial>/shuffled``
+  and random subsets at its kd FLOPs in ``<trial>/random``. The metrics carry both controls'
+  results and the mutual information between the chosen subset and the image regime of the
+  policy and its shuffled control (``rlpkd.report.verification``); ``<trial>/plots`` holds the
+  policy's selection heatmaps by size, class, progress and regime.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from rlpkd.training.teacher_phase import (
     load_or_train_teacher,
     load_teacher,
 )
+from rlpkd.viz.heatmaps import write_heatmaps
 
 __all__ = [
     "TRIAL_MANIFEST",
@@ -67,10 +70,12 @@ __all__ = [
 
 TrialReport = Callable[[dict[str, Any]], None]
 TRIAL_KINDS = ("static", "baseline", "nas", "rl")
-RL_TRIAL_CONTROLS = "shuffled"
+RL_TRIAL_CONTROLS = "shuffled+random"
 """What an RL trial trains beside the policy's student (part of its fingerprint)."""
 SHUFFLED_CONTROL_DIR = "shuffled"
 """``<trial>/shuffled``: an RL trial's shuffled-mask control student."""
+RANDOM_CONTROL_DIR = "random"
+"""``<trial>/random``: an RL trial's random subsets at the policy's kd FLOPs."""
 TRIAL_MANIFEST = "trials.json"
 """``<sweep>/trials.json``: the ids of the sweep's current trials (the report shows only these)."""
 FAILED_FILE = "failed.json"
@@ -432,15 +437,24 @@ def _rl_trial(
     shuffled = ShuffledMaskLevels(policy_selector(config, weights, spec.seed), spec.seed)
     control_hook = policy_step_hook(config, datasets, shuffled, control_dir)
     control = run_student(inputs, shuffled, spec.seed, control_dir, control_hook)
-    policy_mi = subset_regime_information(read_decisions(run_dir.path / "decisions.jsonl"))
+    fraction = metrics["kd_gflops"] * 1e9 / inputs.flops.kd_flops(LEVELS)
+    random_levels = selector_from_spec(
+        f"random:{fraction:.4f}", inputs.flops, spec.seed, config.data.level_thresholds
+    )
+    random_dir = RunDirectory(run_dir.path / RANDOM_CONTROL_DIR)
+    random_control = run_student(inputs, random_levels, spec.seed, random_dir)
+    decisions = read_decisions(run_dir.path / "decisions.jsonl")
+    write_heatmaps(decisions, datasets.train.class_names, run_dir.plots)
+    policy_mi = subset_regime_information(decisions)
     control_mi = subset_regime_information(read_decisions(control_dir.path / "decisions.jsonl"))
     return metrics | {
         "levels": "rl-policy",
         "lam": float(spec.lam),
         "policy_learning_time_s": learning["learning_time_s"],
-        "policy_kd_flops_fraction": metrics["kd_gflops"] * 1e9 / inputs.flops.kd_flops(LEVELS),
+        "policy_kd_flops_fraction": fraction,
         "policy_iterations": len(learning["history"]),
         "shuffled_control": {metric: control.get(metric) for metric in REPORT_METRICS},
+        "random_control": {metric: random_control.get(metric) for metric in REPORT_METRICS},
         "subset_regime_mi_bits": policy_mi["mutual_information_bits"],
         "shuffled_subset_regime_mi_bits": control_mi["mutual_information_bits"],
     }

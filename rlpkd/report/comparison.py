@@ -38,7 +38,9 @@ __all__ = [
     "KINDS",
     "TRIAL_KINDS",
     "SHUFFLED_KIND",
-    "shuffled_control_trials",
+    "RANDOM_KIND",
+    "RL_CONTROLS",
+    "rl_control_trials",
     "SEARCH_COST_METRICS",
     "FAILED_FILE",
     "STATUS_FINISHED",
@@ -62,10 +64,18 @@ TRIAL_KINDS: tuple[str, ...] = ("rl", "nas", "baseline", "static")
 SHUFFLED_KIND = "rl-shuffled"
 """The rows of RL trials' shuffled-mask controls (``shuffled_control`` in an RL trial's metrics:
 the policy's own masks permuted across each batch, so the same FLOPs without conditioning)."""
-KINDS: tuple[str, ...] = ("rl", SHUFFLED_KIND, "nas", "baseline", "static")
-"""Row kinds: the trial kinds and the RL trials' shuffled controls (beside their RL rows)."""
-SHUFFLED_SUFFIX = " shuffled"
-"""A shuffled control row's method: its RL row's method + this suffix."""
+RANDOM_KIND = "rl-random"
+"""The rows of RL trials' random subsets at the policy's kd FLOPs (``random_control``)."""
+RL_CONTROLS: tuple[tuple[str, str, str], ...] = (
+    ("shuffled", SHUFFLED_KIND, "shuffled-mask control"),
+    ("random", RANDOM_KIND, "random subsets at its FLOPs"),
+)
+"""(name, row kind, description) of each control an RL trial trains: its metrics hold
+``<name>_control``; the control's row method is '<RL method> <name>'; the RL row gets
+``minus_<name>_AP_mean/std`` (paired by seed)."""
+KINDS: tuple[str, ...] = ("rl", SHUFFLED_KIND, RANDOM_KIND, "nas", "baseline", "static")
+"""Row kinds: the trial kinds and the RL trials' controls (beside their RL rows)."""
+RL_KINDS = ("rl", SHUFFLED_KIND, RANDOM_KIND)
 SEARCH_COST_METRICS: tuple[str, ...] = (
     "search_wall_time_s",
     "search_kd_gflops",
@@ -225,46 +235,49 @@ def _nas_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
     return extras
 
 
-def shuffled_control_trials(trials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per finished RL trial that trained a shuffled-mask control: the control's
-    metrics as a trial of kind ``SHUFFLED_KIND`` (method '<RL method> shuffled', same seed and
-    λ, ``subset_regime_mi_bits`` the control's)."""
+def rl_control_trials(trials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per control of each finished RL trial (``RL_CONTROLS``): the control's metrics
+    as a trial of the control's kind (method '<RL method> <name>', same seed and λ; the shuffled
+    control's ``subset_regime_mi_bits`` is its own)."""
     controls = []
     for trial in trials:
-        control = trial.get("shuffled_control")
-        if trial["kind"] != "rl" or not isinstance(control, dict):
+        if trial["kind"] != "rl":
             continue
-        controls.append(
-            {
-                **control,
-                "kind": SHUFFLED_KIND,
-                "method": f"{trial['method']}{SHUFFLED_SUFFIX}",
-                "seed": trial["seed"],
-                "lam": trial.get("lam"),
-                "trial_id": trial.get("trial_id"),
-                "subset_regime_mi_bits": trial.get("shuffled_subset_regime_mi_bits"),
-            }
-        )
+        for name, kind, _ in RL_CONTROLS:
+            control = trial.get(f"{name}_control")
+            if not isinstance(control, dict):
+                continue
+            controls.append(
+                {
+                    **control,
+                    "kind": kind,
+                    "method": f"{trial['method']} {name}",
+                    "seed": trial["seed"],
+                    "lam": trial.get("lam"),
+                    "trial_id": trial.get("trial_id"),
+                    "subset_regime_mi_bits": trial.get(f"{name}_subset_regime_mi_bits"),
+                }
+            )
     return controls
 
 
 def _rl_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
-    """λ, the mutual information I(subset; regime) and, for RL rows with controls, the AP over the
-    shuffled control paired by seed (mean ± std over seeds of the per-seed difference)."""
+    """λ, the mutual information I(subset; regime) and, for RL rows with controls, the AP over
+    each control paired by seed (mean ± std over seeds of the per-seed difference)."""
     extras: dict[str, Any] = {"lam": mean_std([t.get("lam") for t in members])[0]}
     mean, std = mean_std([t.get("subset_regime_mi_bits") for t in members])
     extras["subset_regime_mi_bits_mean"], extras["subset_regime_mi_bits_std"] = mean, std
-    differences = [
-        t["AP"] - t["shuffled_control"]["AP"]
-        for t in members
-        if isinstance(t.get("shuffled_control"), dict)
-        and _finite(t.get("AP"))
-        and _finite(t["shuffled_control"].get("AP"))
-    ]
-    if differences:
-        mean, std = mean_std(differences)
-        extras["minus_shuffled_AP_mean"], extras["minus_shuffled_AP_std"] = mean, std
-        extras["minus_shuffled_seeds"] = len(differences)
+    for name, _, _ in RL_CONTROLS:
+        key = f"{name}_control"
+        differences = [
+            t["AP"] - t[key]["AP"]
+            for t in members
+            if isinstance(t.get(key), dict) and _finite(t.get("AP")) and _finite(t[key].get("AP"))
+        ]
+        if differences:
+            mean, std = mean_std(differences)
+            extras[f"minus_{name}_AP_mean"], extras[f"minus_{name}_AP_std"] = mean, std
+            extras[f"minus_{name}_seeds"] = len(differences)
     return extras
 
 
@@ -276,7 +289,7 @@ def _kind_rows(kind: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]
     for row in summarise_methods(members):
         method_trials = by_method[row["method"]]
         row["kind"] = kind
-        if kind in ("rl", SHUFFLED_KIND):
+        if kind in RL_KINDS:
             row.update(_rl_extras(method_trials))
         if kind == "nas":
             row.update(_nas_extras(method_trials))
@@ -286,7 +299,7 @@ def _kind_rows(kind: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 def _sort_key(row: dict[str, Any]) -> tuple:
     kind, method = row["kind"], row["method"]
-    if kind in ("rl", SHUFFLED_KIND):
+    if kind in RL_KINDS:
         lam = row.get("lam", math.nan)
         return (0, not _finite(lam), lam if _finite(lam) else 0.0, method)
     if kind == "nas":
@@ -351,8 +364,8 @@ def comparison_rows(
 
     Every row has ``kind``, ``score`` (AP - lam * kd_gflops / kd_gflops(all), from the means),
     ``status`` ('finished', 'partly failed', 'failed') and ``failed_seeds``; rl rows ``lam``,
-    ``subset_regime_mi_bits_mean/std`` and, with shuffled controls, ``minus_shuffled_AP_mean/std``
-    (each RL row is followed by its control's row, kind ``SHUFFLED_KIND``, with its own MI);
+    ``subset_regime_mi_bits_mean/std`` and, with controls, ``minus_<control>_AP_mean/std`` (each
+    RL row is followed by its controls' rows, kinds ``RANDOM_KIND`` and ``SHUFFLED_KIND``);
     nas rows the search cost means/stds, ``search_devices``, ``picks`` {seed: subset} and
     ``search_cost_fraction`` / ``search_kd_gflops_fraction`` (relative to the 'exhaustive' row;
     NaN without one). Order: rl by λ, nas, baselines, static by kd_gflops.
@@ -364,7 +377,7 @@ def comparison_rows(
             method with no finished seed gets a row of NaN (n = 0, score NaN).
     """
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for trial in [*trials, *shuffled_control_trials(trials)]:
+    for trial in [*trials, *rl_control_trials(trials)]:
         by_kind[trial["kind"]].append(trial)
     rows = [row for kind in KINDS for row in _kind_rows(kind, by_kind.get(kind, []))]
     rows = _add_status(rows, list(failed or []))
@@ -459,9 +472,15 @@ def _rl_vs_front(
         "front_method": reference["method"] if reference else None,
         "front_AP": reference["AP_mean"] if reference else math.nan,
         "front_AP_std": reference["AP_std"] if reference else math.nan,
-        "minus_shuffled_points": 100.0 * row.get("minus_shuffled_AP_mean", math.nan),
-        "minus_shuffled_std_points": 100.0 * row.get("minus_shuffled_AP_std", math.nan),
-        "minus_shuffled_seeds": row.get("minus_shuffled_seeds", 0),
+        **{
+            f"minus_{name}_{part}": scale * row.get(f"minus_{name}_{key}", default)
+            for name, _, _ in RL_CONTROLS
+            for part, key, scale, default in (
+                ("points", "AP_mean", 100.0, math.nan),
+                ("std_points", "AP_std", 100.0, math.nan),
+                ("seeds", "seeds", 1, 0),
+            )
+        },
         "subset_regime_mi_bits": row.get("subset_regime_mi_bits_mean", math.nan),
         "shuffled_subset_regime_mi_bits": shuffled_mi,
         "diff_points": math.nan,
@@ -495,7 +514,7 @@ def comparison_summary(
     controls = {r["method"]: r for r in finished if r["kind"] == SHUFFLED_KIND}
 
     def control_mi(row: dict[str, Any]) -> float:
-        control = controls.get(f"{row['method']}{SHUFFLED_SUFFIX}", {})
+        control = controls.get(f"{row['method']} shuffled", {})
         return control.get("subset_regime_mi_bits_mean", math.nan)
 
     return {
@@ -619,17 +638,18 @@ def _relation(diff: float) -> str:
 
 
 def _rl_controls_text(outcome: dict[str, Any]) -> str:
-    """'; vs its shuffled control → above by 0.10 points (± 0.20 std, 2 paired seeds); I(subset;
-    regime) = 0.01 bits (shuffled 0.00)', the parts that are known."""
+    """'; vs its shuffled-mask control → above by 0.10 points (± 0.20 std, 2 paired seeds); …;
+    I(subset; regime) = 0.01 bits (shuffled 0.00)', the parts that are known."""
     text = ""
-    diff = outcome.get("minus_shuffled_points", math.nan)
-    if _finite(diff):
-        seeds = outcome["minus_shuffled_seeds"]
-        text += (
-            f"; vs its shuffled-mask control → {_relation(diff)} (± "
-            f"{outcome['minus_shuffled_std_points']:.2f} std, {seeds} paired seed"
-            f"{'s' if seeds != 1 else ''})"
-        )
+    for name, _, description in RL_CONTROLS:
+        diff = outcome.get(f"minus_{name}_points", math.nan)
+        if _finite(diff):
+            seeds = outcome[f"minus_{name}_seeds"]
+            text += (
+                f"; vs its {description} → {_relation(diff)} (± "
+                f"{outcome[f'minus_{name}_std_points']:.2f} std, {seeds} paired seed"
+                f"{'s' if seeds != 1 else ''})"
+            )
     mi = outcome.get("subset_regime_mi_bits", math.nan)
     if _finite(mi):
         shuffled = outcome.get("shuffled_subset_regime_mi_bits", math.nan)
@@ -698,7 +718,8 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -
         "training image; search columns are means over seeds of the search alone (device seconds, "
         "total kd GFLOPs, evaluations), the retraining of the pick excluded. An `rl-shuffled` row "
         "is its RL row's shuffled-mask control (the policy's masks permuted across each batch: "
-        "the same FLOPs without conditioning on the sample); I(subset; regime) is the mutual "
+        "the same FLOPs without conditioning on the sample), an `rl-random` row random subsets "
+        "at the policy's kd FLOPs; I(subset; regime) is the mutual "
         "information between the chosen subset and the image's scale regime over the student's "
         "decisions (plug-in estimate; near 0 for a policy that does not condition on the regime).",
         "",
@@ -726,6 +747,8 @@ def _csv_columns() -> list[str]:
         "subset_regime_mi_bits_mean",
         "minus_shuffled_AP_mean",
         "minus_shuffled_AP_std",
+        "minus_random_AP_mean",
+        "minus_random_AP_std",
         *search,
         "search_cost_fraction",
         "search_kd_gflops_fraction",

@@ -60,8 +60,9 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
     """The points to draw per series; failed rows and rows without a finite AP or kd_gflops
     are skipped.
 
-    Returns {"static", "front", "rl", "rl_shuffled", "baselines", "reference": [point],
-    "nas": {method: point}}; ``rl_shuffled`` holds the RL trials' shuffled-mask controls.
+    Returns {"static", "front", "rl", "rl_shuffled", "rl_random", "baselines", "reference":
+    [point], "nas": {method: point}}; ``rl_shuffled`` and ``rl_random`` hold the RL trials'
+    shuffled-mask controls and random subsets at their FLOPs.
     """
     plotted = [row for row in rows if _plottable(row)]
     static = [row for row in plotted if row["kind"] == "static"]
@@ -79,11 +80,16 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
             for row in plotted
             if row["kind"] == "nas"
         },
-        "rl_shuffled": [
-            _point(row, f"λ={row['lam']:g} shuffled" if _finite(row.get("lam")) else row["method"])
-            for row in plotted
-            if row["kind"] == "rl-shuffled"
-        ],
+        **{
+            f"rl_{name}": [
+                _point(
+                    row, f"λ={row['lam']:g} {name}" if _finite(row.get("lam")) else row["method"]
+                )
+                for row in plotted
+                if row["kind"] == f"rl-{name}"
+            ]
+            for name in ("shuffled", "random")
+        },
         "baselines": [_point(row, row["method"]) for row in plotted if row["kind"] == "baseline"],
         "reference": [
             _point(row, REFERENCE_LABELS[row["method"]])
@@ -124,6 +130,7 @@ def _draw_reference_and_baselines(axes: plt.Axes, series: dict[str, Any]) -> Non
         ("reference", "s", "black", "no KD / all levels"),
         ("baselines", "D", "tab:purple", "baselines"),
         ("rl_shuffled", "v", "tab:red", "RL shuffled-mask controls"),
+        ("rl_random", "^", "tab:brown", "RL random subsets at its FLOPs"),
     ):
         points = series[key]
         if not points:

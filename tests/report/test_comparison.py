@@ -328,15 +328,18 @@ def test_a_failed_trial_the_sweep_no_longer_lists_is_not_reported(tmp_path):
     assert [f["trial_id"] for f in collect_failed_trials(sweep)] == ["nas_gdas_s0"]
 
 
-def test_rl_shuffled_controls_get_rows_paired_differences_and_mutual_information(tmp_path):
+def test_rl_controls_get_rows_paired_differences_and_mutual_information(tmp_path):
     sweep = make_sweep(tmp_path)
-    # give λ=0.1's trials a shuffled control 2 and 4 points below, and the MI of both
+    # give λ=0.1's trials a shuffled control 2 and 4 points below, random subsets 1 point above,
+    # and the MI of the policy and its shuffled control
     for seed, (drop, mi) in enumerate(((0.02, 0.30), (0.04, 0.50))):
         path = sweep / "trials" / f"rl_0.1_s{seed}" / "metrics.json"
         metrics = json.loads(path.read_text())
         control = {"AP": metrics["AP"] - drop, "kd_gflops": metrics["kd_gflops"]}
+        random_control = {"AP": metrics["AP"] + 0.01, "kd_gflops": metrics["kd_gflops"]}
         metrics |= {
             "shuffled_control": control,
+            "random_control": random_control,
             "subset_regime_mi_bits": mi,
             "shuffled_subset_regime_mi_bits": 0.01 * seed,
         }
@@ -344,8 +347,12 @@ def test_rl_shuffled_controls_get_rows_paired_differences_and_mutual_information
     report = build_sweep_report(sweep, lam=0.0)
     rows = report["methods"]
     methods = [row["method"] for row in rows]
-    # the control's row follows its RL row; trial counts do not count it
-    assert methods[methods.index("rl λ=0.1") + 1] == "rl λ=0.1 shuffled"
+    # the controls' rows follow their RL row; trial counts do not count them
+    at = methods.index("rl λ=0.1")
+    assert methods[at + 1 : at + 3] == ["rl λ=0.1 random", "rl λ=0.1 shuffled"]
+    random_row = _by_method(rows)["rl λ=0.1 random"]
+    assert random_row["kind"] == "rl-random" and random_row["seeds"] == [0, 1]
+    assert _by_method(rows)["rl λ=0.1"]["minus_random_AP_mean"] == pytest.approx(-0.01)
     control = _by_method(rows)["rl λ=0.1 shuffled"]
     policy = _by_method(rows)["rl λ=0.1"]
     assert control["kind"] == "rl-shuffled" and control["seeds"] == [0, 1]
@@ -366,8 +373,10 @@ def test_rl_shuffled_controls_get_rows_paired_differences_and_mutual_information
         markdown
     )
     assert "I(subset; regime) = 0.400 bits (shuffled 0.005)" in markdown
+    assert "vs its random subsets at its FLOPs → below by 1.00 points (± 0.00 std" in markdown
     assert "| rl λ=0.1 shuffled |" in markdown
     with open(sweep / "results.csv", newline="") as handle:
         parsed = {line["method"]: line for line in csv.DictReader(handle)}
     assert float(parsed["rl λ=0.1"]["minus_shuffled_AP_mean"]) == pytest.approx(0.03)
     assert parsed["rl λ=0.3"]["minus_shuffled_AP_mean"] == ""
+    assert float(parsed["rl λ=0.1"]["minus_random_AP_mean"]) == pytest.approx(-0.01)

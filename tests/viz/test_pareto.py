@@ -94,15 +94,19 @@ def test_failed_trials_are_not_drawn(tmp_path):
     assert pareto_series([dead], {"static_front": []})["rl"] == []
 
 
-def test_shuffled_controls_are_drawn_as_their_own_series(tmp_path):
+def test_rl_controls_are_drawn_as_their_own_series(tmp_path):
     rows, summary = _report(tmp_path)
     assert pareto_series(rows, summary)["rl_shuffled"] == []
     control = {**rows[0], "kind": "rl-shuffled", "method": "rl λ=0.1 shuffled"}
-    series = pareto_series([*rows, control], summary)
+    random_control = {**rows[0], "kind": "rl-random", "method": "rl λ=0.1 random"}
+    series = pareto_series([*rows, control, random_control], summary)
     assert [p["label"] for p in series["rl_shuffled"]] == ["λ=0.1 shuffled"]
+    assert [p["label"] for p in series["rl_random"]] == ["λ=0.1 random"]
     figure = draw_pareto(series, "test")
     try:
         assert len(_artist(figure, "rl_shuffled").get_xdata()) == 1
-        assert "RL shuffled-mask controls" in figure.axes[0].get_legend_handles_labels()[1]
+        assert len(_artist(figure, "rl_random").get_xdata()) == 1
+        labels = figure.axes[0].get_legend_handles_labels()[1]
+        assert "RL shuffled-mask controls" in labels and "RL random subsets at its FLOPs" in labels
     finally:
         plt.close(figure)

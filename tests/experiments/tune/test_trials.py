@@ -132,6 +132,10 @@ def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_pa
     assert (folder / "shuffled" / "decisions.jsonl").is_file()
     assert control["kd_gflops"] == pytest.approx(metrics["kd_gflops"])
     assert 0.0 <= control["AP"] <= 1.0
+    # random subsets at the policy's FLOPs, and the policy's heatmaps
+    assert (folder / "random" / "metrics.json").is_file()
+    assert 0.0 <= metrics["random_control"]["AP"] <= 1.0
+    assert (folder / "plots" / "selection_by_regime.png").is_file()
     # the tiny data is one 'mixed' regime: nothing to be informative about
     assert metrics["subset_regime_mi_bits"] == 0.0
     assert metrics["shuffled_subset_regime_mi_bits"] == 0.0
