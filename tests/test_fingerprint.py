@@ -6,7 +6,9 @@ artifact is then recomputed once); update the pins only for such a change. The p
 trial pins changed with issue 11's rl section (``reward``, ``heldout_size``, ``reward_baseline``;
 ``flops_budget`` gone): a policy learnt from the old reward must not be reused. The planted rule's
 ``distill`` fields are hashed only when it is on, and ``rl.policy_head`` only when it is not
-``joint``, so the other pins did not move.
+``joint``, so the other pins did not move. The RL trial pins changed again when RL trials began
+to train their verification controls (``controls: shuffled+random``): a trial finished without
+them must run again to have them.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ PINNED = {
     "snapshot": "0c42a89819b9c79d",
     "policy_cold": "c6e9558ef5869a6e",
     "policy_warm": "4d157cb63201569b",
-    "trial_rl_cold": "c5aa758930792ebe",
-    "trial_rl_warm": "6c2f7ffa4cdd9e21",
+    "trial_rl_cold": "9fc9e1410834e27f",
+    "trial_rl_warm": "9bde656cb842eb42",
     "trial_nas": "d123554c2a0d7a09",
     "trial_static": "ee17b812933881d7",
     "trial_baseline": "0236622f1eaafa30",
