@@ -31,6 +31,8 @@ from rlpkd.models.lazy_pyramid import LevelFeatures, TeacherPyramid, lazy_teache
 __all__ = ["TeacherFeatureCache", "image_digest"]
 
 _GIGABYTE = 1024**3
+_Entry = tuple[tuple[Tensor, Tensor | None], ...]
+"""One image's teacher outputs: (features [C, H, W], class logits [K, H, W] or None) per level."""
 
 
 def image_digest(image: Tensor) -> bytes:
@@ -59,7 +61,7 @@ class TeacherFeatureCache:
         self.stored_bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: dict[bytes, tuple[tuple[Tensor, Tensor | None], ...]] = {}
+        self._entries: dict[bytes, _Entry] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,18 +90,9 @@ class TeacherFeatureCache:
         missing = [row for row in rows if entries[row] is None]
         self.hits += len(rows) - len(missing)
         self.misses += len(missing)
-        if missing:
-            computed = self._compute(images[missing], with_class_logits)
-            for position, row in enumerate(missing):
-                entry = tuple(
-                    (
-                        features[position].clone(),
-                        None if logits is None else logits[position].clone(),
-                    )
-                    for features, logits in computed
-                )
-                entries[row] = entry
-                self._store(keys[row], entry)
+        for row in missing:
+            entries[row] = self._compute(images[row : row + 1], with_class_logits)
+            self._store(keys[row], entries[row])
         pyramid: TeacherPyramid = {}
         for index, level in enumerate(LEVELS):
             selected = mask[:, index].nonzero(as_tuple=True)[0]
@@ -115,35 +108,31 @@ class TeacherFeatureCache:
             )
         return pyramid
 
-    def _compute(
-        self, images: Tensor, with_class_logits: bool
-    ) -> list[tuple[Tensor, Tensor | None]]:
-        """(features, logits) at every level for ``images``, by the lazy teacher at all levels,
-        one image at a time: a convolution's rounding depends on the batch it runs in, so an
-        entry computed in a batch would depend on which images shared it, i.e. on which student
-        filled the cache first, and a student's result on what its process ran before."""
-        everything = torch.ones(1, NUM_LEVELS, dtype=torch.bool, device=images.device)
-        per_image = [
-            lazy_teacher_pyramid(self.teacher, images[i : i + 1], everything, with_class_logits)
-            for i in range(len(images))
-        ]
-        return [
+    def _compute(self, image: Tensor, with_class_logits: bool) -> _Entry:
+        """(features, logits) at every level for one image ([1, 3, H, W]), by the lazy teacher
+        at all levels. One image at a time: a convolution's rounding depends on the batch it
+        runs in, so an entry computed in a batch would depend on which images shared it, i.e. on
+        which student filled the cache first, and a student's result on what its process ran
+        before."""
+        everything = torch.ones(1, NUM_LEVELS, dtype=torch.bool, device=image.device)
+        full = lazy_teacher_pyramid(self.teacher, image, everything, with_class_logits)
+        return tuple(
             (
-                torch.cat([full[level].features for full in per_image]),
-                torch.cat([full[level].class_logits for full in per_image])
-                if with_class_logits
-                else None,
+                full[level].features[0],
+                None if full[level].class_logits is None else full[level].class_logits[0],
             )
             for level in LEVELS
-        ]
+        )
 
-    def _store(self, key: bytes, entry: tuple[tuple[Tensor, Tensor | None], ...]) -> None:
-        size = sum(t.numel() * t.element_size() for pair in entry for t in pair if t is not None)
+    def _store(self, key: bytes, entry: _Entry) -> None:
         previous = self._entries.pop(key, None)
         if previous is not None:  # stored without the class logits: replaced
-            self.stored_bytes -= sum(
-                t.numel() * t.element_size() for pair in previous for t in pair if t is not None
-            )
+            self.stored_bytes -= _entry_bytes(previous)
+        size = _entry_bytes(entry)
         if self.stored_bytes + size <= self.max_bytes:
             self._entries[key] = entry
             self.stored_bytes += size
+
+
+def _entry_bytes(entry: _Entry) -> int:
+    return sum(t.numel() * t.element_size() for pair in entry for t in pair if t is not None)
