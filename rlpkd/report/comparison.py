@@ -40,6 +40,7 @@ __all__ = [
     "SHUFFLED_KIND",
     "RANDOM_KIND",
     "RL_CONTROLS",
+    "control_method",
     "rl_control_trials",
     "SEARCH_COST_METRICS",
     "FAILED_FILE",
@@ -235,6 +236,12 @@ def _nas_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
     return extras
 
 
+def control_method(rl_method: str, control: str) -> str:
+    """The row method of RL method ``rl_method``'s control ``control`` (a name in
+    ``RL_CONTROLS``): '<RL method> <control>'."""
+    return f"{rl_method} {control}"
+
+
 def rl_control_trials(trials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One record per control of each finished RL trial (``RL_CONTROLS``): the control's metrics
     as a trial of the control's kind (method '<RL method> <name>', same seed and λ; the shuffled
@@ -251,7 +258,7 @@ def rl_control_trials(trials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 {
                     **control,
                     "kind": kind,
-                    "method": f"{trial['method']} {name}",
+                    "method": control_method(trial["method"], name),
                     "seed": trial["seed"],
                     "lam": trial.get("lam"),
                     "trial_id": trial.get("trial_id"),
@@ -514,7 +521,7 @@ def comparison_summary(
     controls = {r["method"]: r for r in finished if r["kind"] == SHUFFLED_KIND}
 
     def control_mi(row: dict[str, Any]) -> float:
-        control = controls.get(f"{row['method']} shuffled", {})
+        control = controls.get(control_method(row["method"], "shuffled"), {})
         return control.get("subset_regime_mi_bits_mean", math.nan)
 
     return {
