@@ -269,9 +269,15 @@ def rl_control_trials(trials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _rl_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
-    """λ, the mutual information I(subset; regime) and, for RL rows with controls, the AP over
+    """λ, each seed's (AP, kd_gflops) (``seed_points``: seeds of one λ may land on very different
+    costs), the mutual information I(subset; regime) and, for RL rows with controls, the AP over
     each control paired by seed (mean ± std over seeds of the per-seed difference)."""
     extras: dict[str, Any] = {"lam": mean_std([t.get("lam") for t in members])[0]}
+    extras["seed_points"] = [
+        {"seed": int(t["seed"]), "AP": t["AP"], "kd_gflops": t["kd_gflops"]}
+        for t in sorted(members, key=lambda t: int(t["seed"]))
+        if _finite(t.get("AP")) and _finite(t.get("kd_gflops"))
+    ]
     mean, std = mean_std([t.get("subset_regime_mi_bits") for t in members])
     extras["subset_regime_mi_bits_mean"], extras["subset_regime_mi_bits_std"] = mean, std
     for name, _, _ in RL_CONTROLS:
@@ -464,12 +470,46 @@ def _nas_outcome(row: dict[str, Any], best: dict[str, Any] | None, static: list[
     }
 
 
+def _front_point_at(front: list[dict[str, Any]], kd_gflops: float) -> dict[str, Any] | None:
+    """The static front's best-AP point at kd_gflops <= ``kd_gflops`` (None when none is)."""
+    affordable = [p for p in front if _finite(kd_gflops) and p["kd_gflops_mean"] <= kd_gflops]
+    return max(affordable, key=lambda p: p["AP_mean"]) if affordable else None
+
+
+def _per_seed_vs_front(row: dict[str, Any], front: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each seed of an RL row against the static front at that seed's own kd_gflops, and the
+    mean ± std over seeds of the differences (in AP points). Unlike the row's comparison at its
+    mean cost, this stays right when the seeds land on very different costs (one seed at no
+    KD, the other at most levels). ``per_seed_above`` is None unless every seed has a front
+    point at or below its cost."""
+    seeds = []
+    for point in row.get("seed_points", []):
+        reference = _front_point_at(front, point["kd_gflops"])
+        seeds.append(
+            {
+                **point,
+                "front_method": reference["method"] if reference else None,
+                "diff_points": 100.0 * (point["AP"] - reference["AP_mean"])
+                if reference
+                else math.nan,
+            }
+        )
+    differences = [s["diff_points"] for s in seeds]
+    complete = bool(seeds) and all(_finite(d) for d in differences)
+    mean, std = mean_std(differences) if complete else (math.nan, math.nan)
+    return {
+        "per_seed": seeds,
+        "per_seed_diff_points": mean,
+        "per_seed_diff_std_points": std,
+        "per_seed_above": mean > 0 if complete else None,
+    }
+
+
 def _rl_vs_front(
     row: dict[str, Any], front: list[dict[str, Any]], shuffled_mi: float = math.nan
 ) -> dict[str, Any]:
     kd, ap = row["kd_gflops_mean"], row["AP_mean"]
-    affordable = [p for p in front if _finite(kd) and p["kd_gflops_mean"] <= kd]
-    reference = max(affordable, key=lambda p: p["AP_mean"]) if affordable else None
+    reference = _front_point_at(front, kd)
     outcome: dict[str, Any] = {
         "method": row["method"],
         "lam": row.get("lam", math.nan),
@@ -493,6 +533,7 @@ def _rl_vs_front(
         "diff_points": math.nan,
         "diff_std_points": math.nan,
         "above": None,
+        **_per_seed_vs_front(row, front),
     }
     if reference is not None and _finite(ap):
         outcome["diff_points"] = 100.0 * (ap - reference["AP_mean"])
@@ -512,7 +553,9 @@ def comparison_summary(
     subset (None when there are no static rows to compare with); ``regret`` is the best static
     score minus the mean static score of its picks. ``rl_vs_static_front`` compares each RL row with
     the best static-front AP at kd_gflops <= its own (``diff_points`` in AP points; ``above`` is
-    None when no front point is that cheap).
+    None when no front point is that cheap), and each of its seeds at that seed's own kd_gflops
+    (``per_seed``, ``per_seed_diff_points`` ± ``per_seed_diff_std_points``, ``per_seed_above``):
+    the verdict to trust when the seeds of one λ land on very different costs.
     """
     static = _static_rows(rows)
     best = _best_static(static)
@@ -665,17 +708,34 @@ def _rl_controls_text(outcome: dict[str, Any]) -> str:
     return text
 
 
+def _per_seed_text(outcome: dict[str, Any]) -> str:
+    """'; per seed, each at its own kd GFLOPs: below by 0.40 points (± 0.30 std, 2 seeds; front
+    P2,P4 / none)' when every seed has a front point at or below its cost."""
+    if outcome.get("per_seed_above") is None:
+        return ""
+    seeds = outcome["per_seed"]
+    fronts = " / ".join(str(s["front_method"]) for s in seeds)
+    return (
+        f"; per seed, each at its own kd GFLOPs: {_relation(outcome['per_seed_diff_points'])} "
+        f"(± {outcome['per_seed_diff_std_points']:.2f} std, {len(seeds)} seed"
+        f"{'s' if len(seeds) != 1 else ''}; front {fronts})"
+    )
+
+
 def _rl_sentence(outcome: dict[str, Any]) -> str:
     head = (
         f"{outcome['method']}: {_percent(outcome['AP_mean'])} at "
         f"{outcome['kd_gflops_mean']:.3g} kd GFLOPs"
     )
     if outcome["above"] is None:
-        return f"{head}; no static front point at or below that cost{_rl_controls_text(outcome)}"
+        return (
+            f"{head}; no static front point at or below that cost"
+            f"{_per_seed_text(outcome)}{_rl_controls_text(outcome)}"
+        )
     return (
         f"{head} vs static front {_percent(outcome['front_AP'])} ({outcome['front_method']})"
         f" → {_relation(outcome['diff_points'])} (± {outcome['diff_std_points']:.2f} combined "
-        f"std){_rl_controls_text(outcome)}"
+        f"std){_per_seed_text(outcome)}{_rl_controls_text(outcome)}"
     )
 
 

@@ -17,6 +17,7 @@ from rlpkd.report.comparison import (
     collect_trials,
     comparison_rows,
     comparison_summary,
+    summary_sentences,
 )
 from tests.report import (
     make_sweep,
@@ -143,6 +144,48 @@ def test_rl_against_the_static_front_one_above_one_below(tmp_path):
     low = by_method["rl λ=0.3"]  # 4.5 GFLOPs: P4 (.22)
     assert low["front_method"] == "P4" and low["above"] is False
     assert low["diff_points"] == pytest.approx(-1.0)
+
+
+def test_rl_seeds_at_different_costs_are_each_compared_at_their_own_cost(tmp_path):
+    """Two seeds of one λ that land on no KD and on all levels: the row's mean cost matches
+    neither seed, so each seed is also compared with the front at its own cost."""
+    sweep = make_sweep(tmp_path)
+    everything = ("P2", "P3", "P4", "P5")
+    seeds = {0: ((), 0.19), 1: (everything, 0.30)}
+    for seed, (levels, ap) in seeds.items():
+        metrics = {"AP": ap, "kd_gflops": subset_kd_gflops(levels), "seed": seed, "lam": 0.5}
+        metrics |= {"kind": "rl", "method": "rl λ=0.5", "levels": "rl-policy"}
+        write_trial(sweep, f"rl_0.5_s{seed}", metrics)
+    rows = comparison_rows(collect_trials(sweep), 0.0)
+    static = _by_method(rows)
+    outcome = next(
+        o for o in comparison_summary(rows, 0.0)["rl_vs_static_front"] if o["method"] == "rl λ=0.5"
+    )
+    assert outcome["kd_gflops_mean"] == pytest.approx(subset_kd_gflops(everything) / 2)
+    assert [s["front_method"] for s in outcome["per_seed"]] == ["none", "P2,P3,P4"]
+    differences = [
+        100 * (0.19 - static["none"]["AP_mean"]),
+        100 * (0.30 - static["P2,P3,P4"]["AP_mean"]),
+    ]
+    assert [s["diff_points"] for s in outcome["per_seed"]] == pytest.approx(differences)
+    assert outcome["per_seed_diff_points"] == pytest.approx(statistics.fmean(differences))
+    assert outcome["per_seed_diff_std_points"] == pytest.approx(statistics.stdev(differences))
+    assert outcome["per_seed_above"] is (statistics.fmean(differences) > 0)
+    sentence = next(s for s in summary_sentences(comparison_summary(rows, 0.0)) if "λ=0.5" in s)
+    assert "per seed, each at its own kd GFLOPs" in sentence and "front none / P2,P3,P4" in sentence
+
+
+def test_rl_seed_cheaper_than_every_front_point_leaves_the_per_seed_verdict_open(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_static_trials(sweep, subsets=[("P4",), ("P3", "P4")])
+    metrics = {"AP": 0.2, "kd_gflops": 0.0, "seed": 0, "lam": 0.7, "kind": "rl"}
+    write_trial(sweep, "rl_0.7_s0", metrics | {"method": "rl λ=0.7", "levels": "rl-policy"})
+    rows = comparison_rows(collect_trials(sweep), 0.0)
+    outcome = next(
+        o for o in comparison_summary(rows, 0.0)["rl_vs_static_front"] if o["method"] == "rl λ=0.7"
+    )
+    assert outcome["per_seed"][0]["front_method"] is None
+    assert outcome["per_seed_above"] is None and outcome["above"] is None
 
 
 def test_results_csv_parses_back_with_the_same_numbers(tmp_path):
