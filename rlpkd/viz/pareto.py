@@ -1,8 +1,8 @@
 """The sweep's Pareto plot: AP against teacher + KD GFLOPs for static subsets, RL, NAS, baselines.
 
 ``pareto_series`` turns report rows into the points to draw (what a test can check); ``draw_pareto``
-draws them, each series' artist tagged with a gid ('static', 'static-front', 'rl', 'nas:<method>',
-'baselines', 'reference'); ``pareto_plot`` writes the PNG.
+draws them, each series' artist tagged with a gid ('static', 'static-front', 'rl', 'rl-seeds',
+'nas:<method>', 'baselines', 'reference'); ``pareto_plot`` writes the PNG.
 """
 
 from __future__ import annotations
@@ -60,9 +60,11 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
     """The points to draw per series; failed rows and rows without a finite AP or kd_gflops
     are skipped.
 
-    Returns {"static", "front", "rl", "rl_shuffled", "rl_random", "baselines", "reference":
-    [point], "nas": {method: point}}; ``rl_shuffled`` and ``rl_random`` hold the RL trials'
-    shuffled-mask controls and random subsets at their FLOPs.
+    Returns {"static", "front", "rl", "rl_seeds", "rl_shuffled", "rl_random", "baselines",
+    "reference": [point], "nas": {method: point}}; ``rl_seeds`` holds each RL seed at its own
+    cost (seeds of one λ can land far apart, so their mean point alone can sit where no seed
+    is); ``rl_shuffled`` and ``rl_random`` hold the RL trials' shuffled-mask controls and random
+    subsets at their FLOPs.
     """
     plotted = [row for row in rows if _plottable(row)]
     static = [row for row in plotted if row["kind"] == "static"]
@@ -74,6 +76,19 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
         "rl": [
             _point(row, f"λ={row['lam']:g}" if _finite(row.get("lam")) else row["method"])
             for row in rl
+        ],
+        "rl_seeds": [
+            {
+                "label": f"λ={row['lam']:g} seed {seed['seed']}"
+                if _finite(row.get("lam"))
+                else f"{row['method']} seed {seed['seed']}",
+                "kd_gflops": seed["kd_gflops"],
+                "kd_gflops_std": 0.0,
+                "ap": 100.0 * seed["AP"],
+                "ap_std": 0.0,
+            }
+            for row in rl
+            for seed in row.get("seed_points", [])
         ],
         "nas": {
             row["method"]: _point(row, f"{row['method']} → {_picks_label(row.get('picks', {}))}")
@@ -179,6 +194,12 @@ def _draw_rl(axes: plt.Axes, series: dict[str, Any]) -> None:
         label="RL policy (λ sweep)",
     )
     drawn.lines[0].set_gid("rl")
+    if series.get("rl_seeds"):
+        x, y = _xy(series["rl_seeds"])
+        seeds = axes.scatter(
+            x, y, s=22, facecolors="none", edgecolors="tab:blue", zorder=5, label="RL seeds"
+        )
+        seeds.set_gid("rl-seeds")
     for point in points:
         axes.annotate(
             point["label"],

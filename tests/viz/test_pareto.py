@@ -14,7 +14,7 @@ from rlpkd.report.comparison import (
     comparison_summary,
 )
 from rlpkd.viz.pareto import draw_pareto, pareto_plot, pareto_series
-from tests.report import make_sweep, write_failed_trial
+from tests.report import SEED_NOISE, make_sweep, write_failed_trial
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,6 +92,21 @@ def test_failed_trials_are_not_drawn(tmp_path):
     # a failed row is never drawn, even one that carries numbers (e.g. an AP 0.0)
     dead = {**rows[0], "status": "failed", "AP_mean": 0.0, "kd_gflops_mean": 1.0, "n": 0}
     assert pareto_series([dead], {"static_front": []})["rl"] == []
+
+
+def test_each_rl_seed_is_drawn_at_its_own_cost(tmp_path):
+    rows, summary = _report(tmp_path)
+    series = pareto_series(rows, summary)
+    by_label = {p["label"]: p for p in series["rl_seeds"]}
+    assert sorted(by_label) == ["λ=0.1 seed 0", "λ=0.1 seed 1", "λ=0.3 seed 0", "λ=0.3 seed 1"]
+    assert by_label["λ=0.1 seed 1"]["ap"] == pytest.approx(100 * (0.25 + SEED_NOISE[1]))
+    assert by_label["λ=0.1 seed 1"]["kd_gflops"] == pytest.approx(5.5)
+    figure = draw_pareto(series, "test")
+    try:
+        assert len(_artist(figure, "rl-seeds").get_offsets()) == 4
+        assert "RL seeds" in figure.axes[0].get_legend_handles_labels()[1]
+    finally:
+        plt.close(figure)
 
 
 def test_rl_controls_are_drawn_as_their_own_series(tmp_path):
