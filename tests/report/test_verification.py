@@ -21,6 +21,17 @@ def test_best_static_is_the_best_at_no_more_flops() -> None:
     assert best_static_at_or_below(rows, ["all", "P5", "P4"], 0.1) is None
 
 
+def test_a_subset_a_hair_dearer_than_the_policy_counts_as_at_its_flops() -> None:
+    """A policy on all levels except on 0.1% of its decisions is compared with all levels, not
+    with the next cheaper subset; a subset 0.5% dearer (the smallest gap between two subsets
+    of the default) still is not at its FLOPs."""
+    rows = [_row("all", 0.11, 0.614), _row("P3,P4,P5", 0.098, 0.421)]
+    assert best_static_at_or_below(rows, ["all", "P3,P4,P5"], 0.614 * 0.99998)["method"] == "all"
+    assert best_static_at_or_below(rows, ["all", "P3,P4,P5"], 0.614 / 1.005)["method"] == "P3,P4,P5"
+    strict = best_static_at_or_below(rows, ["all", "P3,P4,P5"], 0.614 * 0.99998, tolerance=0.0)
+    assert strict["method"] == "P3,P4,P5"
+
+
 def test_subset_regime_information() -> None:
     per_regime = [{"levels": ["P2"], "regime": "small-only"}] * 10
     per_regime += [{"levels": ["P5"], "regime": "large-only"}] * 10
