@@ -31,7 +31,7 @@ from rlpkd.atomic_files import atomic_write_text
 from rlpkd.errors import ConfigError, DataError
 from rlpkd.levels import format_levels, parse_levels
 from rlpkd.report.tables import REPORT_METRICS, format_markdown_table, mean_std, summarise_methods
-from rlpkd.report.verification import SAME_FLOPS_TOLERANCE
+from rlpkd.report.verification import at_or_below_flops
 from rlpkd.rundir import read_json, write_json
 from rlpkd.viz.pareto import pareto_plot
 
@@ -472,12 +472,11 @@ def _nas_outcome(row: dict[str, Any], best: dict[str, Any] | None, static: list[
 
 
 def _front_point_at(front: list[dict[str, Any]], kd_gflops: float) -> dict[str, Any] | None:
-    """The static front's best-AP point at kd_gflops <= ``kd_gflops`` (within
-    ``SAME_FLOPS_TOLERANCE``, as ``train_rl``'s report counts it; None when none is)."""
+    """The static front's best-AP point at or below ``kd_gflops`` (``at_or_below_flops``, as
+    ``train_rl``'s report counts it; None when none is)."""
     if not _finite(kd_gflops):
         return None
-    limit = kd_gflops * (1.0 + SAME_FLOPS_TOLERANCE) + 1e-9
-    affordable = [p for p in front if p["kd_gflops_mean"] <= limit]
+    affordable = [p for p in front if at_or_below_flops(p["kd_gflops_mean"], kd_gflops)]
     return max(affordable, key=lambda p: p["AP_mean"]) if affordable else None
 
 

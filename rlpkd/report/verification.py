@@ -14,7 +14,12 @@ from typing import Any
 from rlpkd.levels import LEVELS
 from rlpkd.report.mutual_information import mutual_information_bits
 
-__all__ = ["SAME_FLOPS_TOLERANCE", "best_static_at_or_below", "subset_regime_information"]
+__all__ = [
+    "SAME_FLOPS_TOLERANCE",
+    "at_or_below_flops",
+    "best_static_at_or_below",
+    "subset_regime_information",
+]
 
 
 SAME_FLOPS_TOLERANCE = 1e-3
@@ -24,18 +29,27 @@ and comparing it with the next cheaper subset (0.69 of the FLOPs) would be misle
 below the smallest cost gap between two subsets of the default's FLOPs model (0.5%)."""
 
 
+def at_or_below_flops(
+    kd_gflops: float, budget_gflops: float, tolerance: float = SAME_FLOPS_TOLERANCE
+) -> bool:
+    """Whether a cost ``kd_gflops`` counts as at or below ``budget_gflops``: at most the budget
+    times (1 + ``tolerance``), plus 1e-9 for rounding."""
+    return kd_gflops <= budget_gflops * (1.0 + tolerance) + 1e-9
+
+
 def best_static_at_or_below(
     rows: Sequence[dict[str, Any]],
     static_methods: Sequence[str],
     kd_gflops: float,
     tolerance: float = SAME_FLOPS_TOLERANCE,
 ) -> dict[str, Any] | None:
-    """The row of highest mean AP among ``static_methods`` whose mean kd_gflops is at most
-    ``kd_gflops`` times (1 + ``tolerance``) (plus 1e-9 for rounding); None if none is that
-    cheap."""
-    limit = kd_gflops * (1.0 + tolerance) + 1e-9
+    """The row of highest mean AP among ``static_methods`` whose mean kd_gflops is at or below
+    ``kd_gflops`` (``at_or_below_flops``); None if none is that cheap."""
     candidates = [
-        row for row in rows if row["method"] in static_methods and row["kd_gflops_mean"] <= limit
+        row
+        for row in rows
+        if row["method"] in static_methods
+        and at_or_below_flops(row["kd_gflops_mean"], kd_gflops, tolerance)
     ]
     return max(candidates, key=lambda row: row["AP_mean"], default=None)
 

@@ -56,6 +56,11 @@ def _picks_label(picks: dict[Any, str]) -> str:
     return "/".join(distinct) if distinct else "?"
 
 
+def _rl_label(row: dict[str, Any], suffix: str = "") -> str:
+    """'λ=0.1' plus ``suffix`` for an RL row; its method plus ``suffix`` when it has no λ."""
+    return f"λ={row['lam']:g}{suffix}" if _finite(row.get("lam")) else f"{row['method']}{suffix}"
+
+
 def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
     """The points to draw per series; failed rows and rows without a finite AP or kd_gflops
     are skipped.
@@ -73,15 +78,10 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
     return {
         "static": [_point(row, row["method"]) for row in static],
         "front": front,
-        "rl": [
-            _point(row, f"λ={row['lam']:g}" if _finite(row.get("lam")) else row["method"])
-            for row in rl
-        ],
+        "rl": [_point(row, _rl_label(row)) for row in rl],
         "rl_seeds": [
             {
-                "label": f"λ={row['lam']:g} seed {seed['seed']}"
-                if _finite(row.get("lam"))
-                else f"{row['method']} seed {seed['seed']}",
+                "label": _rl_label(row, f" seed {seed['seed']}"),
                 "kd_gflops": seed["kd_gflops"],
                 "kd_gflops_std": 0.0,
                 "ap": 100.0 * seed["AP"],
