@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from envs.rewards import REWARDS
 from envs.snapshots import build_snapshot_pool
-from experiments.rl_pipeline import learn_policy
+from experiments.policy_learning import learn_policy
 from policies.planted_rule_score import planted_credit_auroc, planted_rule_score
 from policies.weights import module_from_weights_file
 from rlpkd.atomic_files import atomic_write_text
@@ -29,6 +30,8 @@ def _variant(config: Config, reward: str, seed: int, out: Path) -> Config:
     """``config`` with ``rl.reward`` and the seed set, writing under ``out``."""
     values = config_to_dict(config)
     values["rl"]["reward"] = reward
+    if not REWARDS.get(reward).full_information:
+        values["rl"]["learner"] = "live"  # the bank needs the reward of every subset
     values["runtime"]["seed"] = seed
     values["runtime"]["out"] = str(out)
     return config_from_dict(values, f"planted-rule variant reward={reward} seed={seed}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,14 @@ from tqdm import tqdm
 
 from envs.observation import observation_dim
 from envs.snapshots import build_snapshot_pool, check_snapshot_files
+from experiments.policy_learning import image_regimes_of, learn_policy, policy_fingerprint
 from experiments.student_workers import StudentJob, StudentWorkerPool
-from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
 from policies.planted_rule_score import planted_rule_score
 from policies.policy_selector import PolicyLevels
-from policies.ppo_setup import ensure_ray, latest_checkpoint, train_policy
-from policies.reptile import adaptation_curve
+from policies.ppo_setup import latest_checkpoint
 from policies.weights import (
     module_from_weights_file,
-    module_state,
     read_weights_file,
-    save_weights_file,
 )
 from rlpkd.config import Config, config_from_dict, config_to_dict
 from rlpkd.data.batch import DetectionBatch
@@ -40,14 +36,15 @@ from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.data.synthetic import image_regimes
 from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.errors import CheckpointError, ConfigError, DataError, ResumeMismatchError
-from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest, fingerprint
+from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.decision_log import DecisionLog, read_decisions
+from rlpkd.report.learning_verdict import phase2_report_lines
 from rlpkd.report.tables import summarise_methods, write_report
 from rlpkd.report.verification import best_static_at_or_below, subset_regime_information
-from rlpkd.rundir import RunDirectory, write_json
+from rlpkd.rundir import RunDirectory
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
 from rlpkd.training.level_selection import SCALE_RULE
@@ -60,17 +57,14 @@ from rlpkd.training.student_phase import (
 )
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 from rlpkd.viz.heatmaps import write_heatmaps
-from rlpkd.viz.policy_learning import policy_learning_plot
 
 __all__ = [
     "POLICY_METHOD",
     "RESUME_IGNORED_KEYS",
-    "policy_fingerprint",
     "distil_job",
     "resume_keys",
     "check_resume",
     "check_inputs_and_checkpoints",
-    "learn_policy",
     "policy_selector",
     "policy_step_hook",
     "run_rl_experiment",
@@ -95,21 +89,6 @@ which students run."""
 
 def _phase(name: str) -> None:
     print(f"\n=== {name} ===", flush=True)
-
-
-def policy_fingerprint(config: Config) -> str:
-    """A hash of everything that determines the PPO policy of Phase 2.
-
-    The data, both models and schedules, the KD objective (the env distils the snapshot
-    students with it), the rl section (less Phase 3's ``greedy`` and ``static_baselines``), the
-    warm start's bytes and the seed; not where the data lives or how progress is shown.
-    """
-    return fingerprint(
-        config,
-        ("data", "teacher", "student", "teacher_schedule", "student_schedule", "distill", "rl"),
-        {"warm_start": file_digest(config.meta.warm_start), "seed": config.runtime.seed},
-        drop={"rl": ("greedy", "static_baselines")},
-    )
 
 
 def resume_keys(config: Config) -> dict[str, Any]:
@@ -219,111 +198,6 @@ def check_inputs_and_checkpoints(
         latest_checkpoint(run_dir.checkpoints / "policy")
 
 
-def learn_policy(
-    config: Config,
-    run_dir: RunDirectory,
-    datasets: DetectionDatasets,
-    teacher: PyramidDetector,
-    resume: bool,
-    teacher_checkpoint: Path | None = None,
-    snapshot_dir: Path | None = None,
-    on_iteration: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Phase 2: snapshot pool, PPO (warm-started if configured); saves the policy's weights.
-
-    The PPO checkpoint (``<out>/checkpoints/policy``) and ``policy_weights.pt`` record
-    ``policy_fingerprint(config)``; with ``resume`` PPO continues only a checkpoint with the
-    same fingerprint, otherwise it starts over.
-
-    While PPO learns, every iteration's return, learner statistics (policy and value loss,
-    entropy, KL), selection rates and the env's value signal go to TensorBoard
-    (``<out>/tensorboard/policy``, tags ``policy/...``) and ``<out>/policy_learning.json``
-    (``PolicyLearningLog``); at the end the record is completed and the learning curves are
-    drawn to ``<out>/plots/policy_learning.png``.
-
-    Args:
-        teacher_checkpoint: the frozen teacher the env loads (default ``<out>/checkpoints/teacher.pt``).
-        snapshot_dir: where the snapshot pool lives (default ``<out>/checkpoints/snapshots``;
-            a sweep shares one pool between its RL trials).
-        on_iteration: called with each PPO iteration's summary (e.g. to report it to Ray Tune).
-
-    Returns the learning record: history, time, extra FLOPs of learning, weights path and, with a
-    warm start and ``meta.compare_scratch``, the scratch curve.
-    """
-
-    progress = config.runtime.progress
-    snapshot_dir = snapshot_dir or run_dir.checkpoints / "snapshots"
-    teacher_checkpoint = teacher_checkpoint or run_dir.checkpoints / "teacher.pt"
-    build_snapshot_pool(config, datasets, teacher, snapshot_dir, progress)
-    env_config = {
-        "config": config_to_dict(config),
-        "teacher_checkpoint": str(teacher_checkpoint),
-        "snapshot_dir": str(snapshot_dir),
-        "seed": config.runtime.seed,
-    }
-    ensure_ray()
-    warm_start = Path(config.meta.warm_start) if config.meta.warm_start else None
-    fingerprint = policy_fingerprint(config)
-    start = time.perf_counter()
-    learning_log = PolicyLearningLog(
-        run_dir.path / POLICY_LEARNING_FILE, run_dir.tensorboard / "policy"
-    )
-    try:
-        algo, history = train_policy(
-            config,
-            env_config,
-            config.rl.iterations,
-            run_dir.checkpoints / "policy",
-            warm_start=warm_start,
-            resume=resume,
-            progress=progress,
-            on_iteration=on_iteration,
-            fingerprint=fingerprint,
-            on_history=learning_log,
-        )
-    finally:
-        learning_log.close()
-    try:
-        weights_path = save_weights_file(
-            run_dir.checkpoints / "policy_weights.pt",
-            module_state(algo),
-            obs_dim=observation_dim(datasets.num_classes),
-            hidden_sizes=config.rl.hidden_sizes,
-            policy_head=config.rl.policy_head,
-            metadata={
-                "iterations": len(history),
-                "warm_start": str(warm_start or ""),
-                "policy_fingerprint": fingerprint,
-            },
-        )
-    finally:
-        algo.stop()
-    record: dict[str, Any] = {
-        "history": history,
-        "learning_time_s": sum(h.get("time_s", 0.0) for h in history)
-        or time.perf_counter() - start,
-        "weights": str(weights_path),
-        "warm_start": str(warm_start or ""),
-    }
-    last = history[-1] if history else {}
-    # what the reward signal costs per decision on top of the student updates themselves
-    signal = (
-        "value_gflops_per_decision"
-        if config.rl.reward == "value"
-        else "gap_eval_gflops_per_decision"
-    )
-    record["reward_signal_gflops_per_decision"] = last.get(
-        f"level_selection_env/{signal}", float("nan")
-    )
-    if warm_start is not None and config.meta.compare_scratch:
-        record["scratch_curve"] = adaptation_curve(config, env_config, None, config.rl.iterations)
-    write_json(run_dir.path / POLICY_LEARNING_FILE, record)
-    policy_learning_plot(
-        [policy_scalars(summary) for summary in history], run_dir.plots / "policy_learning.png"
-    )
-    return record
-
-
 def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str]]:
     """(method name, level spec) of every Phase-3 run; the policy's spec is 'policy'.
 
@@ -340,14 +214,6 @@ def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str
     if config.experiment.headroom_report:
         runs.append((ORACLE_METHOD, ORACLE_SPEC))
     return list(dict.fromkeys(runs))
-
-
-def _image_regimes(datasets: DetectionDatasets) -> dict[int, str] | None:
-    """Image id -> scale regime of the training images (embedded data only), else None."""
-    try:
-        return image_regimes(datasets.train.annotation_file)
-    except DataError:
-        return None
 
 
 def oracle_selector(config: Config, datasets: DetectionDatasets) -> RegimeTableLevels:
@@ -402,7 +268,7 @@ def policy_step_hook(
         student_dir.path / "decisions.jsonl",
         datasets.train.class_names,
         steps,
-        _image_regimes(datasets),
+        image_regimes_of(datasets),
     )
 
     def on_step(
@@ -635,7 +501,17 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     writer.close()
     rows = summarise_methods(runs)
     controls = verification_controls(config, datasets, run_dir, rows, weights, teacher)
+    verdict = learning["verdict"]
     extra = {
+        "phase2_verdict": verdict["status"],
+        "phase2_heldout_score": verdict["heldout_score"],
+        "phase2_static_score": verdict["static_score"],
+        "phase2_static_subset": verdict["static_subset"],
+        "phase2_predictor_score": verdict["predictor_score"],
+        "phase2_entropy": verdict["entropy"],
+        "phase2_learner": learning["learner"],
+        "phase2_ppo_decisions": learning["ppo_decisions"],
+        "phase2_decisions_per_value_gflop": learning["decisions_per_value_gflop"],
         "teacher_AP": teacher_metrics["AP"],
         "policy_kd_flops_fraction": policy_fraction,
         "kd_gflops_all_levels": all_flops / 1e9,
@@ -649,9 +525,20 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
         "policy_learning_curve": [h.get("episode_return_mean") for h in learning["history"]],
         "scratch_curve": learning.get("scratch_curve"),
         "heatmap_counts": heatmaps,
+        "phase2": {
+            "verdict": verdict,
+            "heldout": learning.get("heldout", {}),
+            "decision_bank": learning.get("decision_bank", {}),
+        },
         **controls,
     }
-    write_report(run_dir.path, "RL-PyramidKD: policy vs baselines", rows, extra)
+    write_report(
+        run_dir.path,
+        "RL-PyramidKD: policy vs baselines",
+        rows,
+        extra,
+        preamble=phase2_report_lines(learning),
+    )
     policy_row = next(r for r in rows if r["method"] == POLICY_METHOD)
     run_dir.write_metrics(
         {

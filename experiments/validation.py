@@ -1,5 +1,5 @@
 """Names in a config that must come from a registry: KD losses, search methods, level specs,
-dataset regimes, ResNet depths and KD-loss parameters.
+dataset regimes, ResNet depths, rewards and KD-loss parameters.
 
 ``rlpkd.config`` checks types and ranges without importing the rest of the package; this module
 sits above the registries and finishes the job, so a wrong name fails at load (with the valid
@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 
+from envs.rewards import REWARDS
 from rlpkd.config import Config
 from rlpkd.data.synthetic import REGIMES
 from rlpkd.distill.losses import KD_LOSSES
@@ -78,6 +79,12 @@ def validate_config_names(config: Config, source: str = "config") -> None:
         _check_level_specs(key, specs, source)
     _check_names("sweep.nas_methods", config.sweep.nas_methods, search_method_names(), source)
     _check_name("data.regime", config.data.regime, REGIMES, source)
+    _check_name("rl.reward", config.rl.reward, REWARDS.names(), source)
+    if config.rl.learner == "bank" and not REWARDS.get(config.rl.reward).full_information:
+        raise ConfigError(
+            f"{source}: 'rl.learner' is 'bank', which needs the reward of every subset; "
+            f"rl.reward {config.rl.reward!r} gives only the chosen one's: set rl.learner: live"
+        )
     _check_names("meta.regimes", config.meta.regimes, REGIMES, source)
     depths = sorted(RESNET_LAYERS)
     _check_name("teacher.depth", config.teacher.depth, depths, source)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.rl_pipeline import learn_policy
+from experiments.policy_learning import learn_policy
 from policies.reptile import iterations_to_fraction
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config, config_from_dict, config_to_dict

@@ -25,6 +25,7 @@ from rlpkd.levels import LEVELS
 from rlpkd.rundir import write_json
 from rlpkd.viz.policy_learning import (
     ENTROPY_TAG,
+    HELDOUT_SCORE_TAG,
     KL_TAG,
     POLICY_LOSS_TAG,
     POLICY_TAG_PREFIX,
@@ -55,6 +56,13 @@ SUMMARY_TAGS: dict[str, str] = {
         f"{SELECTION_METRICS}/rate_{level}": tag
         for level, tag in zip(LEVELS, SELECTION_RATE_TAGS, strict=True)
     },
+    "heldout_score": HELDOUT_SCORE_TAG,
+    "heldout_static_score": "policy/heldout_static_score",
+    "heldout_predictor_score": "policy/heldout_predictor_score",
+    "heldout_entropy": "policy/heldout_entropy",
+    "heldout_share_off_most_common": "policy/heldout_share_off_most_common",
+    "heldout_static_agreement": "policy/heldout_static_agreement",
+    "heldout_score_minus_static": "policy/heldout_score_minus_static",
     f"{SELECTION_METRICS}/levels_per_decision": "policy/levels_per_decision",
     f"{SELECTION_METRICS}/reward_per_decision": "policy/reward_per_decision",
     "time_s": "policy/iteration_time_s",

@@ -32,7 +32,8 @@ from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN, LEA
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 from tqdm.auto import tqdm
 
-from envs.registration import ENV_NAME, register_envs
+from envs.bank_bandit_env import BANK_EPISODE_STEPS, BANK_SLOTS
+from envs.registration import BANK_ENV_NAME, ENV_NAME, register_envs
 from policies.level_policy_module import SHARED_MODULE_ID, LevelSelectionModule
 from policies.weights import load_module_weights, read_weights_file
 from rlpkd.config import Config
@@ -99,8 +100,13 @@ def level_module_spec(config: Config) -> MultiRLModuleSpec:
     )
 
 
-def _episodes_per_iteration(config: Config) -> int:
-    decisions_per_episode = max(1, config.rl.slots * config.rl.episode_steps)
+def _episodes_per_iteration(config: Config, env_config: dict[str, Any], env_name: str) -> int:
+    if env_name == BANK_ENV_NAME:
+        slots = int(env_config.get("slots", BANK_SLOTS))
+        steps = int(env_config.get("episode_steps", BANK_EPISODE_STEPS))
+    else:
+        slots, steps = config.rl.slots, config.rl.episode_steps
+    decisions_per_episode = max(1, slots * steps)
     return max(1, math.ceil(config.rl.train_batch_size / decisions_per_episode))
 
 
@@ -144,7 +150,9 @@ def build_ppo_config(
             entropy_coeff=rl.entropy_coeff,
         )
         .callbacks(SelectionMetricsCallback)
-        .reporting(metrics_num_episodes_for_smoothing=_episodes_per_iteration(config))
+        .reporting(
+            metrics_num_episodes_for_smoothing=_episodes_per_iteration(config, env_config, env_name)
+        )
         .debugging(seed=seed, log_level="ERROR")
     )
 
@@ -250,7 +258,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def _register_env(env_name: str) -> None:
-    if env_name == ENV_NAME:
+    if env_name in (ENV_NAME, BANK_ENV_NAME):
         register_envs()
 
 
@@ -394,6 +402,7 @@ def train_policy(
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     fingerprint: str = "",
     on_history: Callable[[list[dict[str, Any]]], None] | None = None,
+    evaluate: Callable[[Algorithm], dict[str, Any]] | None = None,
 ) -> tuple[Algorithm, list[dict[str, Any]]]:
     """Phase 2: PPO for ``iterations`` iterations, checkpointing after each one.
 
@@ -415,6 +424,8 @@ def train_policy(
         on_history: Called with the whole history (iterations done before a resume included;
             ``[]`` when PPO starts over) once before the first new iteration and again after
             each one (e.g. ``policies.learning_log.PolicyLearningLog``).
+        evaluate: Called with the algorithm after each iteration; what it returns joins the
+            iteration's summary (e.g. the held-out score, ``policies.heldout_score``).
 
     Returns:
         The algorithm (the caller stops it) and the per-iteration history (``iteration_summary``
@@ -436,6 +447,7 @@ def train_policy(
             on_iteration,
             fingerprint,
             on_history,
+            evaluate,
         )
     except BaseException:
         algo.stop()
@@ -483,6 +495,7 @@ def _train_iterations(
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     fingerprint: str = "",
     on_history: Callable[[list[dict[str, Any]]], None] | None = None,
+    evaluate: Callable[[Algorithm], dict[str, Any]] | None = None,
 ) -> None:
     """PPO iterations until ``algo.iteration == iterations``, a checkpoint after each."""
     bar = tqdm(
@@ -501,6 +514,8 @@ def _train_iterations(
             summary: dict[str, Any] = iteration_summary(result)
             summary["iteration"] = algo.iteration
             summary["time_s"] = time.perf_counter() - start
+            if evaluate is not None:
+                summary |= evaluate(algo)
             history.append(summary)
             _save_checkpoint(algo, checkpoint_dir, history, fingerprint)
             if on_history is not None:
@@ -508,9 +523,12 @@ def _train_iterations(
             if on_iteration is not None:
                 on_iteration(summary)
             bar.update(1)
-            bar.set_postfix(
-                ret=f"{summary['episode_return_mean']:.3g}",
-                levels=f"{summary.get(f'{SELECTION_METRICS}/levels_per_decision', float('nan')):.2f}",
-            )
+            postfix = {
+                "ret": f"{summary['episode_return_mean']:.3g}",
+                "levels": f"{summary.get(f'{SELECTION_METRICS}/levels_per_decision', float('nan')):.2f}",
+            }
+            if "heldout_score" in summary:
+                postfix["score"] = f"{summary['heldout_score']:.3f}"
+            bar.set_postfix(postfix)
     finally:
         bar.close()

@@ -36,6 +36,7 @@ __all__ = [
     "env_runner_module_state",
     "save_weights_file",
     "read_weights_file",
+    "module_from_state",
     "module_from_weights_file",
 ]
 
@@ -195,11 +196,24 @@ def read_weights_file(path: Path) -> WeightsFile:
     )
 
 
+def module_from_state(
+    state: Mapping[str, Any], obs_dim: int, hidden_sizes: Sequence[int], policy_head: str
+) -> LevelSelectionModule:
+    """A stand-alone LevelSelectionModule (eval mode) holding ``state``.
+
+    Raises:
+        CheckpointError: ``state`` does not fit a module of that size and head.
+    """
+    module = build_level_module(obs_dim, hidden_sizes, policy_head)
+    state = to_torch_state(state)
+    _check_compatible(to_torch_state(module.state_dict()), state)
+    module.load_state_dict(state)
+    return module.eval()
+
+
 def module_from_weights_file(path: Path) -> LevelSelectionModule:
     """A stand-alone LevelSelectionModule (eval mode) with the weights stored at ``path``."""
     weights = read_weights_file(path)
-    module = build_level_module(weights.obs_dim, weights.hidden_sizes, weights.policy_head)
-    _check_compatible(to_torch_state(module.state_dict()), weights.state)
-    module.load_state_dict(weights.state)
-    module.eval()
-    return module
+    return module_from_state(
+        weights.state, weights.obs_dim, weights.hidden_sizes, weights.policy_head
+    )

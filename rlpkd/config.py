@@ -226,9 +226,17 @@ class RLConfig:
     """Phase 2: the per-sample level-selection decision process and PPO (DESIGN §5-6)."""
 
     reward: str = "value"
-    """Each decision's reward (``envs.reward``): 'value' = its chosen levels' share of the
+    """Each decision's reward (``envs.rewards``): 'value' = its chosen levels' share of the
     per-(sample, level) value signal v_il (``rlpkd.distill.level_value``), normalised, minus the
     FLOPs price; 'gap_drop' = its normalised all-level KD-gap drop over the update minus the price."""
+    learner: str = "bank"
+    """What PPO learns from: 'bank' = a bandit env over the decision bank (contexts of the live
+    env with the values of all four levels, so the exact reward of whichever subset is chosen;
+    needs a full-information reward, 'value'); 'live' = the live env, one student update per step."""
+    bank_decisions: int = 3072
+    """Decisions the live env contributes to the decision bank (uniformly random subsets)."""
+    bank_heldout_fraction: float = 0.25
+    """Share of the bank's images whose contexts are held out of PPO to measure its learning."""
     lam: float = 0.5
     """λ: weight of the FLOPs penalty kd_flops(levels) / kd_flops(all) in each sample's reward: the
     price of all levels in units of the typical reward of distilling all levels."""
@@ -669,7 +677,10 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "headroom_report": ANY,
     },
     RLConfig: {
-        "reward": one_of("value", "gap_drop"),
+        "reward": ANY,  # a registry name: experiments.validation
+        "learner": one_of("bank", "live"),
+        "bank_decisions": COUNT,
+        "bank_heldout_fraction": Rule(lambda v: 0 < v < 1, "in (0, 1)"),
         "lam": NON_NEGATIVE,
         "heldout_size": COUNT,
         "reward_baseline": one_of("none", "leave_one_out"),

@@ -138,7 +138,7 @@ def test_no_package_imports_the_scripts() -> None:
     [
         ("rlpkd.models.detector", "rlpkd.training.kd_step", True),
         ("rlpkd.training.kd_step", "envs.observation", True),
-        ("envs.reward", "policies.weights", True),
+        ("envs.rewards.value", "policies.weights", True),
         ("policies.ppo_setup", "experiments.rl_pipeline", True),
         ("rlpkd.viz.heatmaps", "rlpkd.report.decision_log", True),
         ("experiments.tune.sweep", "rlpkd.data.build", False),

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.rl_pipeline import learn_policy, policy_selector, policy_step_hook
+from experiments.policy_learning import learn_policy
+from experiments.rl_pipeline import policy_selector, policy_step_hook
 from experiments.search_retrain import search_and_retrain
 from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets

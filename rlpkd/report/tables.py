@@ -14,6 +14,7 @@ from rlpkd.rundir import write_json
 
 __all__ = [
     "REPORT_METRICS",
+    "format_number",
     "mean_std",
     "summarise_methods",
     "format_markdown_table",
@@ -92,14 +93,38 @@ def format_markdown_table(
     return "\n".join(lines)
 
 
-def write_report(out: Path, title: str, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    """``report.json`` (rows + extra) and ``report.md`` (title, table, extra as a list)."""
+def format_number(key: str, value: float | int | str) -> str:
+    """A report value for people: an AP (a key ending in ``AP``, or ``AP_…``) as a percentage
+    with one decimal, other floats to three significant digits (whole numbers from 1,000 on),
+    ints and strings as they are."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if not math.isfinite(value):
+        return "n/a"
+    name = key.rsplit(".", 1)[-1]
+    if name.endswith("AP") or "_AP_" in name or name.startswith("AP_"):
+        return f"{100 * value:.1f}%"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def write_report(
+    out: Path,
+    title: str,
+    rows: list[dict[str, Any]],
+    extra: dict[str, Any],
+    preamble: list[str] | None = None,
+) -> None:
+    """``report.json`` (rows + extra) and ``report.md``: title, ``preamble`` (Markdown lines, e.g.
+    a verdict that must come first), table, and the scalar ``extra`` items as a list
+    (``format_number``; nested values are in the JSON only)."""
     write_json(out / "report.json", {"methods": rows, **extra})
-    lines = [f"# {title}", "", format_markdown_table(rows), ""]
+    lines = [f"# {title}", "", *(preamble or []), format_markdown_table(rows), ""]
     lines.append(
         "AP columns are COCO AP in %, mean ± std over seeds; kd_gflops per training image."
     )
     for key, value in extra.items():
         if isinstance(value, (int, float, str)):
-            lines.append(f"- {key}: {value}")
+            lines.append(f"- {key}: {format_number(key, value)}")
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

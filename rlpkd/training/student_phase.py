@@ -191,10 +191,14 @@ def run_or_reuse_student(
     fingerprint = student_fingerprint(inputs.config, seed, selector_key(selector))
     previous = finished_student_metrics(run_dir, fingerprint)
     if previous is not None:
-        print("    reusing the finished run", flush=True)
+        print(f"{title}: reusing the finished run", flush=True)
         if method is not None:
             previous["method"] = method
         return previous
     metrics = run_student(inputs, selector, seed, run_dir, on_step, method)
-    print(f"    AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}", flush=True)
+    # the title again: students in worker processes finish out of order
+    print(
+        f"{title}: AP = {100 * metrics['AP']:.1f}  kd_gflops = {metrics['kd_gflops']:.3f}",
+        flush=True,
+    )
     return metrics

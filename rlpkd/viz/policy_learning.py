@@ -28,11 +28,14 @@ from rlpkd.levels import LEVELS  # noqa: E402
 __all__ = [
     "POLICY_TAG_PREFIX",
     "RETURN_TAG",
+    "REWARD_PER_DECISION_TAG",
     "POLICY_LOSS_TAG",
     "VALUE_LOSS_TAG",
     "ENTROPY_TAG",
     "KL_TAG",
     "SELECTION_RATE_TAGS",
+    "HELDOUT_SCORE_TAG",
+    "HELDOUT_SCORE_TAGS",
     "value_signal_tags",
     "policy_learning_series",
     "draw_policy_learning",
@@ -41,11 +44,20 @@ __all__ = [
 
 POLICY_TAG_PREFIX = "policy/"
 RETURN_TAG = "policy/return"
+REWARD_PER_DECISION_TAG = "policy/reward_per_decision"
 POLICY_LOSS_TAG = "policy/policy_loss"
 VALUE_LOSS_TAG = "policy/value_loss"
 ENTROPY_TAG = "policy/entropy"
 KL_TAG = "policy/kl"
 SELECTION_RATE_TAGS: tuple[str, ...] = tuple(f"policy/selection_rate_{level}" for level in LEVELS)
+HELDOUT_SCORE_TAG = "policy/heldout_score"
+HELDOUT_SCORE_TAGS: tuple[str, ...] = (
+    HELDOUT_SCORE_TAG,
+    "policy/heldout_static_score",
+    "policy/heldout_predictor_score",
+)
+"""The held-out normalised scores (random 0, oracle 1): the policy's greedy choices, the best
+static subset, the supervised predictor."""
 _VALUE_SIGNAL_PREFIX = "policy/value_"
 
 
@@ -113,13 +125,22 @@ def _finish(axes: plt.Axes, title: str) -> None:
 
 
 def draw_policy_learning(records: Sequence[Mapping[str, Any]], title: str = "") -> plt.Figure:
-    """A 2x3 figure: return; policy loss; value loss; entropy (left) and KL (right axis);
-    selection rate per level; the env's value-signal statistics (``policy/value_*``)."""
+    """A 2x4 figure: return; policy loss; value loss; held-out normalised score (policy, best
+    static subset, predictor); entropy (left) and KL (right axis); selection rate per level; the
+    live env's value-signal statistics (``policy/value_*``, when PPO learnt on the live env)."""
     series = policy_learning_series(records)
-    figure, grid = plt.subplots(2, 3, figsize=(13, 6.5))
-    (ret, policy_loss, value_loss), (entropy, rates, value_signal) = grid
-    _draw(ret, series, RETURN_TAG)
-    _finish(ret, "episode return (mean)")
+    figure, grid = plt.subplots(2, 4, figsize=(17, 6.5))
+    (ret, policy_loss, value_loss, heldout), (entropy, rates, value_signal, unused) = grid
+    unused.axis("off")
+    for tag in HELDOUT_SCORE_TAGS:
+        _draw(heldout, series, tag)
+    _finish(heldout, "held-out normalised score (random 0, oracle 1)")
+    _draw(ret, series, REWARD_PER_DECISION_TAG, color="tab:green")
+    episode = ret.twinx()
+    _draw(episode, series, RETURN_TAG, color="tab:gray", alpha=0.6)
+    _plain_ticks(episode)
+    episode.set_ylabel("episode return (all slots)", fontsize=8, color="tab:gray")
+    _finish(ret, "reward per decision and episode return")
     _draw(policy_loss, series, POLICY_LOSS_TAG)
     _finish(policy_loss, "policy loss")
     _draw(value_loss, series, VALUE_LOSS_TAG)

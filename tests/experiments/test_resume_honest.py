@@ -15,12 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.rl_pipeline import (
-    POLICY_METHOD,
-    check_resume,
-    policy_fingerprint,
-    run_rl_experiment,
-)
+from experiments.policy_learning import policy_fingerprint
+from experiments.rl_pipeline import POLICY_METHOD, check_resume, run_rl_experiment
 from rlpkd.config import load_config, save_config
 from rlpkd.errors import ResumeMismatchError
 from rlpkd.rundir import read_json, write_json
@@ -49,6 +45,7 @@ def _overrides(data_root: Path) -> list[str]:
         "rl.train_batch_size=8",
         "rl.minibatch_size=8",
         "rl.num_epochs=1",
+        "rl.bank_decisions=8",
         "rl.hidden_sizes=[8]",
         "rl.snapshot_fractions=[0.0]",
         "rl.static_baselines=[]",

@@ -36,6 +36,7 @@ def _rl_config(tiny_config):
         num_epochs=1,
         hidden_sizes=[8],
         static_baselines=["P3"],
+        bank_decisions=16,
     )
     return dataclasses.replace(tiny_config, rl=rl)
 
@@ -192,12 +193,22 @@ def _assert_phase2_records(out, iterations):
         ):
             assert isinstance(summary[key], float), (key, summary.get(key))
     assert {"learning_time_s", "weights", "reward_signal_gflops_per_decision"} <= set(learning)
+    # learning measured on held-out contexts after every iteration, and a verdict
+    for summary in history:
+        for key in ("heldout_score", "heldout_static_score", "heldout_predictor_score"):
+            assert isinstance(summary[key], float), (key, summary.get(key))
+    assert learning["learner"] == "bank" and learning["decision_bank"]["contexts"] == 16
+    assert learning["verdict"]["status"] in ("did not learn", "learnt a per-sample choice")
+    report = (out / "report.md").read_text()
+    assert report.index("## Did Phase 2 learn?") < report.index("| method |")
+    assert learning["verdict"]["sentence"] in report
 
     events = EventAccumulator(str(out / "tensorboard" / "policy"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     expected = {"policy/return", "policy/policy_loss", "policy/value_loss", "policy/entropy"}
     expected |= {"policy/kl", *(f"policy/selection_rate_{lv}" for lv in ("P2", "P3", "P4", "P5"))}
+    expected |= {"policy/heldout_score", "policy/heldout_static_score", "policy/heldout_entropy"}
     assert expected <= tags, expected - tags
     for tag in expected:
         assert [e.step for e in events.Scalars(tag)] == list(range(1, iterations + 1)), tag

@@ -29,6 +29,8 @@ from rlpkd.errors import CheckpointError, ConfigError, DataError
         ("student.depth=20", "student.depth", "101"),
         ("meta.student_depths=[18, 19]", "meta.student_depths[1]", "34"),
         ("distill.loss_params={temperature: 2.0}", "distill.loss_params.temperature", "eps"),
+        ("rl.reward=gap", "rl.reward", "gap_drop, value"),
+        ("rl.reward=gap_drop", "rl.learner", "set rl.learner: live"),
     ],
 )
 def test_unknown_name_is_one_line_with_the_valid_names(override, key, valid):

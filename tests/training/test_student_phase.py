@@ -26,12 +26,12 @@ def test_a_finished_student_is_reused_and_another_seed_runs(tiny_config, tmp_pat
     stored = read_json(metrics_file)
     assert first["method"] == stored["method"] == "label" and stored["levels"] == "P3"
     assert stored["student_fingerprint"] == first["student_fingerprint"]
-    assert "AP = " in capsys.readouterr().out
+    assert "[test] P3: AP = " in capsys.readouterr().out  # the line names its student
 
     mtime = metrics_file.stat().st_mtime_ns
     again = run_or_reuse_student(inputs, selector, 0, run_dir, "[test] P3", method="label")
     assert again == stored and metrics_file.stat().st_mtime_ns == mtime
-    assert "reusing the finished run" in capsys.readouterr().out
+    assert "[test] P3: reusing the finished run" in capsys.readouterr().out
 
     other = run_or_reuse_student(inputs, selector, 1, run_dir, "[test] P3 seed 1")
     assert other["seed"] == read_json(metrics_file)["seed"] == 1

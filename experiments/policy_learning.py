@@ -1,0 +1,336 @@
+"""Phase 2 of ``train_rl``: learn the level policy and measure whether it learnt (DESIGN §5-6).
+
+In order:
+
+1. the snapshot pool (``envs.snapshots``): the stages of an all-level run episodes start from;
+2. the decision bank (``envs.decision_bank``): the live env, driven with random subsets, keeps
+   each decision's context and the values of all four levels; split by image into training and
+   held-out contexts;
+3. the yardsticks on the held-out contexts (``policies.heldout_score``): random, oracle, the best
+   static subset, a supervised predictor of the values from the observation;
+4. PPO through RLlib (``policies.ppo_setup.train_policy``): on the bank (``rl.learner: bank``, the
+   exact reward of whichever subset is chosen) or on the live env (``live``), the value unit fixed
+   from the bank either way; after every iteration the policy's held-out score;
+5. the policy's weights, the learning record and its verdict (``rlpkd.report.learning_verdict``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray.rllib.algorithms.algorithm import Algorithm
+
+from envs.bank_bandit_env import BANK_EPISODE_STEPS, BANK_SLOTS
+from envs.decision_bank import (
+    DecisionBank,
+    collect_decision_bank,
+    decision_bank_fingerprint,
+    decision_bank_path,
+    split_by_image,
+)
+from envs.level_selection_env import LevelSelectionEnv
+from envs.observation import observation_dim
+from envs.registration import BANK_ENV_NAME, ENV_NAME
+from envs.snapshots import build_snapshot_pool
+from policies.heldout_score import HeldOutScorer
+from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
+from policies.ppo_setup import ensure_ray, train_policy
+from policies.reptile import adaptation_curve
+from policies.weights import module_from_state, module_state, save_weights_file
+from rlpkd.config import Config, config_to_dict
+from rlpkd.data.build import DetectionDatasets
+from rlpkd.data.synthetic import image_regimes
+from rlpkd.errors import DataError
+from rlpkd.fingerprint import file_digest, fingerprint
+from rlpkd.models.detector import PyramidDetector
+from rlpkd.report.learning_verdict import phase2_verdict
+from rlpkd.rundir import RunDirectory, write_json
+from rlpkd.viz.policy_learning import policy_learning_plot
+
+__all__ = [
+    "policy_fingerprint",
+    "image_regimes_of",
+    "decision_bank_for",
+    "PolicyEnvironment",
+    "policy_environment",
+    "learn_policy",
+]
+
+
+def policy_fingerprint(config: Config) -> str:
+    """A hash of everything that determines the PPO policy of Phase 2.
+
+    The data, both models and schedules, the KD objective (the env distils the snapshot
+    students with it), the rl section (less Phase 3's ``greedy`` and ``static_baselines``), the
+    warm start's bytes and the seed; not where the data lives or how progress is shown.
+    """
+    return fingerprint(
+        config,
+        ("data", "teacher", "student", "teacher_schedule", "student_schedule", "distill", "rl"),
+        {"warm_start": file_digest(config.meta.warm_start), "seed": config.runtime.seed},
+        drop={"rl": ("greedy", "static_baselines")},
+    )
+
+
+def image_regimes_of(datasets: DetectionDatasets) -> dict[int, str] | None:
+    """Image id -> scale regime of the training images (embedded data only), else None."""
+    try:
+        return image_regimes(datasets.train.annotation_file)
+    except DataError:
+        return None
+
+
+def decision_bank_for(
+    config: Config, teacher_checkpoint: Path, snapshot_dir: Path, progress: bool = True
+) -> tuple[DecisionBank, Path]:
+    """The decision bank of ``config`` (``rl.bank_decisions`` contexts), collected from the live
+    env with the value reward (whatever ``rl.reward`` is: the bank is the yardstick) and kept in
+    ``snapshot_dir``, or read back from there when its fingerprint matches."""
+    bank_fingerprint = decision_bank_fingerprint(config, teacher_checkpoint)
+    path = decision_bank_path(snapshot_dir, bank_fingerprint)
+    if path.is_file():
+        print(f"decision bank: reusing {path}", flush=True)
+        return DecisionBank.load(path), path
+    env = LevelSelectionEnv(
+        {
+            "config": config_to_dict(config),
+            "teacher_checkpoint": str(teacher_checkpoint),
+            "snapshot_dir": str(snapshot_dir),
+            "seed": config.runtime.seed,
+            "reward": "value",
+        }
+    )
+    bank = collect_decision_bank(env, config.rl.bank_decisions, config.runtime.seed, progress)
+    bank.metadata["fingerprint"] = bank_fingerprint
+    bank.save(path)
+    return bank, path
+
+
+class PolicyEnvironment:
+    """What PPO learns from (env name and config) and the held-out scorer that watches it."""
+
+    def __init__(
+        self,
+        env_name: str,
+        env_config: dict[str, Any],
+        scorer: HeldOutScorer,
+        bank: DecisionBank,
+        bank_path: Path,
+        value_unit: float,
+        heldout_images: list[int],
+    ) -> None:
+        self.env_name = env_name
+        self.env_config = env_config
+        self.scorer = scorer
+        self.bank = bank
+        self.bank_path = bank_path
+        self.value_unit = value_unit
+        self.heldout_images = heldout_images
+
+    def evaluator(self, config: Config, obs_dim: int) -> Callable[[Algorithm], dict[str, Any]]:
+        """``train_policy``'s ``evaluate``: the trained weights' held-out numbers."""
+        rl = config.rl
+
+        def evaluate(algo: Algorithm) -> dict[str, Any]:
+            module = module_from_state(module_state(algo), obs_dim, rl.hidden_sizes, rl.policy_head)
+            return self.scorer.score(module)
+
+        return evaluate
+
+    def bank_record(self) -> dict[str, Any]:
+        """The bank's facts for the learning record."""
+        meta = self.bank.metadata
+        return {
+            "path": str(self.bank_path),
+            "contexts": len(self.bank),
+            "images": int(len(set(self.bank.image_ids.tolist()))),
+            "heldout_images": len(self.heldout_images),
+            "value_unit": self.value_unit,
+            "collection_time_s": meta.get("collection_time_s", float("nan")),
+            "value_gflops": meta.get("value_gflops", float("nan")),
+        }
+
+
+def policy_environment(
+    config: Config,
+    datasets: DetectionDatasets,
+    teacher_checkpoint: Path,
+    snapshot_dir: Path,
+    progress: bool = True,
+) -> PolicyEnvironment:
+    """Steps 2-3 of Phase 2: the bank, its split by image, the fixed value unit (the training
+    contexts' ``s``), the held-out scorer, and the env PPO learns from (``rl.learner``)."""
+    rl = config.rl
+    bank, bank_path = decision_bank_for(config, teacher_checkpoint, snapshot_dir, progress)
+    split = split_by_image(bank, rl.bank_heldout_fraction, config.runtime.seed)
+    unit = split.train.value_unit()
+    scorer = HeldOutScorer.from_split(
+        split, rl.lam, unit, image_regimes_of(datasets), config.runtime.seed
+    )
+    heldout_images = [int(i) for i in split.heldout_images]
+    if rl.learner == "bank":
+        env_name = BANK_ENV_NAME
+        # whole episodes within an iteration, so that every iteration reports a return
+        slots = max(1, min(BANK_SLOTS, rl.train_batch_size))
+        env_config: dict[str, Any] = {
+            "slots": slots,
+            "episode_steps": max(1, min(BANK_EPISODE_STEPS, rl.train_batch_size // slots)),
+            "bank_file": str(bank_path),
+            "heldout_images": heldout_images,
+            "lam": rl.lam,
+            "value_unit": unit,
+            "seed": config.runtime.seed,
+        }
+    else:
+        env_name = ENV_NAME
+        env_config = {
+            "config": config_to_dict(config),
+            "teacher_checkpoint": str(teacher_checkpoint),
+            "snapshot_dir": str(snapshot_dir),
+            "seed": config.runtime.seed,
+            "value_unit": unit,
+        }
+    return PolicyEnvironment(env_name, env_config, scorer, bank, bank_path, unit, heldout_images)
+
+
+def _print_references(references: dict[str, Any]) -> None:
+    print(
+        f"held-out contexts: {references['heldout_contexts']} from "
+        f"{references['heldout_images']} images; normalised score of the best static subset "
+        f"({references['static_subset']}) {references['static_score']:.3f}, of the predictor "
+        f"{references['predictor_score']:.3f} (random 0, oracle 1)",
+        flush=True,
+    )
+
+
+def learn_policy(
+    config: Config,
+    run_dir: RunDirectory,
+    datasets: DetectionDatasets,
+    teacher: PyramidDetector,
+    resume: bool,
+    teacher_checkpoint: Path | None = None,
+    snapshot_dir: Path | None = None,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Phase 2 (module docstring); saves the policy's weights and returns the learning record.
+
+    The PPO checkpoint (``<out>/checkpoints/policy``) and ``policy_weights.pt`` record
+    ``policy_fingerprint(config)``; with ``resume`` PPO continues only a checkpoint with the
+    same fingerprint, otherwise it starts over.
+
+    Every iteration's return, learner statistics (policy and value loss, entropy, KL), selection
+    rates, held-out score and the live env's value signal go to TensorBoard
+    (``<out>/tensorboard/policy``, tags ``policy/...``) and ``<out>/policy_learning.json``
+    (``PolicyLearningLog``); at the end the record gets the yardsticks, the bank's facts and the
+    verdict, and the learning curves are drawn to ``<out>/plots/policy_learning.png``.
+
+    Args:
+        teacher_checkpoint: the frozen teacher the env loads (default ``<out>/checkpoints/teacher.pt``).
+        snapshot_dir: where the snapshot pool and decision banks live (default
+            ``<out>/checkpoints/snapshots``; a sweep shares one between its RL trials).
+        on_iteration: called with each PPO iteration's summary (e.g. to report it to Ray Tune).
+    """
+    progress = config.runtime.progress
+    snapshot_dir = snapshot_dir or run_dir.checkpoints / "snapshots"
+    teacher_checkpoint = teacher_checkpoint or run_dir.checkpoints / "teacher.pt"
+    build_snapshot_pool(config, datasets, teacher, snapshot_dir, progress)
+    environment = policy_environment(config, datasets, teacher_checkpoint, snapshot_dir, progress)
+    references = environment.scorer.references()
+    _print_references(references)
+    ensure_ray()
+    warm_start = Path(config.meta.warm_start) if config.meta.warm_start else None
+    policy_print = policy_fingerprint(config)
+    obs_dim = observation_dim(datasets.num_classes)
+    start = time.perf_counter()
+    learning_log = PolicyLearningLog(
+        run_dir.path / POLICY_LEARNING_FILE, run_dir.tensorboard / "policy"
+    )
+    try:
+        algo, history = train_policy(
+            config,
+            environment.env_config,
+            config.rl.iterations,
+            run_dir.checkpoints / "policy",
+            warm_start=warm_start,
+            resume=resume,
+            progress=progress,
+            env_name=environment.env_name,
+            on_iteration=on_iteration,
+            fingerprint=policy_print,
+            on_history=learning_log,
+            evaluate=environment.evaluator(config, obs_dim),
+        )
+    finally:
+        learning_log.close()
+    try:
+        weights_path = save_weights_file(
+            run_dir.checkpoints / "policy_weights.pt",
+            module_state(algo),
+            obs_dim=obs_dim,
+            hidden_sizes=config.rl.hidden_sizes,
+            policy_head=config.rl.policy_head,
+            metadata={
+                "iterations": len(history),
+                "warm_start": str(warm_start or ""),
+                "policy_fingerprint": policy_print,
+                "learner": config.rl.learner,
+            },
+        )
+    finally:
+        algo.stop()
+    record = _learning_record(config, environment, references, history, start)
+    record |= {"weights": str(weights_path), "warm_start": str(warm_start or "")}
+    if warm_start is not None and config.meta.compare_scratch:
+        record["scratch_curve"] = adaptation_curve(
+            config, environment.env_config, None, config.rl.iterations, environment.env_name
+        )
+    write_json(run_dir.path / POLICY_LEARNING_FILE, record)
+    policy_learning_plot(
+        [policy_scalars(summary) for summary in history], run_dir.plots / "policy_learning.png"
+    )
+    print(record["verdict"]["sentence"], flush=True)
+    return record
+
+
+def _learning_record(
+    config: Config,
+    environment: PolicyEnvironment,
+    references: dict[str, Any],
+    history: list[dict[str, Any]],
+    start: float,
+) -> dict[str, Any]:
+    """What Phase 2 learnt and what it cost: history, yardsticks, bank, decisions per value
+    GFLOP, verdict."""
+    last = history[-1] if history else {}
+    learning_time = sum(h.get("time_s", 0.0) for h in history) or time.perf_counter() - start
+    bank = environment.bank_record()
+    # the env counts every decision it served since it was made (this process's iterations)
+    decisions = float(
+        last.get("level_selection_env/decisions", config.rl.train_batch_size * len(history))
+    )
+    if config.rl.learner == "bank":
+        signal_gflops = bank["value_gflops"]
+        signal_per_decision = signal_gflops / decisions if decisions else float("nan")
+    else:
+        signal_per_decision = last.get(
+            "level_selection_env/reward_signal_gflops_per_decision", float("nan")
+        )
+    return {
+        "learner": config.rl.learner,
+        "reward": config.rl.reward,
+        "history": history,
+        "learning_time_s": learning_time,
+        "ppo_decisions": decisions,
+        "reward_signal_gflops_per_decision": signal_per_decision,
+        "decisions_per_value_gflop": 1.0 / signal_per_decision
+        if signal_per_decision and signal_per_decision > 0
+        else float("nan"),
+        "decision_bank": bank,
+        "heldout": references,
+        "final": {k: v for k, v in last.items() if k.startswith(("heldout_", "learner/"))},
+        "verdict": phase2_verdict(last, references),
+    }

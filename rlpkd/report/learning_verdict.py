@@ -1,0 +1,167 @@
+"""Did Phase 2 learn? A verdict from the policy's own statistics and its held-out score.
+
+A policy that learnt nothing still has a greedy argmax: tiny logit differences of a near-uniform
+network pick one subset for every sample. Reporting that as "the policy's choice" presents noise
+as a finding. The verdict therefore comes first in every report and reads:
+
+- **did not learn** when the policy's entropy is at least ``UNTRAINED_ENTROPY_SHARE`` of ln 16
+  (near uniform), or when its held-out score is not above the best static subset's (the 95%
+  bootstrap interval of the difference reaches 0): it learnt nothing a static choice does not
+  give. What Phase 3 then distils is named for what it is, never "the policy's choice".
+- **learnt a per-sample choice** otherwise, with the score against the static subset and the
+  supervised predictor (the observation's ceiling) and how per-sample the choices are.
+
+Where the predictor is not above the static subset either, the observation shows no per-sample
+structure, and the verdict says that a static (or near-uniform) policy is the right answer there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "MAX_ENTROPY",
+    "UNTRAINED_ENTROPY_SHARE",
+    "NO_STRUCTURE_MARGIN",
+    "LEARNT",
+    "DID_NOT_LEARN",
+    "phase2_verdict",
+    "phase2_report_lines",
+]
+
+MAX_ENTROPY = math.log(16)
+"""The entropy of a uniform policy over the 16 subsets (nats)."""
+UNTRAINED_ENTROPY_SHARE = 0.95
+"""A final entropy at or above this share of ``MAX_ENTROPY`` is an untrained policy."""
+NO_STRUCTURE_MARGIN = 0.02
+"""A predictor within this much normalised score of the static subset finds no per-sample
+structure in the observation."""
+LEARNT = "learnt a per-sample choice"
+DID_NOT_LEARN = "did not learn"
+
+
+def _number(summary: Mapping[str, Any], key: str) -> float:
+    value = summary.get(key)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def phase2_verdict(last: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict on Phase 2 from its last iteration's summary (PPO's ``learner/entropy`` and
+    the ``heldout_*`` numbers of ``HeldOutScorer.score``) and the scorer's ``references``.
+
+    Returns ``status`` (``LEARNT`` or ``DID_NOT_LEARN``), ``reasons`` (why not, empty when it
+    learnt), ``observation_has_structure`` (predictor above static), the numbers it used and
+    ``sentence``: the report's opening paragraph (Markdown).
+    """
+    entropy = _number(last, "learner/entropy")
+    if math.isnan(entropy):
+        entropy = _number(last, "heldout_entropy")
+    score = _number(last, "heldout_score")
+    static = _number(references, "static_score")
+    predictor = _number(references, "predictor_score")
+    low = _number(last, "heldout_score_minus_static_low")
+    high = _number(last, "heldout_score_minus_static_high")
+    difference = _number(last, "heldout_score_minus_static")
+    share_off = _number(last, "heldout_share_off_most_common")
+    agreement = _number(last, "heldout_static_agreement")
+    mi, bias = (
+        _number(last, "heldout_subset_regime_mi_bits"),
+        _number(last, "heldout_subset_regime_mi_bias_bits"),
+    )
+    static_name = str(references.get("static_subset", "?"))
+    entropy_share = entropy / MAX_ENTROPY
+    reasons = []
+    if not entropy_share < UNTRAINED_ENTROPY_SHARE:
+        reasons.append(
+            f"its entropy {entropy:.3g} is {100 * entropy_share:.0f}% of ln 16 = "
+            f"{MAX_ENTROPY:.3g} (near uniform)"
+        )
+    if not low > 0:
+        reasons.append(
+            f"its held-out score {score:.3f} is not above the best static subset's "
+            f"{static:.3f} ({static_name}): difference {difference:+.3f}, 95% CI "
+            f"[{low:+.3f}, {high:+.3f}]"
+        )
+    structure = predictor > static + NO_STRUCTURE_MARGIN
+    status = DID_NOT_LEARN if reasons else LEARNT
+    per_sample = f"its greedy subset differs from its most common one on {100 * share_off:.1f}% of held-out contexts"
+    if not math.isnan(mi):
+        per_sample += f"; I(subset; regime) = {mi:.3f} bits (plug-in bias {bias:.3f})"
+    ceiling = (
+        f"The supervised predictor of the values from the observation (the observation's "
+        f"ceiling) scores {predictor:.3f}"
+        + (
+            "."
+            if structure
+            else ", no more than the static subset: the observation shows no per-sample "
+            "structure to learn, so a static choice is the right answer here."
+        )
+    )
+    if status == DID_NOT_LEARN:
+        sentence = (
+            f"**Phase 2 did not learn a per-sample choice**: {'; '.join(reasons)}. "
+            f"Its greedy subset equals the best static subset ({static_name}) on "
+            f"{100 * agreement:.1f}% of held-out contexts and {per_sample}. Phase 3's "
+            "`rl-policy` student follows that greedy argmax; read it as a static subset, not "
+            f"as a learnt choice. {ceiling}"
+        )
+    else:
+        sentence = (
+            f"**Phase 2 learnt a per-sample choice**: held-out normalised score {score:.3f} "
+            f"(random 0, oracle 1) against {static:.3f} for the best static subset "
+            f"({static_name}), difference {difference:+.3f} (95% CI [{low:+.3f}, {high:+.3f}]); "
+            f"entropy {entropy:.3g} ({100 * entropy_share:.0f}% of ln 16); {per_sample}. "
+            f"{ceiling}"
+        )
+    return {
+        "status": status,
+        "reasons": reasons,
+        "observation_has_structure": bool(structure),
+        "entropy": entropy,
+        "entropy_share_of_max": entropy_share,
+        "heldout_score": score,
+        "static_score": static,
+        "static_subset": static_name,
+        "predictor_score": predictor,
+        "score_minus_static": difference,
+        "score_minus_static_ci": [low, high],
+        "share_off_most_common": share_off,
+        "subset_regime_mi_bits": mi,
+        "sentence": sentence,
+    }
+
+
+def phase2_report_lines(learning: Mapping[str, Any]) -> list[str]:
+    """The report's opening section (Markdown lines) from Phase 2's learning record: the
+    verdict, the held-out scores side by side and what PPO learnt from."""
+    verdict = learning["verdict"]
+    references = learning.get("heldout", {})
+    bank = learning.get("decision_bank", {})
+    lines = ["## Did Phase 2 learn?", "", verdict["sentence"], ""]
+    lines += ["| held-out contexts | normalised score |", "|---|---|"]
+    lines += [
+        "| uniformly random subset | 0 |",
+        f"| best static subset ({verdict['static_subset']}, chosen on training contexts) | "
+        f"{verdict['static_score']:.3f} |",
+        f"| predictor of the values from the observation | {verdict['predictor_score']:.3f} |",
+        f"| policy (greedy) | {verdict['heldout_score']:.3f} |",
+        "| oracle (each context's best subset) | 1 |",
+        "",
+    ]
+    if bank:
+        lines.append(
+            f"PPO ({learning.get('learner', '?')} learner) made {learning.get('ppo_decisions', 0):,.0f}"
+            f" decisions; the decision bank holds {bank.get('contexts', 0):,} contexts of "
+            f"{bank.get('images', 0)} images, {references.get('heldout_contexts', 0):,} of them "
+            f"(from {bank.get('heldout_images', 0)} images) held out; "
+            f"{learning.get('decisions_per_value_gflop', math.nan):.3g} decisions per "
+            f"value-signal GFLOP. Final entropy {verdict['entropy']:.3g} of ln 16 = "
+            f"{MAX_ENTROPY:.3g}."
+        )
+        lines.append("")
+    return lines
