@@ -77,8 +77,9 @@ class LevelSelectionEnv(MultiAgentEnv):
     ``env_config`` keys: ``config`` (plain dict of the resolved Config), ``teacher_checkpoint``
     (a teacher.pt with ``{"model": state_dict}``), ``snapshot_dir`` (where the snapshot pool is
     built or reused), ``seed`` (int), optionally ``lam`` (overrides ``config.rl.lam``),
-    ``reward`` (overrides ``config.rl.reward``) and ``value_unit`` (a fixed unit of the value
-    reward, e.g. the decision bank's; default a running one).
+    ``reward`` (overrides ``config.rl.reward``), ``value_unit`` (a fixed unit of the value
+    reward, e.g. the decision bank's; default a running one) and ``exclude_images`` (image ids
+    the env never trains on, e.g. the decision bank's held-out ones).
 
     The reward object (``self.reward``) decides which training images the env draws from
     (``self.train_set``; the value reward holds its V out) and owns its signal's counters;
@@ -126,6 +127,10 @@ class LevelSelectionEnv(MultiAgentEnv):
             ),
         )
         self.train_set = self.reward.train_set
+        excluded = {int(i) for i in env_config.get("exclude_images", ())}
+        if excluded:  # e.g. the decision bank's held-out and validation images
+            keep = [i for i, image in enumerate(self.train_set.image_ids) if image not in excluded]
+            self.train_set = self.train_set.subset(keep, train=True)
         self.heldout: DetectionBatch | None = getattr(self.reward, "heldout", None)
         self.snapshot_dir = Path(env_config["snapshot_dir"])
         self.snapshots: list[Path] | None = None  # built or found at the first reset

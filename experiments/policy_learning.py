@@ -16,6 +16,7 @@ In order:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,11 +36,16 @@ from envs.level_selection_env import LevelSelectionEnv
 from envs.observation import observation_dim
 from envs.registration import BANK_ENV_NAME, ENV_NAME
 from envs.snapshots import build_snapshot_pool
-from policies.heldout_score import HeldOutScorer
+from policies.heldout_score import HeldOutScorer, greedy_choices, normalised_score
 from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
 from policies.ppo_setup import ensure_ray, train_policy
 from policies.reptile import adaptation_curve
-from policies.weights import module_from_state, module_state, save_weights_file
+from policies.weights import (
+    module_from_state,
+    module_state,
+    read_weights_file,
+    save_weights_file,
+)
 from rlpkd.config import Config, config_to_dict
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.synthetic import image_regimes
@@ -51,6 +57,9 @@ from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.viz.policy_learning import policy_learning_plot
 
 __all__ = [
+    "BEST_WEIGHTS_FILE",
+    "VALIDATION_FRACTION",
+    "BestIteration",
     "policy_fingerprint",
     "image_regimes_of",
     "decision_bank_for",
@@ -109,34 +118,55 @@ def decision_bank_for(
     return bank, path
 
 
+BEST_WEIGHTS_FILE = "best_weights.pt"
+"""In the PPO checkpoint folder: the weights of the iteration ``BestIteration`` selected."""
+VALIDATION_FRACTION = 0.2
+"""Share of the training contexts' images kept out of PPO to choose its iteration (early
+stopping), so that the held-out contexts only ever measure."""
+
+
 class PolicyEnvironment:
-    """What PPO learns from (env name and config) and the held-out scorer that watches it."""
+    """What PPO learns from (env name and config), the held-out scorer that measures it and the
+    validation contexts that choose its iteration."""
 
     def __init__(
         self,
         env_name: str,
         env_config: dict[str, Any],
         scorer: HeldOutScorer,
+        validation: DecisionBank,
         bank: DecisionBank,
         bank_path: Path,
         value_unit: float,
         heldout_images: list[int],
+        lam: float,
     ) -> None:
         self.env_name = env_name
         self.env_config = env_config
         self.scorer = scorer
+        self.validation_observations = validation.observations
+        self.validation_table = validation.reward_table(lam, value_unit)
         self.bank = bank
         self.bank_path = bank_path
         self.value_unit = value_unit
         self.heldout_images = heldout_images
 
-    def evaluator(self, config: Config, obs_dim: int) -> Callable[[Algorithm], dict[str, Any]]:
-        """``train_policy``'s ``evaluate``: the trained weights' held-out numbers."""
+    def evaluator(
+        self, config: Config, obs_dim: int, keep: BestIteration | None = None
+    ) -> Callable[[Algorithm], dict[str, Any]]:
+        """``train_policy``'s ``evaluate``: the trained weights' held-out numbers and their
+        ``validation_score``; ``keep`` is offered the weights of every iteration."""
         rl = config.rl
 
         def evaluate(algo: Algorithm) -> dict[str, Any]:
-            module = module_from_state(module_state(algo), obs_dim, rl.hidden_sizes, rl.policy_head)
-            return self.scorer.score(module)
+            state = module_state(algo)
+            module = module_from_state(state, obs_dim, rl.hidden_sizes, rl.policy_head)
+            choices = greedy_choices(module, self.validation_observations)
+            result = {"validation_score": normalised_score(self.validation_table, choices)}
+            result |= self.scorer.score(module)
+            if keep is not None:
+                keep.offer(algo.iteration, result["validation_score"], state)
+            return result
 
         return evaluate
 
@@ -148,10 +178,61 @@ class PolicyEnvironment:
             "contexts": len(self.bank),
             "images": int(len(set(self.bank.image_ids.tolist()))),
             "heldout_images": len(self.heldout_images),
+            "validation_contexts": len(self.validation_table),
             "value_unit": self.value_unit,
             "collection_time_s": meta.get("collection_time_s", float("nan")),
             "value_gflops": meta.get("value_gflops", float("nan")),
         }
+
+
+class BestIteration:
+    """Early stopping on a finite bank: the weights of the PPO iteration whose greedy choices
+    score best on the validation contexts (never on the held-out ones, which only measure).
+
+    PPO revisits every banked context many times; past some point its network fits the training
+    contexts' noise and its held-out score falls while its return still rises. The best weights
+    are kept in ``path`` (a weights file recording the iteration, its validation score and the
+    policy fingerprint), so a resumed Phase 2 keeps them.
+    """
+
+    def __init__(self, path: Path, fingerprint: str, obs_dim: int, config: Config) -> None:
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.obs_dim = obs_dim
+        self.rl = config.rl
+        self.iteration = 0
+        self.score = -math.inf
+
+    def restore(self, history: list[dict[str, Any]]) -> None:
+        """After a resume: the best iteration of the restored ``history``, if its weights file
+        is the one this run wrote (same fingerprint and iteration)."""
+        scored = [h for h in history if math.isfinite(h.get("validation_score", math.nan))]
+        if not scored or not self.path.is_file():
+            return
+        best = max(scored, key=lambda h: h["validation_score"])
+        saved = read_weights_file(self.path).metadata
+        if saved.get("policy_fingerprint") == self.fingerprint and saved.get("iteration") == int(
+            best["iteration"]
+        ):
+            self.iteration, self.score = int(best["iteration"]), float(best["validation_score"])
+
+    def offer(self, iteration: int, score: float, state: dict[str, Any]) -> None:
+        """Keep ``state`` if ``score`` beats every earlier iteration's (ties keep the earlier)."""
+        if not score > self.score:
+            return
+        self.iteration, self.score = int(iteration), float(score)
+        save_weights_file(
+            self.path,
+            state,
+            obs_dim=self.obs_dim,
+            hidden_sizes=self.rl.hidden_sizes,
+            policy_head=self.rl.policy_head,
+            metadata={
+                "iteration": self.iteration,
+                "validation_score": self.score,
+                "policy_fingerprint": self.fingerprint,
+            },
+        )
 
 
 def policy_environment(
@@ -161,16 +242,20 @@ def policy_environment(
     snapshot_dir: Path,
     progress: bool = True,
 ) -> PolicyEnvironment:
-    """Steps 2-3 of Phase 2: the bank, its split by image, the fixed value unit (the training
-    contexts' ``s``), the held-out scorer, and the env PPO learns from (``rl.learner``)."""
-    rl = config.rl
+    """Steps 2-3 of Phase 2: the bank; its split by image into held-out, validation and
+    training contexts; the fixed value unit (the training contexts' ``s``); the held-out scorer;
+    and the env PPO learns from (``rl.learner``), which never sees a held-out or validation
+    image."""
+    rl, seed = config.rl, config.runtime.seed
     bank, bank_path = decision_bank_for(config, teacher_checkpoint, snapshot_dir, progress)
-    split = split_by_image(bank, rl.bank_heldout_fraction, config.runtime.seed)
+    split = split_by_image(bank, rl.bank_heldout_fraction, seed)
     unit = split.train.value_unit()
     scorer = HeldOutScorer.from_split(
-        split, rl.lam, unit, image_regimes_of(datasets), config.runtime.seed
+        split, rl.lam, unit, image_regimes_of(datasets), seed, rl.hidden_sizes
     )
+    fitting = split_by_image(split.train, VALIDATION_FRACTION, seed + 1)
     heldout_images = [int(i) for i in split.heldout_images]
+    unseen = heldout_images + [int(i) for i in fitting.heldout_images]
     if rl.learner == "bank":
         env_name = BANK_ENV_NAME
         # whole episodes within an iteration, so that every iteration reports a return
@@ -179,10 +264,10 @@ def policy_environment(
             "slots": slots,
             "episode_steps": max(1, min(BANK_EPISODE_STEPS, rl.train_batch_size // slots)),
             "bank_file": str(bank_path),
-            "heldout_images": heldout_images,
+            "heldout_images": unseen,
             "lam": rl.lam,
             "value_unit": unit,
-            "seed": config.runtime.seed,
+            "seed": seed,
         }
     else:
         env_name = ENV_NAME
@@ -190,10 +275,21 @@ def policy_environment(
             "config": config_to_dict(config),
             "teacher_checkpoint": str(teacher_checkpoint),
             "snapshot_dir": str(snapshot_dir),
-            "seed": config.runtime.seed,
+            "seed": seed,
             "value_unit": unit,
+            "exclude_images": unseen,
         }
-    return PolicyEnvironment(env_name, env_config, scorer, bank, bank_path, unit, heldout_images)
+    return PolicyEnvironment(
+        env_name,
+        env_config,
+        scorer,
+        fitting.heldout,
+        bank,
+        bank_path,
+        unit,
+        heldout_images,
+        rl.lam,
+    )
 
 
 def _print_references(references: dict[str, Any]) -> None:
@@ -249,6 +345,15 @@ def learn_policy(
     learning_log = PolicyLearningLog(
         run_dir.path / POLICY_LEARNING_FILE, run_dir.tensorboard / "policy"
     )
+    keep = BestIteration(
+        run_dir.checkpoints / "policy" / BEST_WEIGHTS_FILE, policy_print, obs_dim, config
+    )
+
+    def on_history(history: list[dict[str, Any]]) -> None:
+        if keep.iteration == 0:  # the first call carries what a resume restored
+            keep.restore(history)
+        learning_log(history)
+
     try:
         algo, history = train_policy(
             config,
@@ -261,28 +366,32 @@ def learn_policy(
             env_name=environment.env_name,
             on_iteration=on_iteration,
             fingerprint=policy_print,
-            on_history=learning_log,
-            evaluate=environment.evaluator(config, obs_dim),
+            on_history=on_history,
+            evaluate=environment.evaluator(config, obs_dim, keep),
         )
     finally:
         learning_log.close()
     try:
-        weights_path = save_weights_file(
-            run_dir.checkpoints / "policy_weights.pt",
-            module_state(algo),
-            obs_dim=obs_dim,
-            hidden_sizes=config.rl.hidden_sizes,
-            policy_head=config.rl.policy_head,
-            metadata={
-                "iterations": len(history),
-                "warm_start": str(warm_start or ""),
-                "policy_fingerprint": policy_print,
-                "learner": config.rl.learner,
-            },
-        )
+        final = module_state(algo)
     finally:
         algo.stop()
-    record = _learning_record(config, environment, references, history, start)
+    selected = keep.iteration if keep.iteration > 0 else len(history)
+    state = read_weights_file(keep.path).state if keep.iteration > 0 else final
+    weights_path = save_weights_file(
+        run_dir.checkpoints / "policy_weights.pt",
+        state,
+        obs_dim=obs_dim,
+        hidden_sizes=config.rl.hidden_sizes,
+        policy_head=config.rl.policy_head,
+        metadata={
+            "iterations": len(history),
+            "selected_iteration": selected,
+            "warm_start": str(warm_start or ""),
+            "policy_fingerprint": policy_print,
+            "learner": config.rl.learner,
+        },
+    )
+    record = _learning_record(config, environment, references, history, selected, start)
     record |= {"weights": str(weights_path), "warm_start": str(warm_start or "")}
     if warm_start is not None and config.meta.compare_scratch:
         record["scratch_curve"] = adaptation_curve(
@@ -301,11 +410,13 @@ def _learning_record(
     environment: PolicyEnvironment,
     references: dict[str, Any],
     history: list[dict[str, Any]],
+    selected: int,
     start: float,
 ) -> dict[str, Any]:
     """What Phase 2 learnt and what it cost: history, yardsticks, bank, decisions per value
-    GFLOP, verdict."""
+    GFLOP, the selected iteration's numbers and the verdict on them."""
     last = history[-1] if history else {}
+    chosen = history[selected - 1] if 0 < selected <= len(history) else last
     learning_time = sum(h.get("time_s", 0.0) for h in history) or time.perf_counter() - start
     bank = environment.bank_record()
     # the env counts every decision it served since it was made (this process's iterations)
@@ -331,6 +442,9 @@ def _learning_record(
         else float("nan"),
         "decision_bank": bank,
         "heldout": references,
-        "final": {k: v for k, v in last.items() if k.startswith(("heldout_", "learner/"))},
-        "verdict": phase2_verdict(last, references),
+        "selected_iteration": selected,
+        "selected": {
+            k: v for k, v in chosen.items() if k.startswith(("heldout_", "validation_", "learner/"))
+        },
+        "verdict": phase2_verdict(chosen, references),
     }

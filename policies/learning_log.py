@@ -57,6 +57,7 @@ SUMMARY_TAGS: dict[str, str] = {
         for level, tag in zip(LEVELS, SELECTION_RATE_TAGS, strict=True)
     },
     "heldout_score": HELDOUT_SCORE_TAG,
+    "validation_score": "policy/validation_score",
     "heldout_static_score": "policy/heldout_static_score",
     "heldout_predictor_score": "policy/heldout_predictor_score",
     "heldout_entropy": "policy/heldout_entropy",

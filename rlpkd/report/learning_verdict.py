@@ -156,7 +156,10 @@ def phase2_report_lines(learning: Mapping[str, Any]) -> list[str]:
     if bank:
         lines.append(
             f"PPO ({learning.get('learner', '?')} learner) made {learning.get('ppo_decisions', 0):,.0f}"
-            f" decisions; the decision bank holds {bank.get('contexts', 0):,} contexts of "
+            f" decisions in {len(learning.get('history', []))} iterations; the policy is iteration "
+            f"{learning.get('selected_iteration', '?')}, the best on "
+            f"{bank.get('validation_contexts', 0):,} validation contexts (early stopping; the "
+            "held-out ones only measure). The decision bank holds {bank.get('contexts', 0):,} contexts of "
             f"{bank.get('images', 0)} images, {references.get('heldout_contexts', 0):,} of them "
             f"(from {bank.get('heldout_images', 0)} images) held out; "
             f"{learning.get('decisions_per_value_gflop', math.nan):.3g} decisions per "

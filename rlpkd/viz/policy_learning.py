@@ -55,9 +55,11 @@ HELDOUT_SCORE_TAGS: tuple[str, ...] = (
     HELDOUT_SCORE_TAG,
     "policy/heldout_static_score",
     "policy/heldout_predictor_score",
+    "policy/validation_score",
 )
-"""The held-out normalised scores (random 0, oracle 1): the policy's greedy choices, the best
-static subset, the supervised predictor."""
+"""The normalised scores (random 0, oracle 1) on the held-out contexts: the policy's greedy
+choices, the best static subset, the supervised predictor; and the policy's on the validation
+contexts that choose its iteration."""
 _VALUE_SIGNAL_PREFIX = "policy/value_"
 
 

@@ -198,6 +198,17 @@ def _assert_phase2_records(out, iterations):
         for key in ("heldout_score", "heldout_static_score", "heldout_predictor_score"):
             assert isinstance(summary[key], float), (key, summary.get(key))
     assert learning["learner"] == "bank" and learning["decision_bank"]["contexts"] == 16
+    # the policy is the iteration that scored best on the validation contexts (early stopping)
+    scores = [h["validation_score"] for h in history]
+    selected = learning["selected_iteration"]
+    assert scores[selected - 1] == max(scores) and scores.index(max(scores)) == selected - 1
+    from policies.weights import read_weights_file
+
+    weights = read_weights_file(out / "checkpoints" / "policy_weights.pt")
+    best = read_weights_file(out / "checkpoints" / "policy" / "best_weights.pt")
+    assert weights.metadata["selected_iteration"] == best.metadata["iteration"] == selected
+    for name, value in best.state.items():
+        assert torch.equal(weights.state[name], value), name
     assert learning["verdict"]["status"] in ("did not learn", "learnt a per-sample choice")
     report = (out / "report.md").read_text()
     assert report.index("## Did Phase 2 learn?") < report.index("| method |")
