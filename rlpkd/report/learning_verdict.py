@@ -89,9 +89,14 @@ def phase2_verdict(last: Mapping[str, Any], references: Mapping[str, Any]) -> di
         )
     structure = predictor > static + NO_STRUCTURE_MARGIN
     status = DID_NOT_LEARN if reasons else LEARNT
-    per_sample = f"its greedy subset differs from its most common one on {100 * share_off:.1f}% of held-out contexts"
+    most_common = str(last.get("heldout_most_common_subset", "?"))
+    per_sample = (
+        f"its greedy subset differs from its most common one ({most_common}) on "
+        f"{100 * share_off:.1f}% of held-out contexts"
+    )
     if not math.isnan(mi):
         per_sample += f"; I(subset; regime) = {mi:.3f} bits (plug-in bias {bias:.3f})"
+
     ceiling = (
         f"The supervised predictor of the values from the observation (the observation's "
         f"ceiling) scores {predictor:.3f}"
@@ -106,7 +111,7 @@ def phase2_verdict(last: Mapping[str, Any], references: Mapping[str, Any]) -> di
         sentence = (
             f"**Phase 2 did not learn a per-sample choice**: {'; '.join(reasons)}. "
             f"Its greedy subset equals the best static subset ({static_name}) on "
-            f"{100 * agreement:.1f}% of held-out contexts and {per_sample}. Phase 3's "
+            f"{100 * agreement:.1f}% of held-out contexts; {per_sample}. Phase 3's "
             "`rl-policy` student follows that greedy argmax; read it as a static subset, not "
             f"as a learnt choice. {ceiling}"
         )
