@@ -337,11 +337,53 @@ def learn_policy(
     environment = policy_environment(config, datasets, teacher_checkpoint, snapshot_dir, progress)
     references = environment.scorer.references()
     _print_references(references)
-    ensure_ray()
     warm_start = Path(config.meta.warm_start) if config.meta.warm_start else None
-    policy_print = policy_fingerprint(config)
     obs_dim = observation_dim(datasets.num_classes)
     start = time.perf_counter()
+    history, state, selected = _train_with_early_stopping(
+        config, run_dir, environment, obs_dim, resume, warm_start, on_iteration
+    )
+    weights_path = save_weights_file(
+        run_dir.checkpoints / "policy_weights.pt",
+        state,
+        obs_dim=obs_dim,
+        hidden_sizes=config.rl.hidden_sizes,
+        policy_head=config.rl.policy_head,
+        metadata={
+            "iterations": len(history),
+            "selected_iteration": selected,
+            "warm_start": str(warm_start or ""),
+            "policy_fingerprint": policy_fingerprint(config),
+            "learner": config.rl.learner,
+        },
+    )
+    record = _learning_record(config, environment, references, history, selected, start)
+    record |= {"weights": str(weights_path), "warm_start": str(warm_start or "")}
+    if warm_start is not None and config.meta.compare_scratch:
+        record["scratch_curve"] = adaptation_curve(
+            config, environment.env_config, None, config.rl.iterations, environment.env_name
+        )
+    write_json(run_dir.path / POLICY_LEARNING_FILE, record)
+    policy_learning_plot(
+        [policy_scalars(summary) for summary in history], run_dir.plots / "policy_learning.png"
+    )
+    print(record["verdict"]["sentence"], flush=True)
+    return record
+
+
+def _train_with_early_stopping(
+    config: Config,
+    run_dir: RunDirectory,
+    environment: PolicyEnvironment,
+    obs_dim: int,
+    resume: bool,
+    warm_start: Path | None,
+    on_iteration: Callable[[dict[str, Any]], None] | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any], int]:
+    """PPO (step 4), recorded after every iteration; returns the history, the weights of the
+    iteration ``BestIteration`` selected and its number (the last one when none was scored)."""
+    ensure_ray()
+    policy_print = policy_fingerprint(config)
     learning_log = PolicyLearningLog(
         run_dir.path / POLICY_LEARNING_FILE, run_dir.tensorboard / "policy"
     )
@@ -362,7 +404,7 @@ def learn_policy(
             run_dir.checkpoints / "policy",
             warm_start=warm_start,
             resume=resume,
-            progress=progress,
+            progress=config.runtime.progress,
             env_name=environment.env_name,
             on_iteration=on_iteration,
             fingerprint=policy_print,
@@ -375,34 +417,9 @@ def learn_policy(
         final = module_state(algo)
     finally:
         algo.stop()
-    selected = keep.iteration if keep.iteration > 0 else len(history)
-    state = read_weights_file(keep.path).state if keep.iteration > 0 else final
-    weights_path = save_weights_file(
-        run_dir.checkpoints / "policy_weights.pt",
-        state,
-        obs_dim=obs_dim,
-        hidden_sizes=config.rl.hidden_sizes,
-        policy_head=config.rl.policy_head,
-        metadata={
-            "iterations": len(history),
-            "selected_iteration": selected,
-            "warm_start": str(warm_start or ""),
-            "policy_fingerprint": policy_print,
-            "learner": config.rl.learner,
-        },
-    )
-    record = _learning_record(config, environment, references, history, selected, start)
-    record |= {"weights": str(weights_path), "warm_start": str(warm_start or "")}
-    if warm_start is not None and config.meta.compare_scratch:
-        record["scratch_curve"] = adaptation_curve(
-            config, environment.env_config, None, config.rl.iterations, environment.env_name
-        )
-    write_json(run_dir.path / POLICY_LEARNING_FILE, record)
-    policy_learning_plot(
-        [policy_scalars(summary) for summary in history], run_dir.plots / "policy_learning.png"
-    )
-    print(record["verdict"]["sentence"], flush=True)
-    return record
+    if keep.iteration == 0:
+        return history, final, len(history)
+    return history, read_weights_file(keep.path).state, keep.iteration
 
 
 def _learning_record(

@@ -23,6 +23,7 @@ from envs.snapshots import build_snapshot_pool
 from experiments.policy_learning import (
     BEST_WEIGHTS_FILE,
     BestIteration,
+    PolicyEnvironment,
     policy_environment,
     policy_fingerprint,
 )
@@ -73,41 +74,12 @@ def run_policy_seeds(
     environment = policy_environment(config, datasets, teacher_checkpoint, snapshot_dir, progress)
     references = environment.scorer.references()
     obs_dim = observation_dim(datasets.num_classes)
-    rl = config.rl
     ensure_ray()
     runs, choices = [], {}
     for seed in seeds:
-        folder = run_dir.checkpoints / f"ppo-seed{seed}"
-        keep = BestIteration(
-            folder / BEST_WEIGHTS_FILE, f"{policy_fingerprint(config)}:{seed}", obs_dim, config
-        )
         print(f"[policy seeds] PPO seed {seed}", flush=True)
-        algo, history = train_policy(
-            config,
-            {**environment.env_config, "seed": seed},
-            rl.iterations,
-            folder,
-            progress=progress,
-            env_name=environment.env_name,
-            evaluate=environment.evaluator(config, obs_dim, keep),
-        )
-        algo.stop()
-        state = read_weights_file(keep.path).state
-        module = module_from_state(state, obs_dim, rl.hidden_sizes, rl.policy_head)
-        choices[seed] = environment.scorer.greedy_choices(module)
-        chosen = history[keep.iteration - 1]
-        verdict = phase2_verdict(chosen, references)
-        runs.append(
-            {
-                "seed": seed,
-                "selected_iteration": keep.iteration,
-                "weights_digest": _digest(state),
-                "learning_time_s": sum(h.get("time_s", 0.0) for h in history),
-                "entropy": verdict["entropy"],
-                "verdict": verdict["status"],
-                **{k: v for k, v in chosen.items() if k.startswith(("heldout_", "validation_"))},
-            }
-        )
+        run, choices[seed] = _seed_run(config, run_dir, environment, references, obs_dim, seed)
+        runs.append(run)
         write_json(run_dir.path / "policy_seeds.json", {"references": references, "runs": runs})
     agreement = {
         f"{a}-{b}": float((choices[a] == choices[b]).mean())
@@ -134,6 +106,47 @@ def run_policy_seeds(
     write_json(run_dir.path / "policy_seeds.json", record)
     atomic_write_text(run_dir.path / "policy_seeds.md", policy_seeds_markdown(record))
     return record
+
+
+def _seed_run(
+    config: Config,
+    run_dir: RunDirectory,
+    environment: PolicyEnvironment,
+    references: dict[str, Any],
+    obs_dim: int,
+    seed: int,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """PPO with ``seed`` on the bank (its iteration chosen on the validation contexts); its
+    record and its greedy choices on the held-out contexts."""
+    rl = config.rl
+    folder = run_dir.checkpoints / f"ppo-seed{seed}"
+    keep = BestIteration(
+        folder / BEST_WEIGHTS_FILE, f"{policy_fingerprint(config)}:{seed}", obs_dim, config
+    )
+    algo, history = train_policy(
+        config,
+        {**environment.env_config, "seed": seed},
+        rl.iterations,
+        folder,
+        progress=config.runtime.progress,
+        env_name=environment.env_name,
+        evaluate=environment.evaluator(config, obs_dim, keep),
+    )
+    algo.stop()
+    state = read_weights_file(keep.path).state
+    module = module_from_state(state, obs_dim, rl.hidden_sizes, rl.policy_head)
+    chosen = history[keep.iteration - 1]
+    verdict = phase2_verdict(chosen, references)
+    run = {
+        "seed": seed,
+        "selected_iteration": keep.iteration,
+        "weights_digest": _digest(state),
+        "learning_time_s": sum(h.get("time_s", 0.0) for h in history),
+        "entropy": verdict["entropy"],
+        "verdict": verdict["status"],
+        **{k: v for k, v in chosen.items() if k.startswith(("heldout_", "validation_"))},
+    }
+    return run, environment.scorer.greedy_choices(module)
 
 
 def policy_seeds_markdown(record: dict[str, Any]) -> str:

@@ -89,44 +89,7 @@ def phase2_verdict(last: Mapping[str, Any], references: Mapping[str, Any]) -> di
         )
     structure = predictor > static + NO_STRUCTURE_MARGIN
     status = DID_NOT_LEARN if reasons else LEARNT
-    most_common = str(last.get("heldout_most_common_subset", "?"))
-    per_sample = (
-        f"its greedy subset differs from its most common one ({most_common}) on "
-        f"{100 * share_off:.1f}% of held-out contexts"
-    )
-    if not math.isnan(mi):
-        per_sample += f"; I(subset; regime) = {mi:.3f} bits (plug-in bias {bias:.3f})"
-
-    ceiling = (
-        f"The supervised predictor of the values from the observation (the observation's "
-        f"ceiling) scores {predictor:.3f}"
-        + (
-            "."
-            if structure
-            else ", no more than the static subset: the observation shows no per-sample "
-            "structure to learn, so a static choice is the right answer here."
-        )
-    )
-    if status == DID_NOT_LEARN:
-        sentence = (
-            f"**Phase 2 did not learn a per-sample choice**: {'; '.join(reasons)}. "
-            f"Its greedy subset equals the best static subset ({static_name}) on "
-            f"{100 * agreement:.1f}% of held-out contexts; {per_sample}. Phase 3's "
-            "`rl-policy` student follows that greedy argmax; read it as a static subset, not "
-            f"as a learnt choice. {ceiling}"
-        )
-    else:
-        sentence = (
-            f"**Phase 2 learnt a per-sample choice**: held-out normalised score {score:.3f} "
-            f"(random 0, oracle 1) against {static:.3f} for the best static subset "
-            f"({static_name}), difference {difference:+.3f} (95% CI [{low:+.3f}, {high:+.3f}]); "
-            f"entropy {entropy:.3g} ({100 * entropy_share:.0f}% of ln 16); {per_sample}. "
-            f"{ceiling}"
-        )
-    return {
-        "status": status,
-        "reasons": reasons,
-        "observation_has_structure": bool(structure),
+    numbers = {
         "entropy": entropy,
         "entropy_share_of_max": entropy_share,
         "heldout_score": score,
@@ -136,9 +99,60 @@ def phase2_verdict(last: Mapping[str, Any], references: Mapping[str, Any]) -> di
         "score_minus_static": difference,
         "score_minus_static_ci": [low, high],
         "share_off_most_common": share_off,
+        "static_agreement": agreement,
+        "most_common_subset": str(last.get("heldout_most_common_subset", "?")),
         "subset_regime_mi_bits": mi,
-        "sentence": sentence,
+        "subset_regime_mi_bias_bits": bias,
     }
+    return {
+        "status": status,
+        "reasons": reasons,
+        "observation_has_structure": bool(structure),
+        **numbers,
+        "sentence": _verdict_sentence(status, reasons, structure, numbers),
+    }
+
+
+def _verdict_sentence(
+    status: str, reasons: list[str], structure: bool, numbers: Mapping[str, Any]
+) -> str:
+    """The verdict as the report's opening paragraph (Markdown)."""
+    n = numbers
+    per_sample = (
+        f"its greedy subset differs from its most common one ({n['most_common_subset']}) on "
+        f"{100 * n['share_off_most_common']:.1f}% of held-out contexts"
+    )
+    if not math.isnan(n["subset_regime_mi_bits"]):
+        per_sample += (
+            f"; I(subset; regime) = {n['subset_regime_mi_bits']:.3f} bits (plug-in bias "
+            f"{n['subset_regime_mi_bias_bits']:.3f})"
+        )
+    ceiling = (
+        "The supervised predictor of the values from the observation (the observation's "
+        f"ceiling) scores {n['predictor_score']:.3f}"
+        + (
+            "."
+            if structure
+            else ", no more than the static subset: the observation shows no per-sample "
+            "structure to learn, so a static choice is the right answer here."
+        )
+    )
+    if status == DID_NOT_LEARN:
+        return (
+            f"**Phase 2 did not learn a per-sample choice**: {'; '.join(reasons)}. "
+            f"Its greedy subset equals the best static subset ({n['static_subset']}) on "
+            f"{100 * n['static_agreement']:.1f}% of held-out contexts; {per_sample}. Phase 3's "
+            "`rl-policy` student follows that greedy argmax; read it as a static subset, not "
+            f"as a learnt choice. {ceiling}"
+        )
+    low, high = n["score_minus_static_ci"]
+    return (
+        f"**Phase 2 learnt a per-sample choice**: held-out normalised score "
+        f"{n['heldout_score']:.3f} (random 0, oracle 1) against {n['static_score']:.3f} for the "
+        f"best static subset ({n['static_subset']}), difference {n['score_minus_static']:+.3f} "
+        f"(95% CI [{low:+.3f}, {high:+.3f}]); entropy {n['entropy']:.3g} "
+        f"({100 * n['entropy_share_of_max']:.0f}% of ln 16); {per_sample}. {ceiling}"
+    )
 
 
 def phase2_report_lines(learning: Mapping[str, Any]) -> list[str]:

@@ -89,7 +89,7 @@ def test_ppo_learns_a_planted_per_sample_rule_from_the_bank_and_repeats_itself(t
     again, _ = train_policy(
         config,
         env_config,
-        iterations=2,
+        iterations=1,
         checkpoint_dir=tmp_path / "b",
         progress=False,
         env_name=BANK_ENV_NAME,
@@ -99,7 +99,7 @@ def test_ppo_learns_a_planted_per_sample_rule_from_the_bank_and_repeats_itself(t
     third, _ = train_policy(
         config,
         env_config,
-        iterations=2,
+        iterations=1,
         checkpoint_dir=tmp_path / "c",
         progress=False,
         env_name=BANK_ENV_NAME,
