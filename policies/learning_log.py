@@ -59,6 +59,7 @@ SUMMARY_TAGS: dict[str, str] = {
     "heldout_score": HELDOUT_SCORE_TAG,
     "validation_score": "policy/validation_score",
     "heldout_static_score": "policy/heldout_static_score",
+    "heldout_per_context_score": "policy/heldout_per_context_score",
     "heldout_predictor_score": "policy/heldout_predictor_score",
     "heldout_entropy": "policy/heldout_entropy",
     "heldout_share_off_most_common": "policy/heldout_share_off_most_common",

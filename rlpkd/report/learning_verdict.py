@@ -162,14 +162,28 @@ def phase2_report_lines(learning: Mapping[str, Any]) -> list[str]:
     references = learning.get("heldout", {})
     bank = learning.get("decision_bank", {})
     lines = ["## Did Phase 2 learn?", "", verdict["sentence"], ""]
-    lines += ["| held-out contexts | normalised score |", "|---|---|"]
+    selected = learning.get("selected", {})
+
+    def cell(value: Any) -> str:
+        number = _number({"v": value}, "v")
+        return "n/a" if math.isnan(number) else f"{number:.3f}"
+
     lines += [
-        "| uniformly random subset | 0 |",
+        "| held-out contexts | normalised score | per-context score |",
+        "|---|---|---|",
+        "| uniformly random subset | 0 | 0 |",
         f"| best static subset ({verdict['static_subset']}, chosen on training contexts) | "
-        f"{verdict['static_score']:.3f} |",
-        f"| predictor of the values from the observation | {verdict['predictor_score']:.3f} |",
-        f"| policy (greedy) | {verdict['heldout_score']:.3f} |",
-        "| oracle (each context's best subset) | 1 |",
+        f"{cell(verdict['static_score'])} | {cell(references.get('static_per_context_score'))} |",
+        f"| predictor of the values from the observation | {cell(verdict['predictor_score'])} | "
+        f"{cell(references.get('predictor_per_context_score'))} |",
+        f"| policy (greedy) | {cell(verdict['heldout_score'])} | "
+        f"{cell(selected.get('heldout_per_context_score'))} |",
+        "| oracle (each context's best subset) | 1 | 1 |",
+        "",
+        "Normalised score: (mean reward of the choices − random's) / (oracle's − random's), the "
+        "measure of the verdict. Per-context score: the mean of each context's own normalised "
+        "score, every context weighing the same (the values are heavy-tailed; "
+        "docs/decision_process.md).",
         "",
     ]
     if bank:

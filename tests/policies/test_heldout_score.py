@@ -13,6 +13,7 @@ from policies.heldout_score import (
     HeldOutScorer,
     choice_summary,
     normalised_score,
+    per_context_score,
     score_difference_interval,
     static_subset,
 )
@@ -120,3 +121,15 @@ def test_choice_summary_says_how_per_sample_the_choices_are():
     summary = choice_summary(choices, ["a", "a", "a", "b"])
     assert summary["most_common_subset"] == "all" and summary["share_off_most_common"] == 0.25
     assert summary["distinct_subsets"] == 2 and summary["subset_regime_mi_bits"] > 0
+
+
+def test_the_per_context_score_weighs_every_context_the_same():
+    # context 0: huge stakes, subset 1 best; context 1: small stakes, subset 2 best
+    table = np.zeros((2, 16))
+    table[0, 1], table[1, 2] = 160.0, 1.6
+    oracle, static_one = np.array([1, 2]), np.array([1, 1])
+    assert per_context_score(table, oracle) == pytest.approx(1.0)
+    # the mean-based score hardly sees context 1; the per-context score gives it half the weight
+    assert normalised_score(table, static_one) == pytest.approx((160.0 - 10.1) / (161.6 - 10.1))
+    assert per_context_score(table, static_one) == pytest.approx((1.0 + (0 - 0.1) / 1.5) / 2)
+    assert per_context_score(np.ones((3, 16)), np.zeros(3, dtype=np.int64)) == 0.0
