@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,7 @@ class DecisionBank:
                     data["subset_costs"].astype(np.float64),
                     json.loads(str(data["metadata"])),
                 )
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as error:
             raise CheckpointError(
                 f"cannot read the decision bank {path} ({type(error).__name__}: {error}); "
                 "delete it to collect it again"

@@ -61,6 +61,7 @@ __all__ = [
     "VALIDATION_FRACTION",
     "BestIteration",
     "policy_fingerprint",
+    "check_decision_bank",
     "image_regimes_of",
     "decision_bank_for",
     "PolicyEnvironment",
@@ -123,6 +124,18 @@ BEST_WEIGHTS_FILE = "best_weights.pt"
 VALIDATION_FRACTION = 0.2
 """Share of the training contexts' images kept out of PPO to choose its iteration (early
 stopping), so that the held-out contexts only ever measure."""
+
+
+def check_decision_bank(config: Config, teacher_checkpoint: Path, snapshot_dir: Path) -> None:
+    """Read the decision bank an earlier run left for ``config`` (if any), so that a truncated
+    or foreign one stops the run before anything is written.
+
+    Raises:
+        CheckpointError: the bank file is unreadable or not a decision bank.
+    """
+    path = decision_bank_path(snapshot_dir, decision_bank_fingerprint(config, teacher_checkpoint))
+    if path.is_file():
+        DecisionBank.load(path)
 
 
 class PolicyEnvironment:

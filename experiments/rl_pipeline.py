@@ -21,7 +21,12 @@ from tqdm import tqdm
 
 from envs.observation import observation_dim
 from envs.snapshots import build_snapshot_pool, check_snapshot_files
-from experiments.policy_learning import image_regimes_of, learn_policy, policy_fingerprint
+from experiments.policy_learning import (
+    check_decision_bank,
+    image_regimes_of,
+    learn_policy,
+    policy_fingerprint,
+)
 from experiments.student_workers import StudentJob, StudentWorkerPool
 from policies.planted_rule_score import planted_rule_score
 from policies.policy_selector import PolicyLevels
@@ -171,7 +176,8 @@ def check_inputs_and_checkpoints(
     config: Config, run_dir: RunDirectory, resume: bool, num_classes: int
 ) -> None:
     """Read, before anything is written, every file the run will load: the warm start, and the
-    teacher, snapshot pool and PPO progress record an earlier run left in ``run_dir``.
+    teacher, snapshot pool, decision bank and PPO progress record an earlier run left in
+    ``run_dir``.
 
     Raises:
         CheckpointError: one of them is missing (the warm start), truncated or foreign; or the
@@ -194,6 +200,9 @@ def check_inputs_and_checkpoints(
             )
     check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")
     check_snapshot_files(config, run_dir.checkpoints / "snapshots")
+    check_decision_bank(
+        config, run_dir.checkpoints / "teacher.pt", run_dir.checkpoints / "snapshots"
+    )
     if resume:
         latest_checkpoint(run_dir.checkpoints / "policy")
 

@@ -220,3 +220,16 @@ def test_a_truncated_warm_start_is_one_line_before_the_run_starts(
     line = _one_error_line(_train_rl(tiny_data_root, out, f"--set=meta.warm_start={warm}"))
     assert "policy weights" in line and str(warm) in line and "truncated" in line, line
     assert not out.exists()
+
+
+def test_a_truncated_decision_bank_stops_the_input_check(tiny_data_root, run_copy):
+    from experiments.rl_pipeline import check_inputs_and_checkpoints
+    from rlpkd.errors import CheckpointError
+    from rlpkd.rundir import RunDirectory
+
+    (bank,) = (run_copy / "checkpoints" / "snapshots").glob("decision_bank_*.npz")
+    _truncate(bank)
+    config = _config(tiny_data_root, run_copy)
+    with pytest.raises(CheckpointError) as error:
+        check_inputs_and_checkpoints(config, RunDirectory(run_copy), True, 3)
+    assert bank.name in str(error.value) and "delete it" in str(error.value)
