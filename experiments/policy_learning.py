@@ -4,14 +4,15 @@ In order:
 
 1. the snapshot pool (``envs.snapshots``): the stages of an all-level run episodes start from;
 2. the decision bank (``envs.decision_bank``): the live env, driven with random subsets, keeps
-   each decision's context and the values of all four levels; split by image into training and
-   held-out contexts;
+   each decision's context and the values of all four levels; split by image into held-out
+   (they only measure), validation (they choose PPO's iteration) and training contexts;
 3. the yardsticks on the held-out contexts (``policies.heldout_score``): random, oracle, the best
    static subset, a supervised predictor of the values from the observation;
 4. PPO through RLlib (``policies.ppo_setup.train_policy``): on the bank (``rl.learner: bank``, the
    exact reward of whichever subset is chosen) or on the live env (``live``), the value unit fixed
-   from the bank either way; after every iteration the policy's held-out score;
-5. the policy's weights, the learning record and its verdict (``rlpkd.report.learning_verdict``).
+   from the bank either way; after every iteration the policy's held-out and validation scores;
+5. the weights of the best validation iteration (``BestIteration``), the learning record and its
+   verdict (``rlpkd.report.learning_verdict``).
 """
 
 from __future__ import annotations
