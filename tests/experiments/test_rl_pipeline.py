@@ -137,7 +137,8 @@ def test_train_rl_end_to_end_and_resume(tiny_config, tmp_path):
     policy_seed0 = json.loads(
         (out / "students" / f"{POLICY_METHOD}-seed0" / "metrics.json").read_text()
     )
-    assert shuffled["kd_gflops_mean"] == pytest.approx(policy_seed0["kd_gflops"])
+    # close, not exact: see tests/experiments/tune/test_trials.py (the students drift apart)
+    assert shuffled["kd_gflops_mean"] == pytest.approx(policy_seed0["kd_gflops"], rel=0.05)
     best = report["best_static_at_policy_flops"]
     cheap = [
         m

@@ -127,10 +127,13 @@ def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_pa
     assert len(learning["history"]) == 2
     assert (folder / "decisions.jsonl").is_file()
     assert list((sweep / "shared" / "snapshots").glob("*.pt"))
-    # the shuffled-mask control: the policy's masks permuted, so exactly its KD FLOPs
+    # the shuffled-mask control: the policy's masks on the control's own student, permuted in
+    # each batch, so each batch's KD FLOPs are the policy's for that student; as the two students
+    # drift apart a per-sample policy picks slightly other masks, so the totals agree closely,
+    # not exactly (they are exactly equal for a policy that picks one subset for every sample)
     control = metrics["shuffled_control"]
     assert (folder / "shuffled" / "decisions.jsonl").is_file()
-    assert control["kd_gflops"] == pytest.approx(metrics["kd_gflops"])
+    assert control["kd_gflops"] == pytest.approx(metrics["kd_gflops"], rel=0.05)
     assert 0.0 <= control["AP"] <= 1.0
     # random subsets at the policy's FLOPs, and the policy's heatmaps
     assert (folder / "random" / "metrics.json").is_file()
