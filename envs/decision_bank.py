@@ -206,6 +206,7 @@ def decision_bank_fingerprint(config: Config, teacher_checkpoint: Path) -> str:
                 "episode_steps": rl.episode_steps,
                 "snapshot_fractions": list(rl.snapshot_fractions),
                 "decisions": rl.bank_decisions,
+                "stages": "round-robin",
             },
             "seed": config.runtime.seed,
             "teacher_weights": file_digest(str(teacher_checkpoint)),
@@ -222,6 +223,10 @@ def collect_decision_bank(
     env: LevelSelectionEnv, decisions: int, seed: int, progress: bool = True
 ) -> DecisionBank:
     """Drive the live env with uniformly random subsets until ``decisions`` contexts are kept.
+
+    Episodes start from the snapshot stages in turn (round robin), so every stage of the
+    student's schedule gives the same share of the bank; a random stage per episode gave one
+    planted-rule bank three times as many contexts from one of its two stages as from the other.
 
     Random subsets, not the policy's: the bank then does not depend on the learner (one bank
     serves every λ, seed and PPO setting, and the held-out score is measured on the same contexts
@@ -245,7 +250,8 @@ def collect_decision_bank(
     try:
         episode = 0
         while kept < decisions:
-            env.reset(seed=int(rng.integers(2**31)))
+            # the stages in turn, so that each gives the same share of the contexts
+            env.reset(seed=int(rng.integers(2**31)), options={"snapshot_index": episode})
             episode += 1
             done = False
             while not done and kept < decisions:

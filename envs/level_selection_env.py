@@ -155,7 +155,8 @@ class LevelSelectionEnv(MultiAgentEnv):
     def reset(
         self, *, seed: int | None = None, options: dict | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-        """Start an episode from a random snapshot and return every slot's first observation."""
+        """Start an episode from a snapshot and return every slot's first observation: a random
+        one, or ``options["snapshot_index"]`` (modulo the pool's size) when given."""
         super().reset(seed=seed, options=options)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
@@ -163,7 +164,10 @@ class LevelSelectionEnv(MultiAgentEnv):
             self.snapshots = build_snapshot_pool(
                 self.config, self.datasets, self.teacher, self.snapshot_dir
             )
-        path = self.snapshots[int(self._rng.integers(len(self.snapshots)))]
+        index = (options or {}).get("snapshot_index")
+        if index is None:
+            index = int(self._rng.integers(len(self.snapshots)))
+        path = self.snapshots[int(index) % len(self.snapshots)]
         self.state = load_snapshot(path, self.config, self.datasets.num_classes, self.device)
         self.episode_step = 0
         self.batch = self._next_batch()

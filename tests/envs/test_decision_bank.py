@@ -64,6 +64,8 @@ def test_collected_bank_round_trips_and_the_live_env_can_exclude_held_out_images
     assert len(bank) == 7 and bank.level_values.shape == (7, 4)
     assert bank.metadata["value_gflops"] > 0 and bank.metadata["live_decisions"] >= 7
     assert set(bank.image_ids) <= set(env.train_set.image_ids)  # never V
+    # episodes of 2 steps x 3 slots from the two stages (0.0, 0.2) in turn
+    assert bank.progress[0] == 0.0 < bank.progress[6]  # episode 2 starts at the later stage
     again = DecisionBank.load(bank.save(tmp_path / "b.npz"))
     np.testing.assert_array_equal(again.level_values, bank.level_values)
     np.testing.assert_array_equal(again.observations, bank.observations)
