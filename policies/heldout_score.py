@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from envs.decision_bank import BankSplit
+from policies.choice_scores import normalised_score, per_context_score, random_and_oracle_rewards
 from policies.level_policy_module import LevelSelectionModule
 from policies.value_predictor import best_subsets, fit_value_predictor
 from rlpkd.levels import format_levels, index_to_subset
@@ -47,33 +48,6 @@ def subset_name(index: int) -> str:
     return format_levels(index_to_subset(int(index)))
 
 
-def _random_and_oracle(table: np.ndarray) -> tuple[float, float]:
-    return float(table.mean(axis=1).mean()), float(table.max(axis=1).mean())
-
-
-def normalised_score(table: np.ndarray, choices: np.ndarray) -> float:
-    """``(mean r(choices) − mean r(random)) / (mean r(oracle) − mean r(random))`` over the rows of
-    ``table`` [N, 16] (NaN when every subset of every context earns the same)."""
-    random, oracle = _random_and_oracle(table)
-    earned = float(table[np.arange(len(table)), choices].mean())
-    return (earned - random) / (oracle - random) if oracle > random else math.nan
-
-
-def per_context_score(table: np.ndarray, choices: np.ndarray) -> float:
-    """The mean over contexts of each context's own normalised score,
-    ``(r(choice) − mean r) / (max r − mean r)`` (contexts whose 16 rewards are equal count 0).
-
-    Every context weighs the same, so the few contexts whose values are tens of times the unit
-    (the value signal is heavy-tailed: on the default's bank the top 1% of contexts hold 17% of
-    ``Σ |Σ_l v_l|``) cannot decide it, as they can the mean-based ``normalised_score``. The best
-    subset of each context is the same under both; they differ in how contexts are weighed."""
-    rows = np.arange(len(table))
-    mean, best = table.mean(axis=1), table.max(axis=1)
-    span = best - mean
-    gained = np.where(span > 0, (table[rows, choices] - mean) / np.where(span > 0, span, 1.0), 0.0)
-    return float(gained.mean())
-
-
 def score_difference_interval(
     table: np.ndarray,
     choices: np.ndarray,
@@ -85,7 +59,7 @@ def score_difference_interval(
 ) -> tuple[float, float, float]:
     """Score of ``choices`` minus score of ``reference`` on the same contexts, and a ``level``
     bootstrap interval that resamples whole images (their contexts are not independent)."""
-    random, oracle = _random_and_oracle(table)
+    random, oracle = random_and_oracle_rewards(table)
     span = oracle - random
     rows = np.arange(len(table))
     difference = (table[rows, choices] - table[rows, reference]) / (span if span > 0 else 1.0)
@@ -195,7 +169,7 @@ class HeldOutScorer:
     def references(self) -> dict[str, object]:
         """The yardsticks: contexts, random and oracle rewards, static subset and its score,
         the predictor's score and choices."""
-        random, oracle = _random_and_oracle(self.table)
+        random, oracle = random_and_oracle_rewards(self.table)
         static = np.full(len(self.table), self.static_choice)
         predictor = choice_summary(self.predictor_choices, self.regimes)
         return {

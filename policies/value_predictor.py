@@ -5,16 +5,19 @@ the values ``v_il / s`` on the observation can also find, given the same trainin
 subset that maximises the *predicted* reward is then what the observation can tell a policy. Its
 held-out score (``policies.heldout_score``) is the ceiling to compare the policy with.
 
-Two regressions, fitted on the training contexts and compared on a validation part of them (a
-seeded fifth of their *images*, so no image is on both sides) by the reward of the subsets they
-pick, not by squared error: what matters is the choice.
+Candidates, fitted on the training contexts and compared on a validation part of them (a seeded
+fifth of their *images*, so no image is on both sides) by the per-context score of the subsets
+they pick (``policies.choice_scores.per_context_score``: every context weighs the same, as the
+values are heavy-tailed), not by squared error: what matters is the choice.
 
+- the constant: the training contexts' mean values, i.e. the best static subset (so the
+  predictor is never a worse guess than ignoring the observation, up to validation noise);
 - ridge regression (Hoerl & Kennard, 1970) on standardised observations, one output per level,
   its penalty chosen on the validation part, then refitted on all training contexts;
 - a small MLP (the policy's own encoder shape) trained by squared error with early stopping on
-  the validation part's reward.
+  the validation part.
 
-The better one on the validation part is the predictor.
+The best one on the validation part is the predictor.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import torch
 from torch import nn
 
 from envs.decision_bank import SUBSET_LEVELS
+from policies.choice_scores import per_context_score
 
 __all__ = [
     "RIDGE_PENALTIES",
     "VALIDATION_FRACTION",
     "ValuePredictor",
+    "ConstantValuePredictor",
     "RidgeValuePredictor",
     "MLPValuePredictor",
     "fit_value_predictor",
@@ -120,11 +125,23 @@ def _mlp(in_dim: int, hidden_sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(in_dim, 4))
 
 
+@dataclass
+class ConstantValuePredictor:
+    """The training contexts' mean ``v / s`` for every observation: the best static subset."""
+
+    mean: np.ndarray
+    kind: str = "constant"
+
+    def predict(self, observations: np.ndarray) -> np.ndarray:
+        """[N, 4] the mean values, whatever the observation."""
+        return np.repeat(self.mean[None, :], len(observations), axis=0)
+
+
 def _earned(
     predictor: ValuePredictor, observations: np.ndarray, table: np.ndarray, lam: float, costs
 ) -> float:
-    choices = best_subsets(predictor.predict(observations), lam, costs)
-    return float(table[np.arange(len(table)), choices].mean())
+    """The per-context score of ``predictor``'s choices on ``table``'s contexts."""
+    return per_context_score(table, best_subsets(predictor.predict(observations), lam, costs))
 
 
 def _fit_mlp(
@@ -205,6 +222,11 @@ def fit_value_predictor(
         hidden_sizes,
         seed,
     )
-    if mlp_reward > ridge_rewards[penalty]:
+    constant = ConstantValuePredictor(targets.mean(axis=0))
+    constant_reward = _earned(constant, observations[check], table, lam, subset_costs)
+    best = max(constant_reward, ridge_rewards[penalty], mlp_reward)
+    if constant_reward == best:
+        return constant
+    if mlp_reward == best and mlp_reward > ridge_rewards[penalty]:
         return mlp
     return _fit_ridge(observations, targets, penalty)

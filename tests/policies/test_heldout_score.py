@@ -133,3 +133,20 @@ def test_the_per_context_score_weighs_every_context_the_same():
     assert normalised_score(table, static_one) == pytest.approx((160.0 - 10.1) / (161.6 - 10.1))
     assert per_context_score(table, static_one) == pytest.approx((1.0 + (0 - 0.1) / 1.5) / 2)
     assert per_context_score(np.ones((3, 16)), np.zeros(3, dtype=np.int64)) == 0.0
+
+
+def test_without_structure_the_predictor_is_no_worse_a_guess_than_the_static_subset():
+    rng = np.random.default_rng(4)
+    observations = rng.normal(size=(1600, 6)).astype(np.float32)
+    values = 0.3 + rng.standard_t(2, size=(1600, 4))  # heavy-tailed noise, nothing observable
+    bank = DecisionBank(
+        observations=observations,
+        level_values=values,
+        image_ids=np.arange(1600) // 4,
+        progress=np.zeros(1600),
+        updates=np.arange(1600),
+        subset_costs=TOY_COSTS,
+    )
+    references = HeldOutScorer.from_split(split_by_image(bank, 0.25, 0), 0.1, 1.0).references()
+    assert references["predictor_kind"] == "constant"
+    assert references["predictor_score"] == references["static_score"]
