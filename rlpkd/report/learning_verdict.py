@@ -103,6 +103,9 @@ def phase2_verdict(last: Mapping[str, Any], references: Mapping[str, Any]) -> di
         "most_common_subset": str(last.get("heldout_most_common_subset", "?")),
         "subset_regime_mi_bits": mi,
         "subset_regime_mi_bias_bits": bias,
+        "per_context_score": _number(last, "heldout_per_context_score"),
+        "static_per_context_score": _number(references, "static_per_context_score"),
+        "predictor_per_context_score": _number(references, "predictor_per_context_score"),
     }
     return {
         "status": status,
@@ -137,13 +140,24 @@ def _verdict_sentence(
             "structure to learn, so a static choice is the right answer here."
         )
     )
+    per_context = ""
+    if n["per_context_score"] > n["static_per_context_score"] + NO_STRUCTURE_MARGIN:
+        per_context = (
+            f" By the per-context score, where every context weighs the same, the policy "
+            f"({n['per_context_score']:.3f}) and the predictor "
+            f"({n['predictor_per_context_score']:.3f}) are above the static subset "
+            f"({n['static_per_context_score']:.3f}): the observation does tell typical contexts "
+            "apart, and what that gains is lost on the few contexts with the largest values "
+            "(the value signal is heavy-tailed)."
+        )
     if status == DID_NOT_LEARN:
         return (
             f"**Phase 2 did not learn a per-sample choice**: {'; '.join(reasons)}. "
             f"Its greedy subset equals the best static subset ({n['static_subset']}) on "
             f"{100 * n['static_agreement']:.1f}% of held-out contexts; {per_sample}. Phase 3's "
-            "`rl-policy` student follows that greedy argmax; read it as a static subset, not "
-            f"as a learnt choice. {ceiling}"
+            "`rl-policy` student follows that greedy argmax: choices no better on held-out "
+            f"contexts than the static subset's, not a learnt per-sample choice. {ceiling}"
+            f"{per_context}"
         )
     low, high = n["score_minus_static_ci"]
     return (
@@ -152,6 +166,7 @@ def _verdict_sentence(
         f"best static subset ({n['static_subset']}), difference {n['score_minus_static']:+.3f} "
         f"(95% CI [{low:+.3f}, {high:+.3f}]); entropy {n['entropy']:.3g} "
         f"({100 * n['entropy_share_of_max']:.0f}% of ln 16); {per_sample}. {ceiling}"
+        f"{per_context}"
     )
 
 

@@ -150,3 +150,30 @@ def test_without_structure_the_predictor_is_no_worse_a_guess_than_the_static_sub
     references = HeldOutScorer.from_split(split_by_image(bank, 0.25, 0), 0.1, 1.0).references()
     assert references["predictor_kind"] == "constant"
     assert references["predictor_score"] == references["static_score"]
+
+
+def test_the_verdict_says_when_typical_contexts_are_told_apart_but_the_mean_is_not_better():
+    references = {
+        "static_score": 0.5,
+        "static_subset": "all",
+        "predictor_score": 0.4,
+        "static_per_context_score": 0.22,
+        "predictor_per_context_score": 0.32,
+    }
+    last = {
+        "learner/entropy": 0.6,
+        "heldout_score": 0.49,
+        "heldout_per_context_score": 0.35,
+        "heldout_score_minus_static": -0.01,
+        "heldout_score_minus_static_low": -0.05,
+        "heldout_score_minus_static_high": 0.02,
+        "heldout_static_agreement": 0.8,
+        "heldout_share_off_most_common": 0.2,
+    }
+    verdict = phase2_verdict(last, references)
+    assert verdict["status"] == DID_NOT_LEARN
+    assert (
+        "By the per-context score" in verdict["sentence"] and "heavy-tailed" in verdict["sentence"]
+    )
+    quiet = phase2_verdict(last | {"heldout_per_context_score": 0.23}, references)
+    assert "By the per-context score" not in quiet["sentence"]
