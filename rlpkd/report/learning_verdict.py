@@ -130,18 +130,22 @@ def _verdict_sentence(
             f"; I(subset; regime) = {n['subset_regime_mi_bits']:.3f} bits (plug-in bias "
             f"{n['subset_regime_mi_bias_bits']:.3f})"
         )
+    typical = n["per_context_score"] > n["static_per_context_score"] + NO_STRUCTURE_MARGIN
+    if structure:
+        ceiling_end = "."
+    elif typical:
+        ceiling_end = ", no more than the static subset by this measure."
+    else:
+        ceiling_end = (
+            ", no more than the static subset: the observation shows no per-sample structure "
+            "to learn, so a static choice is the right answer here."
+        )
     ceiling = (
         "The supervised predictor of the values from the observation (the observation's "
-        f"ceiling) scores {n['predictor_score']:.3f}"
-        + (
-            "."
-            if structure
-            else ", no more than the static subset: the observation shows no per-sample "
-            "structure to learn, so a static choice is the right answer here."
-        )
+        f"ceiling) scores {n['predictor_score']:.3f}{ceiling_end}"
     )
     per_context = ""
-    if n["per_context_score"] > n["static_per_context_score"] + NO_STRUCTURE_MARGIN:
+    if typical:
         per_context = (
             f" By the per-context score, where every context weighs the same, the policy "
             f"({n['per_context_score']:.3f}) and the predictor "
