@@ -59,9 +59,9 @@ class BankBanditEnv(MultiAgentEnv):
         self.lam = float(env_config["lam"])
         self.value_unit = float(env_config["value_unit"])
         self.observations = bank.observations
-        table = bank.reward_table(self.lam, self.value_unit)
-        self.rewards_above_random = table - table.mean(axis=1, keepdims=True)
+        self._bank = bank
         self.subset_costs = bank.subset_costs
+        self.set_lam(self.lam)
         self.num_slots = int(env_config.get("slots", BANK_SLOTS))
         self.episode_steps = int(env_config.get("episode_steps", BANK_EPISODE_STEPS))
         self.possible_agents = list(range(self.num_slots))
@@ -79,6 +79,12 @@ class BankBanditEnv(MultiAgentEnv):
         self._served = np.zeros(self.num_slots, dtype=np.int64)
         self.episode_step = 0
         self.reset_metrics()
+
+    def set_lam(self, lam: float) -> None:
+        """Price the subsets at ``lam`` from now on (a budget's dual variable moves it)."""
+        self.lam = float(lam)
+        table = self._bank.reward_table(self.lam, self.value_unit)
+        self.rewards_above_random = table - table.mean(axis=1, keepdims=True)
 
     def reset(
         self, *, seed: int | None = None, options: dict | None = None

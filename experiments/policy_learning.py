@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 
 from envs.bank_bandit_env import BANK_EPISODE_STEPS, BANK_SLOTS
@@ -37,9 +38,10 @@ from envs.level_selection_env import LevelSelectionEnv
 from envs.observation import observation_dim
 from envs.registration import BANK_ENV_NAME, ENV_NAME
 from envs.snapshots import build_snapshot_pool
+from policies.budget_dual import PIDLagrangian, expected_cost
 from policies.heldout_score import HeldOutScorer, greedy_choices, per_context_score
 from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
-from policies.ppo_setup import ensure_ray, train_policy
+from policies.ppo_setup import ensure_ray, latest_checkpoint, set_env_lam, train_policy
 from policies.reptile import adaptation_curve
 from policies.weights import (
     module_from_state,
@@ -59,6 +61,7 @@ from rlpkd.viz.policy_learning import policy_learning_plot
 
 __all__ = [
     "BEST_WEIGHTS_FILE",
+    "BUDGET_SELECTION_TOLERANCE",
     "VALIDATION_FRACTION",
     "BestIteration",
     "policy_fingerprint",
@@ -125,6 +128,9 @@ BEST_WEIGHTS_FILE = "best_weights.pt"
 VALIDATION_FRACTION = 0.2
 """Share of the training contexts' images kept out of PPO to choose its iteration (early
 stopping), so that the held-out contexts only ever measure."""
+BUDGET_SELECTION_TOLERANCE = 0.05
+"""With ``rl.budget``: early stopping only takes an iteration whose expected cost is within this
+much (a fraction of all-level kd FLOPs) of the budget."""
 
 
 def check_decision_bank(config: Config, teacher_checkpoint: Path, snapshot_dir: Path) -> None:
@@ -154,32 +160,58 @@ class PolicyEnvironment:
         value_unit: float,
         heldout_images: list[int],
         lam: float,
+        training_images: np.ndarray | None = None,
     ) -> None:
         self.env_name = env_name
         self.env_config = env_config
         self.scorer = scorer
+        self.validation = validation
         self.validation_observations = validation.observations
         self.validation_table = validation.reward_table(lam, value_unit)
+        trained = np.ones(len(bank), dtype=bool)
+        if training_images is not None:
+            trained = np.isin(bank.image_ids, training_images)
+        self.training_observations = bank.observations[trained]
+        self.subset_costs = bank.subset_costs
         self.bank = bank
         self.bank_path = bank_path
         self.value_unit = value_unit
         self.heldout_images = heldout_images
 
     def evaluator(
-        self, config: Config, obs_dim: int, keep: BestIteration | None = None
+        self,
+        config: Config,
+        obs_dim: int,
+        keep: BestIteration | None = None,
+        dual: PIDLagrangian | None = None,
     ) -> Callable[[Algorithm], dict[str, Any]]:
         """``train_policy``'s ``evaluate``: the trained weights' held-out numbers and their
         ``validation_score`` (per-context score on the validation contexts); ``keep`` is offered
-        the weights of every iteration."""
+        the weights of every iteration. With a budget's ``dual``: the iteration is scored at
+        the λ it was trained with, its expected cost on the training contexts moves λ for the
+        next one (set in every sampling env), and ``keep`` is offered it only when that cost is
+        within ``BUDGET_SELECTION_TOLERANCE`` of the budget."""
         rl = config.rl
 
         def evaluate(algo: Algorithm) -> dict[str, Any]:
             state = module_state(algo)
             module = module_from_state(state, obs_dim, rl.hidden_sizes, rl.policy_head)
+            scorer, table, result = self.scorer, self.validation_table, {}
+            if dual is not None:
+                cost = expected_cost(module, self.training_observations, self.subset_costs)
+                result = {"budget_cost": cost, "budget_lam": dual.lam}
+                scorer = scorer.with_lam(dual.lam)
+                table = self.validation.reward_table(dual.lam, self.value_unit)
+                dual.update(cost)
+                set_env_lam(algo, dual.lam)
+                result |= dual.state()
             choices = greedy_choices(module, self.validation_observations)
-            result = {"validation_score": per_context_score(self.validation_table, choices)}
-            result |= self.scorer.score(module)
-            if keep is not None:
+            result["validation_score"] = per_context_score(table, choices)
+            result |= scorer.score(module)
+            near_budget = dual is None or (
+                abs(result["budget_cost"] - dual.budget) <= BUDGET_SELECTION_TOLERANCE
+            )
+            if keep is not None and near_budget:
                 keep.offer(algo.iteration, result["validation_score"], state)
             return result
 
@@ -307,6 +339,7 @@ def policy_environment(
         unit,
         heldout_images,
         rl.lam,
+        np.setdiff1d(np.unique(bank.image_ids), np.asarray(unseen, dtype=np.int64)),
     )
 
 
@@ -375,8 +408,18 @@ def learn_policy(
             "learner": config.rl.learner,
         },
     )
+    budget = _budget_record(config, history, selected)
+    if budget:  # the yardsticks at the λ the selected iteration was trained with
+        references = environment.scorer.with_lam(budget["selected_lam"]).references()
     record = _learning_record(config, environment, references, history, selected, start)
     record |= {"weights": str(weights_path), "warm_start": str(warm_start or "")}
+    if budget:
+        record["budget"] = budget
+        print(
+            f"budget {budget['budget']:.2f}: the selected iteration's expected cost "
+            f"{budget['selected_cost']:.3f} at λ {budget['selected_lam']:.3f}",
+            flush=True,
+        )
     if warm_start is not None and config.meta.compare_scratch:
         record["scratch_curve"] = adaptation_curve(
             config, environment.env_config, None, config.rl.iterations, environment.env_name
@@ -387,6 +430,20 @@ def learn_policy(
     )
     print(record["verdict"]["sentence"], flush=True)
     return record
+
+
+def budget_dual(
+    config: Config, run_dir: RunDirectory, resume: bool, policy_print: str
+) -> PIDLagrangian | None:
+    """With ``rl.budget``: the PID controller of λ, as the PPO checkpoint a resume continues left
+    it (a fresh one starting at ``rl.lam`` otherwise); None without a budget."""
+    rl = config.rl
+    if rl.budget is None:
+        return None
+    latest = latest_checkpoint(run_dir.checkpoints / "policy") if resume else None
+    if latest is None or latest[1]["fingerprint"] != policy_print or not latest[1]["history"]:
+        return PIDLagrangian(rl.budget, rl.lam)
+    return PIDLagrangian.from_state(rl.budget, rl.lam, latest[1]["history"][-1])
 
 
 def _train_with_early_stopping(
@@ -408,6 +465,10 @@ def _train_with_early_stopping(
     keep = BestIteration(
         run_dir.checkpoints / "policy" / BEST_WEIGHTS_FILE, policy_print, obs_dim, config
     )
+    dual = budget_dual(config, run_dir, resume, policy_print)
+    env_config = dict(environment.env_config)
+    if dual is not None:
+        env_config["lam"] = dual.lam  # where a resumed run's controller left it
 
     def on_history(history: list[dict[str, Any]]) -> None:
         if keep.iteration == 0:  # the first call carries what a resume restored
@@ -417,7 +478,7 @@ def _train_with_early_stopping(
     try:
         algo, history = train_policy(
             config,
-            environment.env_config,
+            env_config,
             config.rl.iterations,
             run_dir.checkpoints / "policy",
             warm_start=warm_start,
@@ -427,7 +488,7 @@ def _train_with_early_stopping(
             on_iteration=on_iteration,
             fingerprint=policy_print,
             on_history=on_history,
-            evaluate=environment.evaluator(config, obs_dim, keep),
+            evaluate=environment.evaluator(config, obs_dim, keep, dual),
         )
     finally:
         learning_log.close()
@@ -438,6 +499,23 @@ def _train_with_early_stopping(
     if keep.iteration == 0:
         return history, final, len(history)
     return history, read_weights_file(keep.path).state, keep.iteration
+
+
+def _budget_record(
+    config: Config, history: list[dict[str, Any]], selected: int
+) -> dict[str, float]:
+    """With ``rl.budget``: the budget, and the expected cost and λ of the selected and the last
+    iteration; {} without a budget or history."""
+    if config.rl.budget is None or not history:
+        return {}
+    chosen = history[selected - 1] if 0 < selected <= len(history) else history[-1]
+    return {
+        "budget": config.rl.budget,
+        "selected_cost": float(chosen.get("budget_cost", math.nan)),
+        "selected_lam": float(chosen.get("budget_lam", config.rl.lam)),
+        "final_cost": float(history[-1].get("budget_cost", math.nan)),
+        "final_lam": float(history[-1].get("budget_next_lam", math.nan)),
+    }
 
 
 def _learning_record(

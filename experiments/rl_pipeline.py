@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,20 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from envs.decision_bank import DecisionBank
 from envs.observation import observation_dim
 from envs.snapshots import build_snapshot_pool, check_snapshot_files
+from experiments.controls import (
+    CONTROL_PREFIX,
+    POLICY_METHOD,
+    ControlInputs,
+    budget_control_runs,
+    budgeted_policy_selector,
+    control_kind,
+    control_selector,
+    policy_selector,
+    static_subsets_around,
+)
 from experiments.policy_learning import (
     check_decision_bank,
     image_regimes_of,
@@ -29,7 +42,6 @@ from experiments.policy_learning import (
 )
 from experiments.student_workers import StudentJob, StudentWorkerPool
 from policies.planted_rule_score import planted_rule_score
-from policies.policy_selector import PolicyLevels
 from policies.ppo_setup import latest_checkpoint
 from policies.weights import (
     module_from_weights_file,
@@ -41,10 +53,11 @@ from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.data.synthetic import image_regimes
 from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.errors import CheckpointError, ConfigError, DataError, ResumeMismatchError
-from rlpkd.fingerprint import DATA_LOCATION_KEYS, file_digest
-from rlpkd.flops.kd_flops import flops_model_from_config
+from rlpkd.fingerprint import DATA_LOCATION_KEYS
+from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
+from rlpkd.report.budget_comparison import budget_comparison, budget_report_lines
 from rlpkd.report.decision_log import DecisionLog, read_decisions
 from rlpkd.report.learning_verdict import phase2_report_lines
 from rlpkd.report.tables import summarise_methods, write_report
@@ -52,7 +65,7 @@ from rlpkd.report.verification import best_static_at_or_below, subset_regime_inf
 from rlpkd.rundir import RunDirectory
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
-from rlpkd.training.level_selection import SCALE_RULE
+from rlpkd.training.level_selection import SCALE_RULE, LevelSelector, StepObservingSelector
 from rlpkd.training.regime_table_selection import RegimeTableLevels, regime_table_from_headroom
 from rlpkd.training.shuffled_selection import SHUFFLED_SUFFIX, ShuffledMaskLevels
 from rlpkd.training.student_phase import (
@@ -75,7 +88,6 @@ __all__ = [
     "run_rl_experiment",
 ]
 
-POLICY_METHOD = "rl-policy"
 SHUFFLED_METHOD = f"{POLICY_METHOD}{SHUFFLED_SUFFIX}"
 """The shuffled-mask control: the policy's own masks permuted across each batch."""
 SHUFFLED_SPEC = "policy-shuffled"
@@ -207,15 +219,25 @@ def check_inputs_and_checkpoints(
         latest_checkpoint(run_dir.checkpoints / "policy")
 
 
-def _student_runs(config: Config, policy_fraction: float) -> list[tuple[str, str]]:
+StaticPair = tuple[int, int]
+"""The best static subsets at or below and above the policy's cost (``static_subsets_around``)."""
+PLACEHOLDER_PAIR: StaticPair = (0, 15)
+
+
+def _student_runs(
+    config: Config, policy_fraction: float, static_pair: StaticPair = PLACEHOLDER_PAIR
+) -> list[tuple[str, str]]:
     """(method name, level spec) of every Phase-3 run; the policy's spec is 'policy'.
 
-    Besides the policy: no KD, all levels, and the verification controls at the policy's FLOPs:
+    Besides the policy: no KD, all levels, and the verification controls at the policy's FLOPs.
+    With ``rl.budget``: every control of ``experiments.controls.BUDGET_CONTROLS``. Without:
     its shuffled masks (``SHUFFLED_SPEC``), random subsets, the scale rule, the static
     baselines (the best of which at no more FLOPs the report names) and, with
     ``experiment.headroom_report``, the headroom report's oracle (``ORACLE_SPEC``).
     """
     runs = [(POLICY_METHOD, "policy"), ("none", "none"), ("all", "all")]
+    if config.rl.budget is not None:
+        return runs + budget_control_runs(policy_fraction, static_pair)
     runs.append((SHUFFLED_METHOD, SHUFFLED_SPEC))
     runs.append((f"random@{policy_fraction:.2f}", f"random:{policy_fraction:.4f}"))
     runs.append((SCALE_RULE, SCALE_RULE))
@@ -248,28 +270,15 @@ def oracle_selector(config: Config, datasets: DetectionDatasets) -> RegimeTableL
         ) from None
 
 
-def policy_selector(config: Config, weights: Path, seed: int) -> PolicyLevels:
-    """The frozen policy as a ``PolicyLevels`` selector, fingerprinted by its weights file."""
-    module = module_from_weights_file(weights)
-    digest = file_digest(str(weights))
-    return PolicyLevels(
-        module,
-        config.data.level_thresholds,
-        greedy=config.rl.greedy,
-        seed=seed,
-        name=POLICY_METHOD,
-        fingerprint=f"{POLICY_METHOD}:{digest}:greedy={config.rl.greedy}",
-    )
-
-
 def policy_step_hook(
     config: Config,
     datasets: DetectionDatasets,
-    selector: PolicyLevels | ShuffledMaskLevels,
+    selector: LevelSelector,
     student_dir: RunDirectory,
 ) -> StepHook:
     """The Phase-3 step hook of a policy-guided run: keeps the policy's running KD gap current
-    and logs every decision to ``<student_dir>/decisions.jsonl``."""
+    (a selector that observes steps itself, ``StepObservingSelector``, does so on its own) and
+    logs every decision to ``<student_dir>/decisions.jsonl``."""
     steps = config.student_schedule.epochs * (
         len(datasets.train) // config.student_schedule.batch_size
     )
@@ -283,7 +292,8 @@ def policy_step_hook(
     def on_step(
         step: int, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
     ) -> None:
-        selector.update_running_gap(terms.kd_raw, mask)
+        if not isinstance(selector, StepObservingSelector):
+            selector.update_running_gap(terms.kd_raw, mask)  # type: ignore[attr-defined]
         log(step, batch, mask)
 
     return on_step
@@ -301,9 +311,17 @@ def _distil(
     config = inputs.config
     student_dir = RunDirectory(run_dir.path / "students" / f"{method}-seed{seed}")
     on_step = None
-    if spec == "policy":
+    if spec == "policy" and config.rl.budget is not None:
+        selector = budgeted_policy_selector(config, weights, seed, inputs.flops, config.rl.budget)
+        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
+    elif spec == "policy":
         selector = policy_selector(config, weights, seed)
         on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
+    elif spec.startswith(CONTROL_PREFIX):
+        control_inputs = ControlInputs(
+            config, inputs.flops, weights, seed, len(inputs.datasets.train)
+        )
+        selector = control_selector(spec, control_inputs)
     elif spec == SHUFFLED_SPEC:
         selector = ShuffledMaskLevels(policy_selector(config, weights, seed), seed)
         on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
@@ -322,20 +340,25 @@ def distil_job(inputs: StudentRunInputs, job: StudentJob, weights: Path) -> dict
     return _distil(inputs, run_dir, job.method, job.spec, job.seed, weights)
 
 
-def _control_jobs(config: Config, policy_fraction: float) -> list[StudentJob]:
+def _control_jobs(
+    config: Config, policy_fraction: float, static_pair: StaticPair = PLACEHOLDER_PAIR
+) -> list[StudentJob]:
     """Every Phase-3 student but the policy's: no KD and all levels over ``experiment.seeds``,
     the verification controls over ``experiment.control_seeds`` (empty: the same seeds)."""
     seeds = config.experiment.seeds
     control_seeds = config.experiment.control_seeds or seeds
     jobs = []
-    for method, spec in _student_runs(config, policy_fraction)[1:]:
+    for method, spec in _student_runs(config, policy_fraction, static_pair)[1:]:
         method_seeds = seeds if spec in ("none", "all") else control_seeds
         jobs += [StudentJob(method, spec, seed) for seed in method_seeds]
     return jobs
 
 
 def _phase3_students(
-    inputs: StudentRunInputs, weights: Path, all_flops: float
+    inputs: StudentRunInputs,
+    weights: Path,
+    all_flops: float,
+    static_pair_of: Callable[[float], StaticPair] = lambda fraction: PLACEHOLDER_PAIR,
 ) -> tuple[list[dict[str, Any]], float]:
     """Train (or reuse) every Phase-3 student; returns their metrics (policy first, then
     ``_control_jobs`` order) and the policy's kd FLOPs as a fraction of all levels'.
@@ -354,11 +377,12 @@ def _phase3_students(
     if config.runtime.student_workers <= 1:
         runs = [distil_job(inputs, job, weights) for job in policy_jobs]
         policy_fraction = fraction_of(runs)
-        runs += [distil_job(inputs, job, weights) for job in _control_jobs(config, policy_fraction)]
+        jobs = _control_jobs(config, policy_fraction, static_pair_of(policy_fraction))
+        runs += [distil_job(inputs, job, weights) for job in jobs]
         return runs, policy_fraction
 
     def at_policy_flops(job: StudentJob) -> bool:
-        return job.spec.startswith("random:")
+        return job.spec.startswith(("random:", CONTROL_PREFIX))
 
     controls = _control_jobs(config, 0.0)  # random@F's fraction is a placeholder until known
     with_kd = [job for job in controls if not at_policy_flops(job) and job.spec != "none"]
@@ -382,7 +406,8 @@ def _phase3_students(
             with_kd_futures = submit(pool, with_kd)
             runs = [future.result() for future in policy_futures]
             policy_fraction = fraction_of(runs)
-            dependent = [j for j in _control_jobs(config, policy_fraction) if at_policy_flops(j)]
+            final_jobs = _control_jobs(config, policy_fraction, static_pair_of(policy_fraction))
+            dependent = [j for j in final_jobs if at_policy_flops(j)]
             dependent_futures = submit(pool, dependent)
             without_kd_futures = submit(pool, without_kd)
             done = {
@@ -395,8 +420,20 @@ def _phase3_students(
             }
     finally:
         bar.close()
-    runs += [done[job] for job in _control_jobs(config, policy_fraction)]
+    runs += [done[job] for job in final_jobs]
     return runs, policy_fraction
+
+
+def _static_pair_finder(
+    learning: dict[str, Any], flops: FlopsModel
+) -> Callable[[float], StaticPair]:
+    """The best static subsets around a cost, by the value of Phase 2's decision bank."""
+    path = learning.get("decision_bank", {}).get("path")
+    if not path:
+        return lambda fraction: PLACEHOLDER_PAIR
+    bank = DecisionBank.load(Path(path))
+    costs = flops.subset_kd_fractions().numpy()
+    return lambda fraction: static_subsets_around(bank, costs, fraction)
 
 
 def _headroom_context(path: Path) -> dict[str, Any]:
@@ -500,7 +537,9 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     inputs = StudentRunInputs(config, datasets, teacher, flops, device)
     seeds = config.experiment.seeds
     all_flops = flops.kd_flops(LEVELS)
-    runs, policy_fraction = _phase3_students(inputs, weights, all_flops)
+    runs, policy_fraction = _phase3_students(
+        inputs, weights, all_flops, _static_pair_finder(learning, flops)
+    )
 
     _phase("Phase 4: report")
     decisions = read_decisions(
@@ -541,12 +580,22 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
         },
         **controls,
     }
+    preamble = phase2_report_lines(learning)
+    if config.rl.budget is not None:
+        kinds = {row["method"]: control_kind(row["method"]) for row in rows}
+        for row in rows:
+            row["kind"] = kinds[row["method"]]
+        extra["budget"] = budget_comparison(
+            runs, config.rl.budget, POLICY_METHOD, kinds, all_flops / 1e9
+        )
+        extra["phase2_budget"] = learning.get("budget", {})
+        preamble += budget_report_lines(extra["budget"])
     write_report(
         run_dir.path,
         "RL-PyramidKD: policy vs baselines",
         rows,
         extra,
-        preamble=phase2_report_lines(learning),
+        preamble=preamble,
     )
     policy_row = next(r for r in rows if r["method"] == POLICY_METHOD)
     run_dir.write_metrics(

@@ -14,6 +14,7 @@ chosen on the training contexts) and a supervised predictor of the values from t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from envs.decision_bank import BankSplit
+from envs.decision_bank import SUBSET_LEVELS, BankSplit
 from policies.choice_scores import normalised_score, per_context_score, random_and_oracle_rewards
 from policies.level_policy_module import LevelSelectionModule
 from policies.value_predictor import best_subsets, fit_value_predictor
@@ -129,6 +130,14 @@ class HeldOutScorer:
     """[N] the predictor's subset per held-out context."""
     predictor_kind: str
     """Which regression the predictor is (``ridge`` or ``mlp``)."""
+    heldout_values: np.ndarray | None = None
+    """[N, 4] the held-out contexts' ``v / s`` (what ``with_lam`` re-prices)."""
+    predicted_values: np.ndarray | None = None
+    """[N, 4] the predictor's ``v / s`` for them."""
+    train_mean_values: np.ndarray | None = None
+    """[4] the training contexts' mean ``v / s`` (the static subset at any λ)."""
+    subset_costs: np.ndarray | None = None
+    """[16] each subset's kd FLOPs over all levels'."""
 
     @classmethod
     def from_split(
@@ -152,6 +161,7 @@ class HeldOutScorer:
             hidden_sizes=hidden_sizes,
             seed=seed,
         )
+        predicted = predictor.predict(heldout.observations)
         return cls(
             observations=heldout.observations,
             table=heldout.reward_table(lam, unit),
@@ -160,10 +170,27 @@ class HeldOutScorer:
             if regimes is None
             else [regimes.get(int(i), "unknown") for i in heldout.image_ids],
             static_choice=static_subset(train.reward_table(lam, unit)),
-            predictor_choices=best_subsets(
-                predictor.predict(heldout.observations), lam, heldout.subset_costs
-            ),
+            predictor_choices=best_subsets(predicted, lam, heldout.subset_costs),
             predictor_kind=predictor.kind,
+            heldout_values=heldout.level_values / unit,
+            predicted_values=predicted,
+            train_mean_values=train.level_values.mean(axis=0) / unit,
+            subset_costs=heldout.subset_costs,
+        )
+
+    def with_lam(self, lam: float) -> HeldOutScorer:
+        """The same contexts, predictor and values, priced at another ``λ`` (a budget's dual
+        variable moves it between PPO iterations)."""
+        if self.heldout_values is None or self.predicted_values is None:
+            raise ValueError("with_lam needs a scorer made by from_split")
+        costs = self.subset_costs
+        prices = lam * costs[None, :]
+        static = np.argmax(self.train_mean_values @ SUBSET_LEVELS.T - lam * costs)
+        return dataclasses.replace(
+            self,
+            table=self.heldout_values @ SUBSET_LEVELS.T - prices,
+            static_choice=int(static),
+            predictor_choices=best_subsets(self.predicted_values, lam, costs),
         )
 
     def references(self) -> dict[str, object]:

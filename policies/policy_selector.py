@@ -33,9 +33,11 @@ from envs.observation import (
 from policies.level_policy_module import LevelSelectionModule
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.normalise import RunningLevelScale
+from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.levels import subsets_to_masks
+from rlpkd.models.detector import DetectorOutput
 
-__all__ = ["ObservationFn", "PolicyLevels", "default_observation_fn"]
+__all__ = ["ObservationFn", "PolicyLevels", "PolicyScores", "default_observation_fn"]
 
 ObservationFn = Callable[
     [Any, DetectionBatch, torch.Tensor, float, Sequence[float]], "np.ndarray | torch.Tensor"
@@ -167,3 +169,44 @@ class PolicyLevels:
             probs = torch.softmax(logits, dim=-1)
             actions = torch.multinomial(probs, 1, generator=self._generator).squeeze(-1)
         return subsets_to_masks(actions).to(batch.images.device)
+
+
+class PolicyScores:
+    """The frozen policy as a ``SubsetScorer`` (``rlpkd.training.budget_selection``): each
+    subset's log-probability under the policy, so that ``BudgetedLevels`` spends a budget on the
+    choices the policy rates highest. It observes the step's own forward and keeps the running
+    gap current from every finished step, as ``PolicyLevels`` does."""
+
+    def __init__(self, policy: PolicyLevels) -> None:
+        self.policy = policy
+
+    @torch.no_grad()
+    def scores(
+        self, batch: DetectionBatch, output: DetectorOutput | None, progress: float
+    ) -> torch.Tensor:
+        """[B, 16] log-probabilities of the subsets for each sample."""
+        if output is None:
+            obs = self.policy.observations(batch, progress)
+        else:
+            obs = self.policy.observations_from_features(batch, output.features, progress)
+        device = next(self.policy.module.parameters()).device
+        logits = self.policy.module.subset_logits(obs.to(device)).double().cpu()
+        return torch.log_softmax(logits, dim=-1)
+
+    def set_student(self, student: torch.nn.Module) -> None:
+        """The student whose pyramid the observations describe."""
+        self.policy.set_student(student)
+
+    def observe_step(
+        self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
+    ) -> None:
+        """Fold the step's KD losses into the policy's running gap."""
+        self.policy.update_running_gap(terms.kd_raw, mask)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's state (running gap, RNG)."""
+        return self.policy.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
+        self.policy.load_state_dict(state)

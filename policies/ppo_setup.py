@@ -54,6 +54,7 @@ __all__ = [
     "ensure_ray",
     "build_algorithm",
     "collect_env_metrics",
+    "set_env_lam",
     "iteration_summary",
     "latest_checkpoint",
     "restore_checkpoint",
@@ -287,6 +288,25 @@ def collect_env_metrics(algo: Algorithm) -> list[dict[str, float]]:
 
     per_runner = algo.env_runner_group.foreach_env_runner(_metrics, local_env_runner=True)
     return [metrics for runner in per_runner for metrics in runner]
+
+
+def set_env_lam(algo: Algorithm, lam: float) -> int:
+    """Set the FLOPs price of every sampling env that has ``set_lam`` (the bank env); returns how
+    many envs took it."""
+
+    def _set(env_runner: Any) -> int:
+        vector_env = getattr(env_runner, "env", None)
+        if vector_env is None:
+            return 0
+        count = 0
+        for sub_env in getattr(vector_env, "envs", [vector_env]):
+            setter = getattr(sub_env.unwrapped, "set_lam", None)
+            if callable(setter):
+                setter(lam)
+                count += 1
+        return count
+
+    return sum(algo.env_runner_group.foreach_env_runner(_set, local_env_runner=True))
 
 
 def iteration_summary(result: dict[str, Any]) -> dict[str, float]:

@@ -240,6 +240,11 @@ class RLConfig:
     lam: float = 0.5
     """λ: weight of the FLOPs penalty kd_flops(levels) / kd_flops(all) in each sample's reward: the
     price of all levels in units of the typical reward of distilling all levels."""
+    budget: float | None = None
+    """A KD budget: the policy's mean kd FLOPs per image as a fraction of all levels'. Phase 2
+    moves λ as a dual variable to hold it (PID Lagrangian, ``policies.budget_dual``; ``lam`` is
+    its start), Phase 3 meets it in every epoch and trains the controls of
+    ``rlpkd.training.controls`` at the policy's measured cost. Empty (null): the fixed price."""
     heldout_size: int = 16
     """With rl.reward 'value': images in the fixed held-out batch V (the first, at most all, of
     ``heldout_split(…, search.holdout_fraction, runtime.seed).val``; the env trains on the rest)."""
@@ -682,6 +687,7 @@ FIELD_RULES: dict[type, dict[str, Rule]] = {
         "bank_decisions": COUNT,
         "bank_heldout_fraction": Rule(lambda v: 0 < v < 1, "in (0, 1)"),
         "lam": NON_NEGATIVE,
+        "budget": Rule(lambda v: v is None or 0 < v < 1, "empty (null) or in (0, 1)"),
         "heldout_size": COUNT,
         "reward_baseline": one_of("none", "leave_one_out"),
         "slots": COUNT,

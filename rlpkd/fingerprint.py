@@ -34,7 +34,7 @@ PLANTED_RULE_KEYS = ("planted_class", "planted_levels", "planted_corruption")
 
 LATER_FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
     "distill": {"planted_corruption": "rotate"},
-    "rl": {"policy_head": "joint"},
+    "rl": {"policy_head": "joint", "budget": None},
 }
 """{section: {field: value}} of fields added after runs were stored, with the value every earlier
 run had: hashed only when a config differs from it, so earlier runs keep their fingerprints."""

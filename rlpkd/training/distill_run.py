@@ -23,11 +23,18 @@ from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_student
 from rlpkd.models.teacher_cache import TeacherFeatureCache
 from rlpkd.runtime import seed_everything
-from rlpkd.training.kd_step import detached_features, kd_training_step, student_forward
+from rlpkd.training.kd_step import (
+    detached_features,
+    detached_output,
+    kd_training_step,
+    student_forward,
+)
 from rlpkd.training.level_selection import (
     FeatureObservingSelector,
     LevelSelector,
+    OutputObservingSelector,
     StatefulSelector,
+    StepObservingSelector,
     StudentObservingSelector,
 )
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
@@ -189,7 +196,11 @@ def distill_student(
             batch = batch.to(device, non_blocking=True)
             progress_now = step / max(total_steps, 1)
             output = None
-            if isinstance(selector, FeatureObservingSelector):
+            if isinstance(selector, OutputObservingSelector):
+                output = student_forward(student, batch, amp)
+                mask = selector.select_from_output(batch, detached_output(output), progress_now)
+                mask = mask.cpu()
+            elif isinstance(selector, FeatureObservingSelector):
                 # the policy reads the step's own student forward: no second forward
                 output = student_forward(student, batch, amp)
                 features = detached_features(output)
@@ -226,6 +237,8 @@ def distill_student(
                     )
                 writer.add_scalar("gradnorm/weight_detection", float(terms.level_weights[0]), step)
                 writer.add_scalar("charts/lr", scheduler.get_last_lr()[0], step)
+            if isinstance(selector, StepObservingSelector):
+                selector.observe_step(batch, mask, terms)
             if on_step is not None:
                 on_step(step, batch, mask, terms)
             bar.update(1)

@@ -8,6 +8,7 @@ before any weight is updated with a non-finite value.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 
@@ -33,6 +34,7 @@ __all__ = [
     "objective_term_values",
     "student_forward",
     "detached_features",
+    "detached_output",
     "kd_training_step",
     "kd_losses_no_grad",
 ]
@@ -174,6 +176,18 @@ def detached_features(output: DetectorOutput) -> dict[str, torch.Tensor]:
     """The pyramid features of a ``student_forward`` output, cut from its graph: what a policy
     observes, while the step still back-propagates through the output itself."""
     return {level: value.detach() for level, value in output.features.items()}
+
+
+def detached_output(output: DetectorOutput) -> DetectorOutput:
+    """A ``student_forward`` output cut from its graph (features and head outputs): what a
+    selector that ranks samples by the step's own forward reads."""
+    head = {
+        level: type(value)(
+            **{item.name: getattr(value, item.name).detach() for item in dataclasses.fields(value)}
+        )
+        for level, value in output.head.items()
+    }
+    return DetectorOutput(detached_features(output), head)
 
 
 def kd_training_step(

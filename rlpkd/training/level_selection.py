@@ -15,14 +15,18 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from rlpkd.data.batch import DetectionBatch
+from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.errors import ConfigError
 from rlpkd.levels import NUM_LEVELS, format_levels, levels_to_mask, parse_levels
+from rlpkd.models.detector import DetectorOutput
 from rlpkd.models.fcos_loss import box_pyramid_levels
 
 __all__ = [
     "LevelSelector",
     "StudentObservingSelector",
     "FeatureObservingSelector",
+    "OutputObservingSelector",
+    "StepObservingSelector",
     "StatefulSelector",
     "FingerprintedSelector",
     "FixedLevels",
@@ -63,6 +67,29 @@ class FeatureObservingSelector(Protocol):
         self, batch: DetectionBatch, features: dict[str, torch.Tensor], progress: float
     ) -> torch.Tensor:
         """The [B, 4] mask for ``batch`` given the student's features of it (train mode)."""
+        ...
+
+
+@runtime_checkable
+class OutputObservingSelector(Protocol):
+    """A selector that chooses from the step's whole student forward (features and head outputs,
+    detached), e.g. to rank samples by their detection loss; the loop runs the forward first."""
+
+    def select_from_output(
+        self, batch: DetectionBatch, output: DetectorOutput, progress: float
+    ) -> torch.Tensor:
+        """The [B, 4] mask for ``batch`` given the student's forward of it (train mode)."""
+        ...
+
+
+@runtime_checkable
+class StepObservingSelector(Protocol):
+    """A selector that learns from every finished step (e.g. a per-image memory of KD gaps)."""
+
+    def observe_step(
+        self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
+    ) -> None:
+        """The step's batch, the mask it used and its objective terms (per-sample KD losses)."""
         ...
 
 

@@ -1,0 +1,307 @@
+"""The controls a learnt level policy is judged against at a KD budget: one table (issue 19).
+
+Each ``Control`` is one entry of ``BUDGET_CONTROLS``: its name, its kind (what a report groups it
+with), a sentence saying what it does, and how to build its level selector at a cost fraction. A
+Phase-3 job names a control by a spec, ``control:<name>:<fraction>[:<argument>]``
+(``control_spec``), so a worker process builds exactly the selector the driver planned;
+``control_selector`` builds it. Every control here spends the policy's measured cost (±2%), the
+best static subset at or below it excepted (a static subset costs what it costs).
+
+Adding a control is one entry here: ``train_rl`` trains every entry next to the policy when
+``rl.budget`` is set and writes each row's kind, which the report reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from envs.decision_bank import SUBSET_LEVELS, DecisionBank
+from policies.policy_selector import PolicyLevels, PolicyScores
+from policies.weights import module_from_weights_file
+from rlpkd.config import Config
+from rlpkd.errors import ConfigError
+from rlpkd.fingerprint import file_digest
+from rlpkd.flops.kd_flops import FlopsModel
+from rlpkd.levels import format_levels, index_to_subset, parse_levels, subset_to_index
+from rlpkd.training.budget_selection import (
+    BudgetedLevels,
+    GapRankedScores,
+    LossRankedScores,
+    RandomSampleScores,
+    RandomSubsetScores,
+    StaticPairScores,
+    TemporalLevels,
+)
+from rlpkd.training.level_selection import FixedLevels, LevelSelector
+from rlpkd.training.shuffled_selection import ShuffledMaskLevels
+
+__all__ = [
+    "POLICY_METHOD",
+    "ControlInputs",
+    "Control",
+    "BUDGET_CONTROLS",
+    "CONTROL_PREFIX",
+    "control_spec",
+    "parse_control_spec",
+    "control_method",
+    "control_kind",
+    "control_selector",
+    "policy_selector",
+    "budgeted_policy_selector",
+    "static_subsets_around",
+    "budget_control_runs",
+]
+
+POLICY_METHOD = "rl-policy"
+CONTROL_PREFIX = "control:"
+
+
+@dataclass(frozen=True)
+class ControlInputs:
+    """What a control's selector may need: the config, the FLOPs model, the policy's weights
+    file, the student's seed and the number of training images."""
+
+    config: Config
+    flops: FlopsModel
+    weights: Path
+    seed: int
+    train_images: int = 0
+    """Training images of the dataset (the schedule's length, for the temporal controls)."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """One control: ``build(inputs, fraction, argument)`` gives its selector at ``fraction`` of
+    all-level kd FLOPs; ``argument`` is what the driver fixed for it (e.g. two static subsets)."""
+
+    name: str
+    kind: str
+    description: str
+    build: Callable[[ControlInputs, float, str], LevelSelector]
+
+
+def policy_selector(config: Config, weights: Path, seed: int) -> PolicyLevels:
+    """The frozen policy as a ``PolicyLevels`` selector, fingerprinted by its weights file."""
+    module = module_from_weights_file(weights)
+    digest = file_digest(str(weights))
+    return PolicyLevels(
+        module,
+        config.data.level_thresholds,
+        greedy=config.rl.greedy,
+        seed=seed,
+        name=POLICY_METHOD,
+        fingerprint=f"{POLICY_METHOD}:{digest}:greedy={config.rl.greedy}",
+    )
+
+
+def budgeted_policy_selector(
+    config: Config, weights: Path, seed: int, flops: FlopsModel, budget: float
+) -> BudgetedLevels:
+    """The frozen policy spending ``budget`` exactly: each batch's (sample, subset) choices of
+    highest log-probability that the batch's allowance pays for."""
+    policy = policy_selector(config, weights, seed)
+    return BudgetedLevels(
+        PolicyScores(policy),
+        flops.subset_kd_fractions(),
+        budget,
+        POLICY_METHOD,
+        fingerprint=f"{policy.fingerprint}:budget={budget:.6f}",
+    )
+
+
+def _budgeted(scorer_of: Callable[[ControlInputs, float], object], name: str):
+    def build(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
+        return BudgetedLevels(
+            scorer_of(inputs, fraction),  # type: ignore[arg-type]
+            inputs.flops.subset_kd_fractions(),
+            fraction,
+            control_method(name, fraction),
+            fingerprint=f"{name}:{fraction:.6f}:seed={inputs.seed}",
+        )
+
+    return build
+
+
+def _temporal(early: bool):
+    def build(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
+        schedule = inputs.config.student_schedule
+        steps = schedule.epochs * (inputs.train_images // schedule.batch_size)
+        selector = TemporalLevels(fraction, early, steps * schedule.batch_size)
+        selector.name = control_method("early" if early else "late", fraction)
+        return selector
+
+    return build
+
+
+def _shuffled(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
+    policy = budgeted_policy_selector(
+        inputs.config, inputs.weights, inputs.seed, inputs.flops, fraction
+    )
+    selector = ShuffledMaskLevels(policy, inputs.seed)
+    selector.name = control_method("shuffled", fraction)
+    return selector
+
+
+def _static_pair(argument: str) -> tuple[int, int]:
+    low, _, high = argument.partition("/")
+    return subset_to_index(parse_levels(low)), subset_to_index(parse_levels(high))
+
+
+def _static_mix(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
+    low, high = _static_pair(argument)
+    return BudgetedLevels(
+        StaticPairScores(low, high),
+        inputs.flops.subset_kd_fractions(),
+        fraction,
+        control_method("static-mix", fraction),
+        fingerprint=f"static-mix:{argument}:{fraction:.6f}",
+    )
+
+
+def _best_static(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
+    low, _ = _static_pair(argument)
+    return FixedLevels(index_to_subset(low))
+
+
+BUDGET_CONTROLS: dict[str, Control] = {
+    control.name: control
+    for control in (
+        Control(
+            "random-samples",
+            "random",
+            "all levels on a random share of the samples",
+            _budgeted(lambda inputs, fraction: RandomSampleScores(inputs.seed), "random-samples"),
+        ),
+        Control(
+            "random-subsets",
+            "random",
+            "independent per-level coin flips, nudged to the batch's allowance",
+            _budgeted(
+                lambda inputs, fraction: RandomSubsetScores(
+                    inputs.flops.inclusion_prob_for_fraction(fraction), inputs.seed
+                ),
+                "random-subsets",
+            ),
+        ),
+        Control(
+            "early", "temporal", "all levels in the first part of the schedule", _temporal(True)
+        ),
+        Control(
+            "late", "temporal", "all levels in the last part of the schedule", _temporal(False)
+        ),
+        Control(
+            "gap-ranked",
+            "heuristic",
+            "the samples of largest teacher-student feature gap when last distilled",
+            _budgeted(lambda inputs, fraction: GapRankedScores(inputs.seed), "gap-ranked"),
+        ),
+        Control(
+            "loss-ranked",
+            "heuristic",
+            "the samples of highest student detection loss in the step's own forward",
+            _budgeted(
+                lambda inputs, fraction: LossRankedScores(inputs.config.data.level_thresholds),
+                "loss-ranked",
+            ),
+        ),
+        Control(
+            "shuffled",
+            "policy-derived",
+            "the policy's budgeted masks permuted across each batch",
+            _shuffled,
+        ),
+        Control(
+            "best-static",
+            "static",
+            "the static subset of highest bank value at or below the cost (costs what it costs)",
+            _best_static,
+        ),
+        Control(
+            "static-mix",
+            "static",
+            "the best static subsets at or below and above the cost, mixed to hit it",
+            _static_mix,
+        ),
+    )
+}
+
+
+def control_spec(name: str, fraction: float, argument: str = "") -> str:
+    """The spec of a Phase-3 job of control ``name`` at ``fraction`` (``parse_control_spec``)."""
+    spec = f"{CONTROL_PREFIX}{name}:{fraction:.6f}"
+    return f"{spec}:{argument}" if argument else spec
+
+
+def parse_control_spec(spec: str) -> tuple[Control, float, str]:
+    """(control, fraction, argument) of a ``control_spec``.
+
+    Raises:
+        ConfigError: not a control spec, an unknown control or a fraction outside [0, 1].
+    """
+    if not spec.startswith(CONTROL_PREFIX):
+        raise ConfigError(f"{spec!r} is not a control spec ({CONTROL_PREFIX}NAME:FRACTION)")
+    name, _, rest = spec[len(CONTROL_PREFIX) :].partition(":")
+    text, _, argument = rest.partition(":")
+    if name not in BUDGET_CONTROLS:
+        raise ConfigError(
+            f"{spec!r}: unknown control {name!r}; known: {', '.join(BUDGET_CONTROLS)}"
+        )
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = -1.0
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"{spec!r}: the cost must be a fraction in [0, 1]")
+    return BUDGET_CONTROLS[name], fraction, argument
+
+
+def control_method(name: str, fraction: float) -> str:
+    """The report's method name of control ``name`` at ``fraction``: 'gap-ranked@0.50'."""
+    return f"{name}@{fraction:.2f}"
+
+
+def control_kind(method: str) -> str:
+    """The kind of a method name: a control's kind, 'policy', or 'reference' (none, all)."""
+    if method == POLICY_METHOD:
+        return "policy"
+    control = BUDGET_CONTROLS.get(method.partition("@")[0].partition(":")[0])
+    return control.kind if control is not None else "reference"
+
+
+def control_selector(spec: str, inputs: ControlInputs) -> LevelSelector:
+    """The level selector a control spec names, for ``inputs``' seed."""
+    control, fraction, argument = parse_control_spec(spec)
+    return control.build(inputs, fraction, argument)
+
+
+def static_subsets_around(
+    bank: DecisionBank, costs: np.ndarray, fraction: float
+) -> tuple[int, int]:
+    """(best at or below ``fraction``, best above it): the subsets of highest mean value
+    ``Σ_{l∈a} v_l`` over the bank's contexts among those that cost at most / more than
+    ``fraction`` of all-level kd FLOPs (no KD at or below, all levels above at the least)."""
+    value = bank.level_values.mean(axis=0) @ SUBSET_LEVELS.T
+    costs = np.asarray(costs, dtype=np.float64)
+    below = np.flatnonzero(costs <= fraction + 1e-9)
+    above = np.flatnonzero(costs > fraction + 1e-9)
+    low = int(below[np.argmax(value[below])])
+    high = int(above[np.argmax(value[above])]) if len(above) else low
+    return low, high
+
+
+def budget_control_runs(fraction: float, static_pair: tuple[int, int]) -> list[tuple[str, str]]:
+    """(method, spec) of every budget control at ``fraction`` (``static_pair``: the subsets of
+    ``static_subsets_around``)."""
+    low, high = static_pair
+    argument = f"{format_levels(index_to_subset(low))}/{format_levels(index_to_subset(high))}"
+    runs = []
+    for name in BUDGET_CONTROLS:
+        method = control_method(name, fraction)
+        if name == "best-static":
+            method = f"best-static:{format_levels(index_to_subset(low))}"
+        runs.append((method, control_spec(name, fraction, argument)))
+    return runs

@@ -1,0 +1,95 @@
+"""At a KD budget: the policy against every control, paired by seed, and whether each held the
+cost (issue 19)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from typing import Any
+
+from rlpkd.report.paired_differences import paired_difference
+
+__all__ = ["COST_TOLERANCE", "budget_comparison", "budget_report_lines"]
+
+COST_TOLERANCE = 0.02
+"""A method holds a cost when its measured kd FLOPs are within this share of it."""
+
+
+def _fraction(runs: list[dict[str, Any]], method: str, all_gflops: float) -> float:
+    values = [r["kd_gflops"] / all_gflops for r in runs if r.get("method") == method]
+    return statistics.fmean(values) if values else math.nan
+
+
+def budget_comparison(
+    runs: list[dict[str, Any]],
+    budget: float,
+    policy_method: str,
+    kinds: Mapping[str, str],
+    all_gflops: float,
+) -> dict[str, Any]:
+    """The policy's measured cost against ``budget`` and, for every other method of ``runs``
+    (``kinds``: method -> kind), its measured cost and ``policy − method`` AP paired by seed
+    (``paired_difference``)."""
+    policy_fraction = _fraction(runs, policy_method, all_gflops)
+    rows = []
+    for method, kind in kinds.items():
+        if method == policy_method:
+            continue
+        fraction = _fraction(runs, method, all_gflops)
+        difference = paired_difference(runs, policy_method, method)
+        rows.append(
+            {
+                "method": method,
+                "kind": kind,
+                "kd_fraction": fraction,
+                "holds_policy_cost": bool(
+                    abs(fraction - policy_fraction) <= COST_TOLERANCE * policy_fraction
+                ),
+                **{f"policy_minus_{k}": v for k, v in difference.items() if k != "method"},
+            }
+        )
+    return {
+        "budget": budget,
+        "policy_kd_fraction": policy_fraction,
+        "policy_holds_budget": bool(abs(policy_fraction - budget) <= COST_TOLERANCE * budget),
+        "controls": rows,
+    }
+
+
+def _signed(value: float) -> str:
+    return f"{100 * value:+.1f}" if math.isfinite(value) else "n/a"
+
+
+def budget_report_lines(comparison: dict[str, Any]) -> list[str]:
+    """Markdown: one sentence for the budget (held or not, and the policy against every control
+    beyond or within its 95% interval), then a table of the paired differences."""
+    budget, spent = comparison["budget"], comparison["policy_kd_fraction"]
+    held = "held" if comparison["policy_holds_budget"] else "**not held**"
+    controls = [row for row in comparison["controls"] if row["kind"] != "reference"]
+    above = [r["method"] for r in controls if r["policy_minus_low"] > 0]
+    below = [r["method"] for r in controls if r["policy_minus_high"] < 0]
+    level = [r["method"] for r in controls if r["method"] not in above + below]
+    sentence = (
+        f"**At budget {budget:.2f}** the policy spent {spent:.3f} of all-level kd FLOPs "
+        f"({held}, ±{100 * COST_TOLERANCE:.0f}%). Beyond the 95% interval of the paired "
+        f"difference it is above {', '.join(above) or 'no control'} and below "
+        f"{', '.join(below) or 'no control'}; level with {', '.join(level) or 'none'}."
+    )
+    lines = [
+        "## At the budget",
+        "",
+        sentence,
+        "",
+        "| control | kind | kd FLOPs (fraction) | at the policy's cost | policy − control AP "
+        "(points) | 95% CI | pairs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison["controls"]:
+        lines.append(
+            f"| {row['method']} | {row['kind']} | {row['kd_fraction']:.3f} | "
+            f"{'yes' if row['holds_policy_cost'] else 'no'} | "
+            f"{_signed(row['policy_minus_mean'])} | [{_signed(row['policy_minus_low'])}, "
+            f"{_signed(row['policy_minus_high'])}] | {row['policy_minus_n']} |"
+        )
+    return [*lines, ""]

@@ -1,0 +1,56 @@
+"""Paired differences between two methods over the seeds both ran, with a t interval."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["t_quantile_975", "paired_difference"]
+
+_T_975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+"""The 0.975 quantile of Student's t for 1..30 degrees of freedom."""
+
+
+def t_quantile_975(degrees_of_freedom: int) -> float:
+    """Student's t 0.975 quantile (two-sided 95%); the normal's 1.96 from 31 degrees of freedom;
+    NaN below 1."""
+    if degrees_of_freedom < 1:
+        return math.nan
+    if degrees_of_freedom <= len(_T_975):
+        return _T_975[degrees_of_freedom - 1]
+    return 1.96
+
+
+def paired_difference(
+    runs: Iterable[dict[str, Any]], method: str, reference: str, metric: str = "AP"
+) -> dict[str, Any]:
+    """``method − reference`` on ``metric`` over the seeds both ran: mean, sample std, the 95%
+    t interval of the mean (NaN with fewer than 2 pairs), the seeds and the per-seed values."""
+    by_seed: dict[str, dict[int, float]] = {method: {}, reference: {}}
+    for run in runs:
+        if run.get("method") in by_seed and math.isfinite(float(run.get(metric, math.nan))):
+            by_seed[run["method"]][int(run["seed"])] = float(run[metric])
+    seeds = sorted(by_seed[method].keys() & by_seed[reference].keys())
+    differences = [by_seed[method][s] - by_seed[reference][s] for s in seeds]
+    n = len(differences)
+    mean = statistics.fmean(differences) if n else math.nan
+    std = statistics.stdev(differences) if n > 1 else math.nan
+    half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {
+        "method": method,
+        "reference": reference,
+        "metric": metric,
+        "n": n,
+        "seeds": seeds,
+        "differences": differences,
+        "mean": mean,
+        "std": std,
+        "low": mean - half,
+        "high": mean + half,
+    }

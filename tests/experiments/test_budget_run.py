@@ -1,0 +1,77 @@
+"""train_rl with a KD budget: Phase 2 moves λ, Phase 3 holds the budget, and one table of
+controls (``experiments.controls``) decides which students train and what the report compares."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.controls import BUDGET_CONTROLS, POLICY_METHOD, control_kind, parse_control_spec
+from experiments.rl_pipeline import _student_runs, run_rl_experiment
+from rlpkd.config import RLConfig
+from rlpkd.errors import ConfigError
+from rlpkd.report.budget_comparison import COST_TOLERANCE
+
+BUDGET = 0.5
+
+
+def _budget_config(tiny_config, **rl):
+    values = dict(
+        slots=4,
+        episode_steps=2,
+        iterations=3,
+        train_batch_size=32,
+        minibatch_size=16,
+        num_epochs=1,
+        hidden_sizes=[8],
+        static_baselines=["P3"],
+        bank_decisions=32,
+        budget=BUDGET,
+    )
+    values.update(rl)
+    experiment = dataclasses.replace(tiny_config.experiment, seeds=[0, 1], control_seeds=[])
+    return dataclasses.replace(tiny_config, rl=RLConfig(**values), experiment=experiment)
+
+
+def test_one_table_of_controls_plans_the_budget_runs(tiny_config):
+    config = _budget_config(tiny_config)
+    runs = _student_runs(config, 0.48, (3, 15))
+    methods = [method for method, _ in runs]
+    assert methods[:3] == [POLICY_METHOD, "none", "all"]
+    # every entry of the table is one run, and each spec names its entry at the policy's cost
+    specs = [spec for _, spec in runs[3:]]
+    assert [parse_control_spec(spec)[0].name for spec in specs] == list(BUDGET_CONTROLS)
+    assert all(parse_control_spec(spec)[1] == pytest.approx(0.48) for spec in specs)
+    assert {control_kind(m) for m in methods[3:]} == {c.kind for c in BUDGET_CONTROLS.values()}
+    with pytest.raises(ConfigError, match="unknown control 'nope'"):
+        parse_control_spec("control:nope:0.5")
+    # without a budget: the price-mode controls, none of the table's
+    assert not any(s.startswith("control:") for _, s in _student_runs(tiny_config, 0.48))
+
+
+@pytest.mark.slow
+def test_train_rl_at_a_budget_holds_it_and_reports_every_control(tiny_config):
+    config = _budget_config(tiny_config)
+    report = run_rl_experiment(config)
+    out = Path(config.runtime.out)
+    learning = json.loads((out / "policy_learning.json").read_text())
+    lams = [h["budget_lam"] for h in learning["history"]]
+    assert lams[0] == pytest.approx(config.rl.lam) and len(set(lams)) > 1  # λ moved
+    assert learning["budget"]["budget"] == BUDGET
+    comparison = report["budget"]
+    assert comparison["policy_holds_budget"], comparison["policy_kd_fraction"]
+    policy_fraction = comparison["policy_kd_fraction"]
+    rows = {row["method"]: row for row in comparison["controls"]}
+    for method, row in rows.items():
+        if row["kind"] == "reference" or method.startswith("best-static"):
+            continue
+        # within 2%, or one sample's cost on this 24-image schedule (a real one has thousands)
+        slack = COST_TOLERANCE * policy_fraction + 1.0 / 24
+        assert abs(row["kd_fraction"] - policy_fraction) <= slack, (method, row["kd_fraction"])
+        assert row["policy_minus_n"] == 2, method  # paired on both seeds
+    assert {row["kind"] for row in report["methods"]} >= {"policy", "random", "heuristic"}
+    text = (out / "report.md").read_text()
+    assert f"**At budget {BUDGET:.2f}**" in text and "gap-ranked@" in text
