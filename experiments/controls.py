@@ -23,6 +23,9 @@ from envs.decision_bank import SUBSET_LEVELS, DecisionBank
 from policies.policy_selector import PolicyLevels, PolicyScores
 from policies.weights import module_from_weights_file
 from rlpkd.config import Config
+from rlpkd.data.batch import DetectionBatch
+from rlpkd.data.build import DetectionDatasets, heldout_split
+from rlpkd.data.coco import collate_detection
 from rlpkd.errors import ConfigError
 from rlpkd.fingerprint import file_digest
 from rlpkd.flops.kd_flops import FlopsModel
@@ -35,6 +38,7 @@ from rlpkd.training.budget_selection import (
     RandomSubsetScores,
     StaticPairScores,
     TemporalLevels,
+    ValueGreedyScores,
 )
 from rlpkd.training.level_selection import FixedLevels, LevelSelector
 from rlpkd.training.shuffled_selection import ShuffledMaskLevels
@@ -53,6 +57,7 @@ __all__ = [
     "policy_selector",
     "budgeted_policy_selector",
     "static_subsets_around",
+    "value_heldout_batch",
     "budget_control_runs",
 ]
 
@@ -63,14 +68,13 @@ CONTROL_PREFIX = "control:"
 @dataclass(frozen=True)
 class ControlInputs:
     """What a control's selector may need: the config, the FLOPs model, the policy's weights
-    file, the student's seed and the number of training images."""
+    file, the student's seed and the datasets."""
 
     config: Config
     flops: FlopsModel
     weights: Path
     seed: int
-    train_images: int = 0
-    """Training images of the dataset (the schedule's length, for the temporal controls)."""
+    datasets: DetectionDatasets
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ def _budgeted(scorer_of: Callable[[ControlInputs, float], object], name: str):
 def _temporal(early: bool):
     def build(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
         schedule = inputs.config.student_schedule
-        steps = schedule.epochs * (inputs.train_images // schedule.batch_size)
+        steps = schedule.epochs * (len(inputs.datasets.train) // schedule.batch_size)
         selector = TemporalLevels(fraction, early, steps * schedule.batch_size)
         selector.name = control_method("early" if early else "late", fraction)
         return selector
@@ -165,6 +169,19 @@ def _static_mix(inputs: ControlInputs, fraction: float, argument: str) -> LevelS
 def _best_static(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
     low, _ = _static_pair(argument)
     return FixedLevels(index_to_subset(low))
+
+
+def value_heldout_batch(config: Config, datasets: DetectionDatasets) -> DetectionBatch:
+    """The value signal's fixed batch V, as the env's value reward takes it: the first
+    ``rl.heldout_size`` images of ``heldout_split(…, search.holdout_fraction, runtime.seed)``'s
+    held-out part. (A Phase-3 student trains on every training image, V's too.)"""
+    split = heldout_split(datasets, config.search.holdout_fraction, config.runtime.seed)
+    size = min(config.rl.heldout_size, len(split.val))
+    return collate_detection([split.val[i] for i in range(size)])
+
+
+def _value_scores(inputs: ControlInputs, fraction: float) -> ValueGreedyScores:
+    return ValueGreedyScores(value_heldout_batch(inputs.config, inputs.datasets))
 
 
 BUDGET_CONTROLS: dict[str, Control] = {
@@ -207,6 +224,13 @@ BUDGET_CONTROLS: dict[str, Control] = {
                 lambda inputs, fraction: LossRankedScores(inputs.config.data.level_thresholds),
                 "loss-ranked",
             ),
+        ),
+        Control(
+            "value-greedy",
+            "bound",
+            "each batch's pairs ranked by value per FLOP from the per-step value signal (an "
+            "upper bound: a held-out gradient and a JVP every step)",
+            _budgeted(_value_scores, "value-greedy"),
         ),
         Control(
             "shuffled",

@@ -318,9 +318,7 @@ def _distil(
         selector = policy_selector(config, weights, seed)
         on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
     elif spec.startswith(CONTROL_PREFIX):
-        control_inputs = ControlInputs(
-            config, inputs.flops, weights, seed, len(inputs.datasets.train)
-        )
+        control_inputs = ControlInputs(config, inputs.flops, weights, seed, inputs.datasets)
         selector = control_selector(spec, control_inputs)
     elif spec == SHUFFLED_SPEC:
         selector = ShuffledMaskLevels(policy_selector(config, weights, seed), seed)
@@ -589,6 +587,11 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
             runs, config.rl.budget, POLICY_METHOD, kinds, all_flops / 1e9
         )
         extra["phase2_budget"] = learning.get("budget", {})
+        bank = learning.get("decision_bank", {})
+        # value-greedy probes the value signal every step: what the bank paid per decision
+        extra["value_greedy_signal_gflops_per_image"] = bank.get(
+            "value_gflops", float("nan")
+        ) / max(bank.get("contexts", 0), 1)
         preamble += budget_report_lines(extra["budget"])
     write_report(
         run_dir.path,

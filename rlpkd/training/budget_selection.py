@@ -10,7 +10,10 @@ allowance of a ``BudgetAccount``. The scorers here are the controls of a budget 
 - ``GapRankedScores``: the samples whose teacher–student feature gap was largest when last
   distilled (a memory per image: no extra teacher run; an image not yet measured comes first);
 - ``LossRankedScores``: the samples of highest student detection loss, from the step's own forward;
-- ``StaticPairScores``: two static subsets mixed so that the mean cost is the budget.
+- ``StaticPairScores``: two static subsets mixed so that the mean cost is the budget;
+- ``ValueGreedyScores``: each subset's value signal ``Σ_{l∈a} v_il`` measured at every step
+  (``rlpkd.distill.level_value``), so the allocation ranks pairs by value per FLOP: an upper
+  bound that costs a held-out gradient and a JVP per step, too dear to use in practice.
 
 ``TemporalLevels`` (all levels in the first or the last part of the schedule) meets its budget
 over the schedule by construction.
@@ -24,10 +27,11 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from rlpkd.data.batch import DetectionBatch
+from rlpkd.distill.level_value import level_values
 from rlpkd.distill.normalise import RunningLevelScale
 from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.levels import LEVELS, NUM_LEVELS, NUM_SUBSETS, subset_to_index, subsets_to_masks
-from rlpkd.models.detector import DetectorOutput
+from rlpkd.models.detector import DetectorOutput, PyramidDetector
 from rlpkd.models.fcos_loss import fcos_losses
 from rlpkd.training.budget_allocation import BudgetAccount, allocate_subsets
 
@@ -39,6 +43,7 @@ __all__ = [
     "GapRankedScores",
     "LossRankedScores",
     "StaticPairScores",
+    "ValueGreedyScores",
     "TemporalLevels",
     "all_or_nothing_scores",
 ]
@@ -115,6 +120,18 @@ class BudgetedLevels:
         set_student = getattr(self.scorer, "set_student", None)
         if callable(set_student):
             set_student(student)
+
+    def set_training(
+        self,
+        student: torch.nn.Module,
+        teacher: torch.nn.Module,
+        objective: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
+        """Hand the scorer the training state when it probes it (value-greedy)."""
+        set_training = getattr(self.scorer, "set_training", None)
+        if callable(set_training):
+            set_training(student, teacher, objective, optimizer)
 
     def observe_step(
         self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
@@ -264,6 +281,39 @@ class StaticPairScores:
         scores[:, self.low] = 0.0
         scores[:, self.high] = 1.0
         return scores
+
+
+class ValueGreedyScores:
+    """Each subset's value ``Σ_{l∈a} v_il`` for the student as it is at this step, measured
+    against the fixed batch ``heldout`` (``rlpkd.distill.level_value.level_values``: the value
+    reward's own signal). Needs the training state (``TrainingObservingSelector``)."""
+
+    def __init__(self, heldout: DetectionBatch) -> None:
+        self.heldout = heldout
+        self._training: tuple[Any, ...] | None = None
+        self._subset_masks = subsets_to_masks(torch.arange(NUM_SUBSETS)).double()  # [16, 4]
+
+    def set_training(
+        self,
+        student: torch.nn.Module,
+        teacher: torch.nn.Module,
+        objective: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
+        """The state the value signal probes (read only)."""
+        self._training = (student, teacher, objective, optimizer)
+
+    def scores(
+        self, batch: DetectionBatch, output: DetectorOutput | None, progress: float
+    ) -> torch.Tensor:
+        """[B, 16] the summed value of each subset's levels."""
+        if self._training is None:
+            raise RuntimeError("value-greedy selection needs set_training first")
+        student, teacher, objective, optimizer = self._training
+        assert isinstance(student, PyramidDetector) and isinstance(teacher, PyramidDetector)
+        heldout = self.heldout.to(batch.images.device)
+        values = level_values(student, teacher, objective, optimizer, batch, heldout)  # type: ignore[arg-type]
+        return values.values.detach().double().cpu() @ self._subset_masks.T
 
 
 class TemporalLevels:

@@ -36,6 +36,7 @@ from rlpkd.training.level_selection import (
     StatefulSelector,
     StepObservingSelector,
     StudentObservingSelector,
+    TrainingObservingSelector,
 )
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
 
@@ -164,6 +165,8 @@ def distill_student(
     optimizer, scheduler = training.optimizer, training.scheduler
     if isinstance(selector, StudentObservingSelector):
         selector.set_student(student)  # a policy observes the student's own pyramid
+    if isinstance(selector, TrainingObservingSelector):
+        selector.set_training(student, teacher, objective, optimizer)  # value-greedy probes
     stats = DistillationStats()
     amp = config.runtime.amp
     start = time.perf_counter()

@@ -27,6 +27,7 @@ __all__ = [
     "FeatureObservingSelector",
     "OutputObservingSelector",
     "StepObservingSelector",
+    "TrainingObservingSelector",
     "StatefulSelector",
     "FingerprintedSelector",
     "FixedLevels",
@@ -90,6 +91,22 @@ class StepObservingSelector(Protocol):
         self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
     ) -> None:
         """The step's batch, the mask it used and its objective terms (per-sample KD losses)."""
+        ...
+
+
+@runtime_checkable
+class TrainingObservingSelector(Protocol):
+    """A selector that reads the whole training state (e.g. to probe each pair's value signal):
+    the distillation loop hands it the student, teacher, objective and optimiser it built."""
+
+    def set_training(
+        self,
+        student: torch.nn.Module,
+        teacher: torch.nn.Module,
+        objective: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
+        """What the next ``select`` calls may read (they must not change it)."""
         ...
 
 
