@@ -74,7 +74,12 @@ from rlpkd.training.student_phase import (
     selector_from_spec,
 )
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
-from rlpkd.viz.heatmaps import write_heatmaps
+from rlpkd.viz.heatmaps import (
+    largest_differences,
+    selection_differences,
+    write_difference_heatmaps,
+    write_heatmaps,
+)
 
 __all__ = [
     "POLICY_METHOD",
@@ -292,8 +297,9 @@ def policy_step_hook(
     def on_step(
         step: int, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
     ) -> None:
-        if not isinstance(selector, StepObservingSelector):
-            selector.update_running_gap(terms.kd_raw, mask)  # type: ignore[attr-defined]
+        update = getattr(selector, "update_running_gap", None)
+        if callable(update) and not isinstance(selector, StepObservingSelector):
+            update(terms.kd_raw, mask)
         log(step, batch, mask)
 
     return on_step
@@ -320,6 +326,7 @@ def _distil(
     elif spec.startswith(CONTROL_PREFIX):
         control_inputs = ControlInputs(config, inputs.flops, weights, seed, inputs.datasets)
         selector = control_selector(spec, control_inputs)
+        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)  # its log
     elif spec == SHUFFLED_SPEC:
         selector = ShuffledMaskLevels(policy_selector(config, weights, seed), seed)
         on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
@@ -420,6 +427,43 @@ def _phase3_students(
         bar.close()
     runs += [done[job] for job in final_jobs]
     return runs, policy_fraction
+
+
+SPENDING_REFERENCE = "random-samples"
+"""The control the policy's spending is drawn against (all levels on random samples)."""
+
+
+def _spending_lines(
+    config: Config, datasets: DetectionDatasets, run_dir: RunDirectory, runs: list[dict[str, Any]]
+) -> list[str]:
+    """How the policy spends the budget differently from random samples at its cost (first
+    seed's decision logs): the heatmaps of the difference in selection rate by size, class,
+    training progress and regime (``plots/selection_vs_random-samples_by_*.png``), and the
+    largest differences as a sentence."""
+    seed = config.experiment.seeds[0]
+    reference = next(
+        (r["method"] for r in runs if r["method"].startswith(f"{SPENDING_REFERENCE}@")), None
+    )
+    students = run_dir.path / "students"
+    policy_log = students / f"{POLICY_METHOD}-seed{seed}" / "decisions.jsonl"
+    reference_log = students / f"{reference}-seed{seed}" / "decisions.jsonl"
+    if reference is None or not policy_log.is_file() or not reference_log.is_file():
+        return []
+    names = datasets.train.class_names
+    differences = selection_differences(
+        read_decisions(policy_log), read_decisions(reference_log), names
+    )
+    write_difference_heatmaps(differences, reference, run_dir.plots)
+    largest = largest_differences(differences)
+    text = "; ".join(
+        f"{level} at {table} {column}: {value:+.2f}" for table, column, level, value in largest
+    )
+    return [
+        f"How the policy spends the budget differently from `{reference}` (seed {seed}, "
+        f"selection rate policy − random, largest first): {text or 'no difference'}. Heatmaps: "
+        "`plots/selection_vs_random-samples_by_{size,class,progress,regime}.png`.",
+        "",
+    ]
 
 
 def _static_pair_finder(
@@ -593,6 +637,7 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
             "value_gflops", float("nan")
         ) / max(bank.get("contexts", 0), 1)
         preamble += budget_report_lines(extra["budget"])
+        preamble += _spending_lines(config, datasets, run_dir, runs)
     write_report(
         run_dir.path,
         "RL-PyramidKD: policy vs baselines",

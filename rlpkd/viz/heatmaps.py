@@ -16,7 +16,15 @@ import numpy as np  # noqa: E402
 from rlpkd.data.size_bins import SIZE_BINS  # noqa: E402
 from rlpkd.levels import LEVELS  # noqa: E402
 
-__all__ = ["SelectionTable", "selection_tables", "plot_selection_heatmap", "write_heatmaps"]
+__all__ = [
+    "SelectionTable",
+    "selection_tables",
+    "plot_selection_heatmap",
+    "write_heatmaps",
+    "selection_differences",
+    "largest_differences",
+    "write_difference_heatmaps",
+]
 
 
 class SelectionTable:
@@ -117,3 +125,63 @@ def write_heatmaps(
             writer.add_figure(f"heatmaps/selection_by_{key}", figure)
         plt.close(figure)
     return {key: table.to_dict() for key, table in tables.items()}
+
+
+def selection_differences(
+    decisions: list[dict[str, Any]],
+    reference: list[dict[str, Any]],
+    class_names: Sequence[str],
+) -> dict[str, dict[str, Any]]:
+    """Per table (size, class, progress, regime): the selection rates of ``decisions`` minus those
+    of ``reference`` (e.g. a random control at the same cost), [4, columns], NaN where either has
+    no decision, with the columns."""
+    ours = selection_tables(decisions, class_names)
+    theirs = selection_tables(reference, class_names)
+    differences = {}
+    for key, table in ours.items():
+        if key not in theirs or theirs[key].columns != table.columns:
+            continue
+        differences[key] = {"columns": table.columns, "rates": table.rates - theirs[key].rates}
+    return differences
+
+
+def largest_differences(
+    differences: dict[str, dict[str, Any]], count: int = 3
+) -> list[tuple[str, str, str, float]]:
+    """The ``count`` (table, column, level, difference) of largest magnitude."""
+    found = []
+    for key, entry in differences.items():
+        rates = entry["rates"]
+        for i, level in enumerate(LEVELS):
+            for j, column in enumerate(entry["columns"]):
+                if np.isfinite(rates[i, j]):
+                    found.append((key, column, level, float(rates[i, j])))
+    return sorted(found, key=lambda item: -abs(item[3]))[:count]
+
+
+def write_difference_heatmaps(
+    differences: dict[str, dict[str, Any]], reference_name: str, out_dir: Path
+) -> list[Path]:
+    """``selection_vs_<reference>_by_<table>.png``: level x column heatmaps of the differences
+    (blue: the policy distils it more often than the reference, red: less)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, entry in differences.items():
+        rates, columns = entry["rates"], entry["columns"]
+        figure, axes = plt.subplots(figsize=(0.8 * len(columns) + 2.5, 3.2))
+        cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="lightgrey")
+        image = axes.imshow(np.ma.masked_invalid(rates), vmin=-1, vmax=1, cmap=cmap, aspect="auto")
+        axes.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+        axes.set_yticks(range(len(LEVELS)), LEVELS)
+        for i in range(len(LEVELS)):
+            for j in range(len(columns)):
+                text = "–" if np.isnan(rates[i, j]) else f"{rates[i, j]:+.2f}"
+                axes.text(j, i, text, ha="center", va="center", fontsize=8)
+        axes.set_title(f"Selection rate: policy − {reference_name}, per level x {key}", fontsize=10)
+        figure.colorbar(image, ax=axes, label="difference in selection rate")
+        figure.tight_layout()
+        path = out_dir / f"selection_vs_{reference_name.split('@')[0]}_by_{key}.png"
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        paths.append(path)
+    return paths

@@ -75,3 +75,6 @@ def test_train_rl_at_a_budget_holds_it_and_reports_every_control(tiny_config):
     assert {row["kind"] for row in report["methods"]} >= {"policy", "random", "heuristic"}
     text = (out / "report.md").read_text()
     assert f"**At budget {BUDGET:.2f}**" in text and "gap-ranked@" in text
+    # how it spends differently from random samples at the same cost: a sentence and heatmaps
+    assert "differently from `random-samples@" in text
+    assert (out / "plots" / "selection_vs_random-samples_by_progress.png").is_file()
