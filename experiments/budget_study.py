@@ -1,0 +1,128 @@
+"""The budget study (issue 19): ``train_rl`` at each KD budget, the policy against every control.
+
+For each budget ``b``: a ``train_rl`` run into ``<out>/budget-<b>`` with ``rl.budget = b`` and
+every control on every seed (``experiment.control_seeds`` = ``experiment.seeds``, so each
+difference is paired). The teacher, the snapshot pool and the decision bank do not depend on the
+budget: the first run makes them, the later ones reuse them (hard links), and the no-KD and
+all-level students, which do not depend on it either, are reused the same way.
+
+Writes ``<out>/budget_study.json`` (every budget's comparison), ``budget_study.md`` (per budget:
+the sentence and the paired-difference table, with 95% t intervals) and ``budget_study.png``
+(AP against kd FLOPs: the static subsets, the policy at each budget, each control).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from experiments.controls import POLICY_METHOD, control_kind
+from experiments.rl_pipeline import run_rl_experiment
+from rlpkd.atomic_files import atomic_write_text
+from rlpkd.config import Config
+from rlpkd.report.budget_comparison import budget_report_lines
+from rlpkd.rundir import write_json
+from rlpkd.viz.budget_plot import budget_plot
+
+__all__ = ["budget_config", "reuse_budget_free_work", "run_budget_study", "budget_study_markdown"]
+
+SHARED_CHECKPOINTS = ("teacher.pt", "snapshots")
+"""What every budget's run shares (none of it depends on ``rl.budget``)."""
+SHARED_STUDENTS = ("none", "all")
+
+
+def budget_config(config: Config, budget: float, out: Path) -> Config:
+    """``config`` at ``budget``, writing to ``out``, every control on every seed."""
+    rl = dataclasses.replace(config.rl, budget=float(budget))
+    experiment = dataclasses.replace(config.experiment, control_seeds=[])
+    runtime = dataclasses.replace(config.runtime, out=str(out))
+    return dataclasses.replace(config, rl=rl, experiment=experiment, runtime=runtime)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link every file of ``source`` under ``target`` (copy where links are refused)."""
+    if source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+        return
+    for child in source.iterdir():
+        _link_tree(child, target / child.name)
+
+
+def reuse_budget_free_work(first: Path, later: Path, seeds: list[int]) -> None:
+    """Give the run ``later`` what the run ``first`` made that no budget changes: the teacher,
+    the snapshot pool with its decision bank, and the no-KD and all-level students (each is
+    reused only when its own fingerprint matches, as in any ``train_rl`` run)."""
+    for name in SHARED_CHECKPOINTS:
+        if (first / "checkpoints" / name).exists():
+            _link_tree(first / "checkpoints" / name, later / "checkpoints" / name)
+    for method in SHARED_STUDENTS:
+        for seed in seeds:
+            student = first / "students" / f"{method}-seed{seed}"
+            if (student / "metrics.json").is_file():
+                _link_tree(student, later / "students" / student.name)
+
+
+def run_budget_study(config: Config, budgets: list[float]) -> dict[str, Any]:
+    """Run every budget (module docstring) into ``config.runtime.out``; returns the record."""
+    out = Path(config.runtime.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"budgets": [], "seeds": list(config.experiment.seeds)}
+    first: Path | None = None
+    for budget in budgets:
+        run_out = out / f"budget-{budget:.2f}"
+        if first is not None:
+            reuse_budget_free_work(first, run_out, config.experiment.seeds)
+        print(f"\n##### budget {budget:.2f} -> {run_out}", flush=True)
+        report = run_rl_experiment(budget_config(config, budget, run_out))
+        first = first or run_out
+        record["budgets"].append(
+            {
+                "budget": budget,
+                "run": str(run_out),
+                "comparison": report["budget"],
+                "phase2_budget": report.get("phase2_budget", {}),
+                "phase2_verdict": report.get("phase2_verdict", ""),
+                "methods": [
+                    {**row, "kind": control_kind(row["method"])} for row in report["methods"]
+                ],
+                "kd_gflops_all_levels": report["kd_gflops_all_levels"],
+                "value_greedy_signal_gflops_per_image": report.get(
+                    "value_greedy_signal_gflops_per_image"
+                ),
+            }
+        )
+        write_json(out / "budget_study.json", record)  # after every budget: a partial study shows
+    budget_plot(record, out / "budget_study.png")
+    atomic_write_text(out / "budget_study.md", budget_study_markdown(record))
+    return record
+
+
+def budget_study_markdown(record: dict[str, Any]) -> str:
+    """The study as Markdown: per budget its sentence and paired-difference table."""
+    lines = [
+        "# Budget study: the policy against every control at the same KD cost",
+        "",
+        f"Seeds {', '.join(map(str, record['seeds']))}; differences are policy − control in AP "
+        "points, paired by seed, with 95% t intervals. AP against kd FLOPs: `budget_study.png`.",
+        "",
+    ]
+    for entry in record["budgets"]:
+        lines += budget_report_lines(entry["comparison"])[2:]  # without the section heading
+        policy = next((r for r in entry["methods"] if r["method"] == POLICY_METHOD), None)
+        if policy is not None:
+            lines.append(
+                f"Policy AP {100 * policy['AP_mean']:.1f} ± {100 * policy['AP_std']:.1f} "
+                f"(seeds {policy['seeds']}); Phase 2: {entry['phase2_verdict']}; value-greedy's "
+                f"signal costs {entry['value_greedy_signal_gflops_per_image']:.3g} GFLOPs per "
+                f"image against {entry['kd_gflops_all_levels']:.3g} for all-level KD."
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""AP against kd FLOPs for a budget study: static subsets, the policy at each budget, the controls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["KIND_STYLES", "budget_plot"]
+
+KIND_STYLES: dict[str, tuple[str, str]] = {
+    "policy": ("*", "tab:red"),
+    "reference": ("s", "black"),
+    "static": ("s", "tab:gray"),
+    "random": ("o", "tab:blue"),
+    "temporal": ("^", "tab:green"),
+    "heuristic": ("D", "tab:orange"),
+    "policy-derived": ("v", "tab:pink"),
+    "bound": ("P", "tab:purple"),
+}
+"""Marker and colour per method kind (``experiments.controls.control_kind``)."""
+
+
+def budget_plot(record: dict[str, Any], path: Path) -> Path:
+    """One point per (budget, method): mean AP (%) with its std over seeds against mean kd GFLOPs
+    per image; methods are grouped by kind, labelled by name without the budget."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    labelled: set[str] = set()
+    for entry in record["budgets"]:
+        for row in entry["methods"]:
+            marker, colour = KIND_STYLES.get(row["kind"], ("x", "black"))
+            name = row["method"].split("@")[0]
+            axes.errorbar(
+                row["kd_gflops_mean"],
+                100 * row["AP_mean"],
+                yerr=100 * row["AP_std"],
+                fmt=marker,
+                color=colour,
+                alpha=0.8,
+                label=None if name in labelled else name,
+            )
+            labelled.add(name)
+    budgets = ", ".join(f"{entry['budget']:.2f}" for entry in record["budgets"])
+    axes.set_xlabel("kd GFLOPs per training image")
+    axes.set_ylabel("COCO AP (%)")
+    axes.set_title(f"AP against KD cost at budgets {budgets} (mean ± std over seeds)", fontsize=10)
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
