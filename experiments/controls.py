@@ -17,9 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from envs.decision_bank import SUBSET_LEVELS, DecisionBank
+from policies.budget_score import static_subsets_around
 from policies.policy_selector import PolicyLevels, PolicyScores
 from policies.weights import module_from_weights_file
 from rlpkd.config import Config
@@ -300,21 +298,6 @@ def control_selector(spec: str, inputs: ControlInputs) -> LevelSelector:
     """The level selector a control spec names, for ``inputs``' seed."""
     control, fraction, argument = parse_control_spec(spec)
     return control.build(inputs, fraction, argument)
-
-
-def static_subsets_around(
-    bank: DecisionBank, costs: np.ndarray, fraction: float
-) -> tuple[int, int]:
-    """(best at or below ``fraction``, best above it): the subsets of highest mean value
-    ``Σ_{l∈a} v_l`` over the bank's contexts among those that cost at most / more than
-    ``fraction`` of all-level kd FLOPs (no KD at or below, all levels above at the least)."""
-    value = bank.level_values.mean(axis=0) @ SUBSET_LEVELS.T
-    costs = np.asarray(costs, dtype=np.float64)
-    below = np.flatnonzero(costs <= fraction + 1e-9)
-    above = np.flatnonzero(costs > fraction + 1e-9)
-    low = int(below[np.argmax(value[below])])
-    high = int(above[np.argmax(value[above])]) if len(above) else low
-    return low, high
 
 
 def budget_control_runs(fraction: float, static_pair: tuple[int, int]) -> list[tuple[str, str]]:

@@ -39,7 +39,8 @@ from envs.observation import observation_dim
 from envs.registration import BANK_ENV_NAME, ENV_NAME
 from envs.snapshots import build_snapshot_pool
 from policies.budget_dual import PIDLagrangian, expected_cost
-from policies.heldout_score import HeldOutScorer, greedy_choices, per_context_score
+from policies.budget_score import BudgetScorer, static_subsets_around
+from policies.heldout_score import HeldOutScorer, greedy_choices, per_context_score, subset_name
 from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
 from policies.ppo_setup import ensure_ray, latest_checkpoint, set_env_lam, train_policy
 from policies.reptile import adaptation_curve
@@ -55,13 +56,13 @@ from rlpkd.data.synthetic import image_regimes
 from rlpkd.errors import DataError
 from rlpkd.fingerprint import file_digest, fingerprint
 from rlpkd.models.detector import PyramidDetector
+from rlpkd.report.budget_comparison import phase2_budget_sentence
 from rlpkd.report.learning_verdict import phase2_verdict
 from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.viz.policy_learning import policy_learning_plot
 
 __all__ = [
     "BEST_WEIGHTS_FILE",
-    "BUDGET_SELECTION_TOLERANCE",
     "VALIDATION_FRACTION",
     "BestIteration",
     "policy_fingerprint",
@@ -128,9 +129,6 @@ BEST_WEIGHTS_FILE = "best_weights.pt"
 VALIDATION_FRACTION = 0.2
 """Share of the training contexts' images kept out of PPO to choose its iteration (early
 stopping), so that the held-out contexts only ever measure."""
-BUDGET_SELECTION_TOLERANCE = 0.05
-"""With ``rl.budget``: early stopping only takes an iteration whose expected cost is within this
-much (a fraction of all-level kd FLOPs) of the budget."""
 
 
 def check_decision_bank(config: Config, teacher_checkpoint: Path, snapshot_dir: Path) -> None:
@@ -161,6 +159,7 @@ class PolicyEnvironment:
         heldout_images: list[int],
         lam: float,
         training_images: np.ndarray | None = None,
+        budget_scorers: tuple[BudgetScorer, BudgetScorer] | None = None,
     ) -> None:
         self.env_name = env_name
         self.env_config = env_config
@@ -173,6 +172,8 @@ class PolicyEnvironment:
             trained = np.isin(bank.image_ids, training_images)
         self.training_observations = bank.observations[trained]
         self.subset_costs = bank.subset_costs
+        self.budget_scorers = budget_scorers
+        """With ``rl.budget``: the validation and held-out contexts' ``BudgetScorer``."""
         self.bank = bank
         self.bank_path = bank_path
         self.value_unit = value_unit
@@ -187,10 +188,11 @@ class PolicyEnvironment:
     ) -> Callable[[Algorithm], dict[str, Any]]:
         """``train_policy``'s ``evaluate``: the trained weights' held-out numbers and their
         ``validation_score`` (per-context score on the validation contexts); ``keep`` is offered
-        the weights of every iteration. With a budget's ``dual``: the iteration is scored at
-        the λ it was trained with, its expected cost on the training contexts moves λ for the
-        next one (set in every sampling env), and ``keep`` is offered it only when that cost is
-        within ``BUDGET_SELECTION_TOLERANCE`` of the budget."""
+        the weights of every iteration. With a budget's ``dual``: its expected cost on the
+        training contexts moves λ for the next iteration (set in every sampling env); the
+        held-out numbers are priced at the λ it was trained with, and the iteration is chosen by
+        its budget score on the validation contexts (``policies.budget_score``: the same cost
+        for every iteration, whatever λ was)."""
         rl = config.rl
 
         def evaluate(algo: Algorithm) -> dict[str, Any]:
@@ -207,11 +209,13 @@ class PolicyEnvironment:
                 result |= dual.state()
             choices = greedy_choices(module, self.validation_observations)
             result["validation_score"] = per_context_score(table, choices)
+            if self.budget_scorers is not None:
+                validation, heldout = self.budget_scorers
+                result["validation_price_score"] = result["validation_score"]
+                result["validation_score"] = validation.score(module)
+                result["heldout_budget_score"] = heldout.score(module)
             result |= scorer.score(module)
-            near_budget = dual is None or (
-                abs(result["budget_cost"] - dual.budget) <= BUDGET_SELECTION_TOLERANCE
-            )
-            if keep is not None and near_budget:
+            if keep is not None:
                 keep.offer(algo.iteration, result["validation_score"], state)
             return result
 
@@ -329,6 +333,13 @@ def policy_environment(
             "value_unit": unit,
             "exclude_images": unseen,
         }
+    budget_scorers = None
+    if rl.budget is not None:
+        pair = static_subsets_around(fitting.train, bank.subset_costs, rl.budget)
+        budget_scorers = (
+            BudgetScorer.from_bank(fitting.heldout, unit, rl.budget, pair, seed),
+            BudgetScorer.from_bank(split.heldout, unit, rl.budget, pair, seed),
+        )
     return PolicyEnvironment(
         env_name,
         env_config,
@@ -340,6 +351,7 @@ def policy_environment(
         heldout_images,
         rl.lam,
         np.setdiff1d(np.unique(bank.image_ids), np.asarray(unseen, dtype=np.int64)),
+        budget_scorers,
     )
 
 
@@ -408,18 +420,14 @@ def learn_policy(
             "learner": config.rl.learner,
         },
     )
-    budget = _budget_record(config, history, selected)
+    budget = _budget_record(config, environment, history, selected)
     if budget:  # the yardsticks at the λ the selected iteration was trained with
         references = environment.scorer.with_lam(budget["selected_lam"]).references()
     record = _learning_record(config, environment, references, history, selected, start)
     record |= {"weights": str(weights_path), "warm_start": str(warm_start or "")}
     if budget:
         record["budget"] = budget
-        print(
-            f"budget {budget['budget']:.2f}: the selected iteration's expected cost "
-            f"{budget['selected_cost']:.3f} at λ {budget['selected_lam']:.3f}",
-            flush=True,
-        )
+        print(phase2_budget_sentence(budget), flush=True)
     if warm_start is not None and config.meta.compare_scratch:
         record["scratch_curve"] = adaptation_curve(
             config, environment.env_config, None, config.rl.iterations, environment.env_name
@@ -502,14 +510,24 @@ def _train_with_early_stopping(
 
 
 def _budget_record(
-    config: Config, history: list[dict[str, Any]], selected: int
-) -> dict[str, float]:
+    config: Config, environment: PolicyEnvironment, history: list[dict[str, Any]], selected: int
+) -> dict[str, Any]:
     """With ``rl.budget``: the budget, and the expected cost and λ of the selected and the last
     iteration; {} without a budget or history."""
     if config.rl.budget is None or not history:
         return {}
     chosen = history[selected - 1] if 0 < selected <= len(history) else history[-1]
-    return {
+    record: dict[str, Any] = {}
+    if environment.budget_scorers is not None:
+        heldout = environment.budget_scorers[1]
+        record = {
+            "heldout_budget_score": float(chosen.get("heldout_budget_score", math.nan)),
+            "static_mix_budget_score": heldout.static_mix_score(),
+            "static_pair": [subset_name(i) for i in heldout.static_pair],
+            "random_value": heldout.random_value,
+            "value_greedy_value": heldout.oracle_value,
+        }
+    return record | {
         "budget": config.rl.budget,
         "selected_cost": float(chosen.get("budget_cost", math.nan)),
         "selected_lam": float(chosen.get("budget_lam", config.rl.lam)),

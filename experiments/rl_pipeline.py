@@ -57,7 +57,11 @@ from rlpkd.fingerprint import DATA_LOCATION_KEYS
 from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.report.budget_comparison import budget_comparison, budget_report_lines
+from rlpkd.report.budget_comparison import (
+    budget_comparison,
+    budget_report_lines,
+    phase2_budget_sentence,
+)
 from rlpkd.report.decision_log import DecisionLog, read_decisions
 from rlpkd.report.learning_verdict import phase2_report_lines
 from rlpkd.report.tables import summarise_methods, write_report
@@ -636,6 +640,8 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
         extra["value_greedy_signal_gflops_per_image"] = bank.get(
             "value_gflops", float("nan")
         ) / max(bank.get("contexts", 0), 1)
+        if extra["phase2_budget"]:
+            preamble += [phase2_budget_sentence(extra["phase2_budget"]), ""]
         preamble += budget_report_lines(extra["budget"])
         preamble += _spending_lines(config, datasets, run_dir, runs)
     write_report(

@@ -10,7 +10,12 @@ from typing import Any
 
 from rlpkd.report.paired_differences import paired_difference
 
-__all__ = ["COST_TOLERANCE", "budget_comparison", "budget_report_lines"]
+__all__ = [
+    "COST_TOLERANCE",
+    "budget_comparison",
+    "budget_report_lines",
+    "phase2_budget_sentence",
+]
 
 COST_TOLERANCE = 0.02
 """A method holds a cost when its measured kd FLOPs are within this share of it."""
@@ -93,3 +98,23 @@ def budget_report_lines(comparison: dict[str, Any]) -> list[str]:
             f"{_signed(row['policy_minus_high'])}] | {row['policy_minus_n']} |"
         )
     return [*lines, ""]
+
+
+def phase2_budget_sentence(budget: Mapping[str, Any]) -> str:
+    """What Phase 2 learnt at the budget (``policy_learning.json``'s ``budget`` record): the
+    selected iteration's held-out budget score against the static mix's, and its expected cost
+    and λ."""
+    policy = float(budget.get("heldout_budget_score", math.nan))
+    mix = float(budget.get("static_mix_budget_score", math.nan))
+    if math.isfinite(policy) and math.isfinite(mix):
+        verdict = "above" if policy > mix else "not above"
+    else:
+        verdict = "not comparable with"
+    pair = "/".join(budget.get("static_pair", [])) or "n/a"
+    return (
+        f"**At budget {budget['budget']:.2f}, Phase 2's policy is {verdict} the static mix** on "
+        f"held-out contexts: budget score {policy:.3f} against {mix:.3f} for the mix of {pair} "
+        f"(each allocation spends exactly the budget; random allocation 0, value-greedy 1). The "
+        f"selected iteration's expected cost was {budget['selected_cost']:.3f} at λ "
+        f"{budget['selected_lam']:.3f}."
+    )
