@@ -159,7 +159,7 @@ class PolicyEnvironment:
         heldout_images: list[int],
         lam: float,
         training_images: np.ndarray | None = None,
-        budget_scorers: tuple[BudgetScorer, BudgetScorer] | None = None,
+        budget_scorers: dict[str, BudgetScorer] | None = None,
     ) -> None:
         self.env_name = env_name
         self.env_config = env_config
@@ -173,7 +173,8 @@ class PolicyEnvironment:
         self.training_observations = bank.observations[trained]
         self.subset_costs = bank.subset_costs
         self.budget_scorers = budget_scorers
-        """With ``rl.budget``: the validation and held-out contexts' ``BudgetScorer``."""
+        """With ``rl.budget``: ``BudgetScorer`` of the validation contexts (per context, to
+        choose the iteration) and of the held-out ones (by mean value and per context)."""
         self.bank = bank
         self.bank_path = bank_path
         self.value_unit = value_unit
@@ -190,9 +191,11 @@ class PolicyEnvironment:
         ``validation_score`` (per-context score on the validation contexts); ``keep`` is offered
         the weights of every iteration. With a budget's ``dual``: its expected cost on the
         training contexts moves λ for the next iteration (set in every sampling env); the
-        held-out numbers are priced at the λ it was trained with, and the iteration is chosen by
-        its budget score on the validation contexts (``policies.budget_score``: the same cost
-        for every iteration, whatever λ was)."""
+        held-out numbers are priced at the λ it was trained with, beside its budget scores
+        (``policies.budget_score``: its allocation at exactly the budget, whatever λ was). With a
+        budget no iteration is chosen early: Phase 2 keeps the last one, where λ has settled.
+        On the default's bank the validation budget scores (by mean value and per context)
+        disagreed with each other and with the held-out ones (docs/results.md, Budget)."""
         rl = config.rl
 
         def evaluate(algo: Algorithm) -> dict[str, Any]:
@@ -210,12 +213,14 @@ class PolicyEnvironment:
             choices = greedy_choices(module, self.validation_observations)
             result["validation_score"] = per_context_score(table, choices)
             if self.budget_scorers is not None:
-                validation, heldout = self.budget_scorers
+                scorers = self.budget_scorers
                 result["validation_price_score"] = result["validation_score"]
-                result["validation_score"] = validation.score(module)
-                result["heldout_budget_score"] = heldout.score(module)
+                result["validation_score"] = scorers["validation"].score(module)
+                result["heldout_budget_score"] = scorers["heldout"].score(module)
+                per_context = scorers["heldout_per_context"].score(module)
+                result["heldout_budget_per_context_score"] = per_context
             result |= scorer.score(module)
-            if keep is not None:
+            if keep is not None and dual is None:  # with a budget: the last iteration (below)
                 keep.offer(algo.iteration, result["validation_score"], state)
             return result
 
@@ -336,10 +341,15 @@ def policy_environment(
     budget_scorers = None
     if rl.budget is not None:
         pair = static_subsets_around(fitting.train, bank.subset_costs, rl.budget)
-        budget_scorers = (
-            BudgetScorer.from_bank(fitting.heldout, unit, rl.budget, pair, seed),
-            BudgetScorer.from_bank(split.heldout, unit, rl.budget, pair, seed),
-        )
+        budget_scorers = {
+            "validation": BudgetScorer.from_bank(
+                fitting.heldout, unit, rl.budget, pair, seed, True
+            ),
+            "heldout": BudgetScorer.from_bank(split.heldout, unit, rl.budget, pair, seed),
+            "heldout_per_context": BudgetScorer.from_bank(
+                split.heldout, unit, rl.budget, pair, seed, True
+            ),
+        }
     return PolicyEnvironment(
         env_name,
         env_config,
@@ -519,10 +529,15 @@ def _budget_record(
     chosen = history[selected - 1] if 0 < selected <= len(history) else history[-1]
     record: dict[str, Any] = {}
     if environment.budget_scorers is not None:
-        heldout = environment.budget_scorers[1]
+        heldout = environment.budget_scorers["heldout"]
+        per_context = environment.budget_scorers["heldout_per_context"]
         record = {
             "heldout_budget_score": float(chosen.get("heldout_budget_score", math.nan)),
+            "heldout_budget_per_context_score": float(
+                chosen.get("heldout_budget_per_context_score", math.nan)
+            ),
             "static_mix_budget_score": heldout.static_mix_score(),
+            "static_mix_budget_per_context_score": per_context.static_mix_score(),
             "static_pair": [subset_name(i) for i in heldout.static_pair],
             "random_value": heldout.random_value,
             "value_greedy_value": heldout.oracle_value,

@@ -24,19 +24,39 @@ from policies.level_policy_module import LevelSelectionModule
 from rlpkd.levels import NUM_SUBSETS
 from rlpkd.training.budget_allocation import allocate_subsets
 
-__all__ = ["allocated_value", "static_pair_scores", "static_subsets_around", "BudgetScorer"]
+__all__ = [
+    "per_context_table",
+    "allocated_value",
+    "static_pair_scores",
+    "static_subsets_around",
+    "BudgetScorer",
+]
 
 RANDOM_DRAWS = 5
 
 
+def per_context_table(values: np.ndarray) -> np.ndarray:
+    """[N, 16] each context's subset values ``Σ_{l∈a} v_l`` above their mean, over their span
+    (max − min): every context weighs the same, so a few contexts with extreme values (the value
+    signal is heavy-tailed) do not decide the score."""
+    table = values @ SUBSET_LEVELS.T
+    span = table.max(axis=1, keepdims=True) - table.min(axis=1, keepdims=True)
+    return (table - table.mean(axis=1, keepdims=True)) / np.where(span > 0, span, 1.0)
+
+
 def allocated_value(
-    scores: np.ndarray, values: np.ndarray, costs: np.ndarray, budget: float
+    scores: np.ndarray,
+    values: np.ndarray,
+    costs: np.ndarray,
+    budget: float,
+    per_context: bool = False,
 ) -> float:
-    """Mean ``Σ_{l∈a} v_l`` per context of the subsets ``allocate_subsets`` gives ``scores``
-    [N, 16] under the allowance ``budget × N`` (``values`` [N, 4], ``costs`` [16])."""
+    """Mean ``Σ_{l∈a} v_l`` per context (``per_context``: of ``per_context_table``) of the
+    subsets ``allocate_subsets`` gives ``scores`` [N, 16] under the allowance ``budget × N``
+    (``values`` [N, 4], ``costs`` [16])."""
     allowance = budget * len(scores)
     chosen = allocate_subsets(torch.as_tensor(scores), torch.as_tensor(costs), allowance).numpy()
-    table = values @ SUBSET_LEVELS.T
+    table = per_context_table(values) if per_context else values @ SUBSET_LEVELS.T
     return float(table[np.arange(len(table)), chosen].mean())
 
 
@@ -82,6 +102,8 @@ class BudgetScorer:
     static_pair: tuple[int, int]
     random_value: float
     oracle_value: float
+    per_context: bool = False
+    """Score with ``per_context_table`` (every context weighs the same)."""
 
     @classmethod
     def from_bank(
@@ -91,21 +113,31 @@ class BudgetScorer:
         budget: float,
         static_pair: tuple[int, int],
         seed: int = 0,
+        per_context: bool = False,
     ) -> BudgetScorer:
         """The contexts of ``bank``, values in units of ``unit``; random and oracle computed."""
         values = bank.level_values / unit
+        costs = bank.subset_costs
         rng = np.random.default_rng(seed)
         random = np.mean(
             [
                 allocated_value(
-                    rng.random((len(values), NUM_SUBSETS)), values, bank.subset_costs, budget
+                    rng.random((len(values), NUM_SUBSETS)), values, costs, budget, per_context
                 )
                 for _ in range(RANDOM_DRAWS)
             ]
         )
-        oracle = allocated_value(values @ SUBSET_LEVELS.T, values, bank.subset_costs, budget)
+        truth = per_context_table(values) if per_context else values @ SUBSET_LEVELS.T
+        oracle = allocated_value(truth, values, costs, budget, per_context)
         return cls(
-            bank.observations, values, bank.subset_costs, budget, static_pair, float(random), oracle
+            bank.observations,
+            values,
+            costs,
+            budget,
+            static_pair,
+            float(random),
+            oracle,
+            per_context,
         )
 
     def normalised(self, value: float) -> float:
@@ -116,9 +148,13 @@ class BudgetScorer:
     def static_mix_score(self) -> float:
         """The static mix's budget score."""
         scores = static_pair_scores(len(self.values), *self.static_pair)
-        return self.normalised(allocated_value(scores, self.values, self.costs, self.budget))
+        return self.normalised(
+            allocated_value(scores, self.values, self.costs, self.budget, self.per_context)
+        )
 
     def score(self, module: LevelSelectionModule) -> float:
         """The policy's budget score."""
         scores = _log_probabilities(module, self.observations)
-        return self.normalised(allocated_value(scores, self.values, self.costs, self.budget))
+        return self.normalised(
+            allocated_value(scores, self.values, self.costs, self.budget, self.per_context)
+        )

@@ -111,10 +111,13 @@ def phase2_budget_sentence(budget: Mapping[str, Any]) -> str:
     else:
         verdict = "not comparable with"
     pair = "/".join(budget.get("static_pair", [])) or "n/a"
+    policy_pc = float(budget.get("heldout_budget_per_context_score", math.nan))
+    mix_pc = float(budget.get("static_mix_budget_per_context_score", math.nan))
     return (
         f"**At budget {budget['budget']:.2f}, Phase 2's policy is {verdict} the static mix** on "
         f"held-out contexts: budget score {policy:.3f} against {mix:.3f} for the mix of {pair} "
-        f"(each allocation spends exactly the budget; random allocation 0, value-greedy 1). The "
+        f"(each allocation spends exactly the budget; random allocation 0, value-greedy 1); "
+        f"per context (every context weighs the same) {policy_pc:.3f} against {mix_pc:.3f}. The "
         f"selected iteration's expected cost was {budget['selected_cost']:.3f} at λ "
         f"{budget['selected_lam']:.3f}."
     )
