@@ -66,7 +66,7 @@ def allocate_subsets(scores: torch.Tensor, costs: torch.Tensor, allowance: float
     extra = costs[dearer] - costs[chosen]
     rows = torch.nonzero(extra > 0).flatten()
     gain = scores[rows, dearer[rows]] - scores[rows, chosen[rows]]
-    for row in rows[torch.argsort(-(gain / extra[rows]))].tolist():
+    for row in rows[torch.argsort(-(gain / extra[rows]), stable=True)].tolist():
         if float(extra[row]) <= left:
             chosen[row] = dearer[row]
             left -= float(extra[row])
