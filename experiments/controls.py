@@ -35,6 +35,7 @@ from rlpkd.training.budget_selection import (
     RandomSampleScores,
     RandomSubsetScores,
     StaticPairScores,
+    SubsetScorer,
     TemporalLevels,
     ValueGreedyScores,
 )
@@ -75,6 +76,10 @@ class ControlInputs:
     datasets: DetectionDatasets
 
 
+ControlBuilder = Callable[[ControlInputs, float, str], LevelSelector]
+"""(inputs, cost fraction, argument) -> the control's level selector."""
+
+
 @dataclass(frozen=True)
 class Control:
     """One control: ``build(inputs, fraction, argument)`` gives its selector at ``fraction`` of
@@ -83,7 +88,7 @@ class Control:
     name: str
     kind: str
     description: str
-    build: Callable[[ControlInputs, float, str], LevelSelector]
+    build: ControlBuilder
 
 
 def policy_selector(config: Config, weights: Path, seed: int) -> PolicyLevels:
@@ -115,10 +120,14 @@ def budgeted_policy_selector(
     )
 
 
-def _budgeted(scorer_of: Callable[[ControlInputs, float], object], name: str):
+def _budgeted(
+    scorer_of: Callable[[ControlInputs, float], SubsetScorer], name: str
+) -> ControlBuilder:
+    """A builder of ``BudgetedLevels`` over the scorer ``scorer_of`` makes."""
+
     def build(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
         return BudgetedLevels(
-            scorer_of(inputs, fraction),  # type: ignore[arg-type]
+            scorer_of(inputs, fraction),
             inputs.flops.subset_kd_fractions(),
             fraction,
             control_method(name, fraction),
@@ -128,7 +137,9 @@ def _budgeted(scorer_of: Callable[[ControlInputs, float], object], name: str):
     return build
 
 
-def _temporal(early: bool):
+def _temporal(early: bool) -> ControlBuilder:
+    """A builder of the early (or late) temporal control."""
+
     def build(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
         schedule = inputs.config.student_schedule
         steps = schedule.epochs * (len(inputs.datasets.train) // schedule.batch_size)
