@@ -22,18 +22,23 @@ KIND_STYLES: dict[str, tuple[str, str]] = {
     "policy-derived": ("v", "tab:pink"),
     "bound": ("P", "tab:purple"),
 }
-"""Marker and colour per method kind (``experiments.controls.control_kind``)."""
+"""Marker (and the policy's colour) per method kind (``experiments.controls.control_kind``);
+every other method has its own colour."""
 
 
 def budget_plot(record: dict[str, Any], path: Path) -> Path:
     """One point per (budget, method): mean AP (%) with its std over seeds against mean kd GFLOPs
-    per image; methods are grouped by kind, labelled by name without the budget."""
+    per image; the marker says the method's kind, the colour the method (labelled by name
+    without the budget)."""
     figure, axes = plt.subplots(figsize=(8, 5))
     labelled: set[str] = set()
+    names = sorted({row["method"].split("@")[0] for e in record["budgets"] for row in e["methods"]})
+    palette = matplotlib.colormaps["tab20"]
     for entry in record["budgets"]:
         for row in entry["methods"]:
-            marker, colour = KIND_STYLES.get(row["kind"], ("x", "black"))
+            marker, _ = KIND_STYLES.get(row["kind"], ("x", "black"))
             name = row["method"].split("@")[0]
+            colour = "tab:red" if row["kind"] == "policy" else palette(names.index(name) % 20)
             axes.errorbar(
                 row["kd_gflops_mean"],
                 100 * row["AP_mean"],
