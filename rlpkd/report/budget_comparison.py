@@ -71,14 +71,19 @@ def budget_report_lines(comparison: dict[str, Any]) -> list[str]:
     beyond or within its 95% interval), then a table of the paired differences."""
     budget, spent = comparison["budget"], comparison["policy_kd_fraction"]
     held = "held" if comparison["policy_holds_budget"] else "**not held**"
-    controls = [row for row in comparison["controls"] if row["kind"] != "reference"]
+    # the sentence compares at the same cost: no reference, no static subset below the cost
+    controls = [
+        row
+        for row in comparison["controls"]
+        if row["kind"] != "reference" and row["holds_policy_cost"]
+    ]
     above = [r["method"] for r in controls if r["policy_minus_low"] > 0]
     below = [r["method"] for r in controls if r["policy_minus_high"] < 0]
     level = [r["method"] for r in controls if r["method"] not in above + below]
     sentence = (
         f"**At budget {budget:.2f}** the policy spent {spent:.3f} of all-level kd FLOPs "
-        f"({held}, ±{100 * COST_TOLERANCE:.0f}%). Beyond the 95% interval of the paired "
-        f"difference it is above {', '.join(above) or 'no control'} and below "
+        f"({held}, ±{100 * COST_TOLERANCE:.0f}%). Against the controls at its cost, beyond "
+        f"the 95% interval of the paired difference, it is above {', '.join(above) or 'no control'} and below "
         f"{', '.join(below) or 'no control'}; level with {', '.join(level) or 'none'}."
     )
     lines = [
