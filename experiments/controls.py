@@ -156,6 +156,9 @@ def _shuffled(inputs: ControlInputs, fraction: float, argument: str) -> LevelSel
     )
     selector = ShuffledMaskLevels(policy, inputs.seed)
     selector.name = control_method("shuffled", fraction)
+    # ":observed": its policy's running gap follows the steps (students from before that fix,
+    # whose gap stayed at its start, are not reused)
+    selector.fingerprint += ":observed"
     return selector
 
 

@@ -69,7 +69,7 @@ from rlpkd.report.verification import best_static_at_or_below, subset_regime_inf
 from rlpkd.rundir import RunDirectory
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
-from rlpkd.training.level_selection import SCALE_RULE, LevelSelector, StepObservingSelector
+from rlpkd.training.level_selection import SCALE_RULE
 from rlpkd.training.regime_table_selection import RegimeTableLevels, regime_table_from_headroom
 from rlpkd.training.shuffled_selection import SHUFFLED_SUFFIX, ShuffledMaskLevels
 from rlpkd.training.student_phase import (
@@ -93,7 +93,7 @@ __all__ = [
     "check_resume",
     "check_inputs_and_checkpoints",
     "policy_selector",
-    "policy_step_hook",
+    "decision_log_hook",
     "run_rl_experiment",
 ]
 
@@ -279,15 +279,11 @@ def oracle_selector(config: Config, datasets: DetectionDatasets) -> RegimeTableL
         ) from None
 
 
-def policy_step_hook(
-    config: Config,
-    datasets: DetectionDatasets,
-    selector: LevelSelector,
-    student_dir: RunDirectory,
+def decision_log_hook(
+    config: Config, datasets: DetectionDatasets, student_dir: RunDirectory
 ) -> StepHook:
-    """The Phase-3 step hook of a policy-guided run: keeps the policy's running KD gap current
-    (a selector that observes steps itself, ``StepObservingSelector``, does so on its own) and
-    logs every decision to ``<student_dir>/decisions.jsonl``."""
+    """The Phase-3 step hook that logs every decision of a run to
+    ``<student_dir>/decisions.jsonl`` (a policy keeps its running gap itself: ``observe_step``)."""
     steps = config.student_schedule.epochs * (
         len(datasets.train) // config.student_schedule.batch_size
     )
@@ -301,9 +297,6 @@ def policy_step_hook(
     def on_step(
         step: int, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
     ) -> None:
-        update = getattr(selector, "update_running_gap", None)
-        if callable(update) and not isinstance(selector, StepObservingSelector):
-            update(terms.kd_raw, mask)
         log(step, batch, mask)
 
     return on_step
@@ -320,24 +313,22 @@ def _distil(
     """One Phase-3 student (reused if it already finished with this config)."""
     config = inputs.config
     student_dir = RunDirectory(run_dir.path / "students" / f"{method}-seed{seed}")
-    on_step = None
+    logged = True  # the policy and what is derived from it or compared with it at a budget
     if spec == "policy" and config.rl.budget is not None:
         selector = budgeted_policy_selector(config, weights, seed, inputs.flops, config.rl.budget)
-        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
     elif spec == "policy":
         selector = policy_selector(config, weights, seed)
-        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
     elif spec.startswith(CONTROL_PREFIX):
         control_inputs = ControlInputs(config, inputs.flops, weights, seed, inputs.datasets)
         selector = control_selector(spec, control_inputs)
-        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)  # its log
     elif spec == SHUFFLED_SPEC:
         selector = ShuffledMaskLevels(policy_selector(config, weights, seed), seed)
-        on_step = policy_step_hook(config, inputs.datasets, selector, student_dir)
     elif spec == ORACLE_SPEC:
-        selector = oracle_selector(config, inputs.datasets)
+        selector, logged = oracle_selector(config, inputs.datasets), False
     else:
         selector = selector_from_spec(spec, inputs.flops, seed, config.data.level_thresholds)
+        logged = False
+    on_step = decision_log_hook(config, inputs.datasets, student_dir) if logged else None
     title = f"[phase 3] {method} seed={seed}"
     return run_or_reuse_student(inputs, selector, seed, student_dir, title, on_step, method)
 

@@ -23,11 +23,11 @@ from envs.decision_bank import SUBSET_LEVELS, DecisionBank
 from policies.level_policy_module import LevelSelectionModule
 from rlpkd.levels import NUM_SUBSETS
 from rlpkd.training.budget_allocation import allocate_subsets
+from rlpkd.training.budget_selection import static_pair_scores
 
 __all__ = [
     "per_context_table",
     "allocated_value",
-    "static_pair_scores",
     "static_subsets_around",
     "BudgetScorer",
 ]
@@ -58,15 +58,6 @@ def allocated_value(
     chosen = allocate_subsets(torch.as_tensor(scores), torch.as_tensor(costs), allowance).numpy()
     table = per_context_table(values) if per_context else values @ SUBSET_LEVELS.T
     return float(table[np.arange(len(table)), chosen].mean())
-
-
-def static_pair_scores(count: int, low: int, high: int) -> np.ndarray:
-    """[count, 16] scores of the static mix: ``high`` preferred, then ``low``, then no KD."""
-    scores = np.full((count, NUM_SUBSETS), -np.inf)
-    scores[:, 0] = -1.0
-    scores[:, low] = 0.0
-    scores[:, high] = 1.0
-    return scores
 
 
 def static_subsets_around(
@@ -147,7 +138,7 @@ class BudgetScorer:
 
     def static_mix_score(self) -> float:
         """The static mix's budget score."""
-        scores = static_pair_scores(len(self.values), *self.static_pair)
+        scores = static_pair_scores(len(self.values), *self.static_pair).numpy()
         return self.normalised(
             allocated_value(scores, self.values, self.costs, self.budget, self.per_context)
         )

@@ -11,8 +11,8 @@ In training the distillation loop runs the step's own student forward first and 
 ``select_from_features`` (the features as the KD step computes them, training-mode BatchNorm, the
 same the env observes), so choosing costs no second student forward. The loop also hands the
 selector the student it distils (``set_student``, for standalone ``select``) and, after every
-update, the raw per-sample KD losses at the distilled entries (``update_running_gap``), so the
-running-gap features evolve as they did in the env.
+update, the step (``observe_step``: the raw per-sample KD losses at the distilled entries update
+the running gap), so the running-gap features evolve as they did in the env.
 """
 
 from __future__ import annotations
@@ -114,6 +114,13 @@ class PolicyLevels:
         """Fold a step's raw per-sample KD losses [B, 4] at the distilled entries into the gap."""
         self.running_gap.update(kd_raw, masks)
 
+    def observe_step(
+        self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
+    ) -> None:
+        """A finished step of the distillation loop (``StepObservingSelector``): its KD losses
+        keep the running gap current."""
+        self.update_running_gap(terms.kd_raw, mask)
+
     def state_dict(self) -> dict[str, Any]:
         """What a resumed Phase-3 run needs: the running gap and the draw RNG."""
         return {
@@ -201,7 +208,7 @@ class PolicyScores:
         self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
     ) -> None:
         """Fold the step's KD losses into the policy's running gap."""
-        self.policy.update_running_gap(terms.kd_raw, mask)
+        self.policy.observe_step(batch, mask, terms)
 
     def state_dict(self) -> dict[str, Any]:
         """The policy's state (running gap, RNG)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.policy_learning import learn_policy
-from experiments.rl_pipeline import policy_selector, policy_step_hook
+from experiments.rl_pipeline import decision_log_hook, policy_selector
 from experiments.search_retrain import search_and_retrain
 from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets
@@ -432,11 +432,11 @@ def _rl_trial(
     write_json(run_dir.path / "policy_learning.json", learning)
     weights = Path(learning["weights"])
     selector = policy_selector(config, weights, spec.seed)
-    on_step = policy_step_hook(config, datasets, selector, run_dir)
+    on_step = decision_log_hook(config, datasets, run_dir)
     metrics = run_student(inputs, selector, spec.seed, run_dir, on_step)
     control_dir = RunDirectory(run_dir.path / SHUFFLED_CONTROL_DIR)
     shuffled = ShuffledMaskLevels(policy_selector(config, weights, spec.seed), spec.seed)
-    control_hook = policy_step_hook(config, datasets, shuffled, control_dir)
+    control_hook = decision_log_hook(config, datasets, control_dir)
     control = run_student(inputs, shuffled, spec.seed, control_dir, control_hook)
     fraction = metrics["kd_gflops"] * 1e9 / inputs.flops.kd_flops(LEVELS)
     random_levels = selector_from_spec(

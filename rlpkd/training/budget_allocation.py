@@ -41,8 +41,7 @@ def allocate_subsets(scores: torch.Tensor, costs: torch.Tensor, allowance: float
     costs = costs.double().to(scores.device)
     if not bool(torch.isfinite(scores[:, 0]).all()) or float(costs[0]) != 0.0:
         raise ValueError("subset 0 (no KD) must be allowed for every sample and cost nothing")
-    finite = torch.where(torch.isfinite(scores), scores, torch.full_like(scores, float("nan")))
-    spread = float(torch.nan_to_num(finite, nan=0.0).abs().max()) * 2 + 1.0
+    spread = float(torch.where(torch.isfinite(scores), scores, 0.0).abs().max()) * 2 + 1.0
     positive = costs[costs > 0]
     bound = spread / float(positive.min()) if len(positive) else 1.0
 
@@ -113,11 +112,6 @@ class BudgetAccount:
         """Record a batch of ``batch_size`` images that spent ``cost``."""
         self.images += int(batch_size)
         self.spent += float(cost)
-
-    @property
-    def fraction(self) -> float:
-        """Spent per image so far (NaN before the first batch)."""
-        return self.spent / self.images if self.images else float("nan")
 
     def state_dict(self) -> dict[str, Any]:
         """The counts (for a resumed run)."""

@@ -34,6 +34,12 @@ from rlpkd.levels import LEVELS, NUM_LEVELS, NUM_SUBSETS, subset_to_index, subse
 from rlpkd.models.detector import DetectorOutput, PyramidDetector
 from rlpkd.models.fcos_loss import fcos_losses
 from rlpkd.training.budget_allocation import BudgetAccount, allocate_subsets
+from rlpkd.training.level_selection import (
+    StatefulSelector,
+    StepObservingSelector,
+    StudentObservingSelector,
+    TrainingObservingSelector,
+)
 
 __all__ = [
     "SubsetScorer",
@@ -46,9 +52,13 @@ __all__ = [
     "ValueGreedyScores",
     "TemporalLevels",
     "all_or_nothing_scores",
+    "static_pair_scores",
+    "SUBSET_MASKS",
 ]
 
 ALL_INDEX = subset_to_index(LEVELS)
+SUBSET_MASKS = subsets_to_masks(torch.arange(NUM_SUBSETS)).double()
+"""[16, 4] the levels of each subset (1.0 where it distils the level)."""
 
 
 @runtime_checkable
@@ -63,17 +73,22 @@ class SubsetScorer(Protocol):
         ...
 
 
+def static_pair_scores(count: int, low: int, high: int) -> torch.Tensor:
+    """[count, 16] scores of a mix of two static subsets: ``high`` 1, ``low`` 0, no KD −1, every
+    other subset ruled out, so the allowance decides how many samples take ``high``."""
+    scores = torch.full((count, NUM_SUBSETS), float("-inf"), dtype=torch.float64)
+    scores[:, 0] = -1.0
+    scores[:, low] = 0.0
+    scores[:, high] = 1.0
+    return scores
+
+
 def all_or_nothing_scores(priority: torch.Tensor) -> torch.Tensor:
     """[B, 16] scores with two options per sample: no KD (0) or all levels (``priority``)."""
     scores = torch.full((len(priority), NUM_SUBSETS), float("-inf"), dtype=torch.float64)
     scores[:, 0] = 0.0
     scores[:, ALL_INDEX] = priority.double().cpu()
     return scores
-
-
-def _state(component: Any) -> dict[str, Any]:
-    state_dict = getattr(component, "state_dict", None)
-    return state_dict() if callable(state_dict) else {}
 
 
 class BudgetedLevels:
@@ -117,9 +132,8 @@ class BudgetedLevels:
 
     def set_student(self, student: torch.nn.Module) -> None:
         """Hand the scorer the student when it observes one (a policy)."""
-        set_student = getattr(self.scorer, "set_student", None)
-        if callable(set_student):
-            set_student(student)
+        if isinstance(self.scorer, StudentObservingSelector):
+            self.scorer.set_student(student)
 
     def set_training(
         self,
@@ -129,28 +143,26 @@ class BudgetedLevels:
         optimizer: torch.optim.Optimizer,
     ) -> None:
         """Hand the scorer the training state when it probes it (value-greedy)."""
-        set_training = getattr(self.scorer, "set_training", None)
-        if callable(set_training):
-            set_training(student, teacher, objective, optimizer)
+        if isinstance(self.scorer, TrainingObservingSelector):
+            self.scorer.set_training(student, teacher, objective, optimizer)
 
     def observe_step(
         self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
     ) -> None:
         """Pass a finished step to the scorer when it learns from steps."""
-        observe = getattr(self.scorer, "observe_step", None)
-        if callable(observe):
-            observe(batch, mask, terms)
+        if isinstance(self.scorer, StepObservingSelector):
+            self.scorer.observe_step(batch, mask, terms)
 
     def state_dict(self) -> dict[str, Any]:
         """The account and the scorer's state."""
-        return {"account": self.account.state_dict(), "scorer": _state(self.scorer)}
+        scorer = self.scorer.state_dict() if isinstance(self.scorer, StatefulSelector) else {}
+        return {"account": self.account.state_dict(), "scorer": scorer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
         self.account.load_state_dict(state["account"])
-        load = getattr(self.scorer, "load_state_dict", None)
-        if callable(load):
-            load(state["scorer"])
+        if isinstance(self.scorer, StatefulSelector):
+            self.scorer.load_state_dict(state["scorer"])
 
 
 class _SeededScorer:
@@ -186,7 +198,6 @@ class RandomSubsetScores(_SeededScorer):
     def __init__(self, probability: float, seed: int) -> None:
         super().__init__(seed)
         self.probability = float(probability)
-        self._subset_masks = subsets_to_masks(torch.arange(NUM_SUBSETS)).double()  # [16, 4]
 
     def scores(
         self, batch: DetectionBatch, output: DetectorOutput | None, progress: float
@@ -194,7 +205,7 @@ class RandomSubsetScores(_SeededScorer):
         """Minus the Hamming distance of each subset from the sample's draw, with a random
         tie-break."""
         draws = torch.rand(len(batch), NUM_LEVELS, generator=self.generator) < self.probability
-        distance = (draws.double()[:, None, :] - self._subset_masks[None]).abs().sum(dim=2)
+        distance = (draws.double()[:, None, :] - SUBSET_MASKS[None]).abs().sum(dim=2)
         noise = torch.rand(len(batch), NUM_SUBSETS, generator=self.generator, dtype=torch.float64)
         return -distance + 0.01 * noise
 
@@ -275,12 +286,8 @@ class StaticPairScores:
     def scores(
         self, batch: DetectionBatch, output: DetectorOutput | None, progress: float
     ) -> torch.Tensor:
-        """``low`` scores 0, ``high`` 1, every other subset (no KD excepted) is ruled out."""
-        scores = torch.full((len(batch), NUM_SUBSETS), float("-inf"), dtype=torch.float64)
-        scores[:, 0] = -1.0
-        scores[:, self.low] = 0.0
-        scores[:, self.high] = 1.0
-        return scores
+        """``static_pair_scores`` for the batch."""
+        return static_pair_scores(len(batch), self.low, self.high)
 
 
 class ValueGreedyScores:
@@ -291,7 +298,6 @@ class ValueGreedyScores:
     def __init__(self, heldout: DetectionBatch) -> None:
         self.heldout = heldout
         self._training: tuple[Any, ...] | None = None
-        self._subset_masks = subsets_to_masks(torch.arange(NUM_SUBSETS)).double()  # [16, 4]
 
     def set_training(
         self,
@@ -313,7 +319,7 @@ class ValueGreedyScores:
         assert isinstance(student, PyramidDetector) and isinstance(teacher, PyramidDetector)
         heldout = self.heldout.to(batch.images.device)
         values = level_values(student, teacher, objective, optimizer, batch, heldout)  # type: ignore[arg-type]
-        return values.values.detach().double().cpu() @ self._subset_masks.T
+        return values.values.detach().double().cpu() @ SUBSET_MASKS.T
 
 
 class TemporalLevels:

@@ -13,11 +13,13 @@ from typing import Any
 import torch
 
 from rlpkd.data.batch import DetectionBatch
+from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.training.level_selection import (
     FeatureObservingSelector,
     FingerprintedSelector,
     LevelSelector,
     StatefulSelector,
+    StepObservingSelector,
     StudentObservingSelector,
 )
 
@@ -62,11 +64,12 @@ class ShuffledMaskLevels:
         if isinstance(self.inner, StudentObservingSelector):
             self.inner.set_student(student)
 
-    def update_running_gap(self, kd_raw: torch.Tensor, masks: torch.Tensor) -> None:
-        """Forward a step's KD losses to ``inner`` (a policy's running gap), when it keeps one."""
-        update = getattr(self.inner, "update_running_gap", None)
-        if update is not None:
-            update(kd_raw, masks)
+    def observe_step(
+        self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
+    ) -> None:
+        """Pass a finished step to ``inner`` (a policy's running gap), when it observes steps."""
+        if isinstance(self.inner, StepObservingSelector):
+            self.inner.observe_step(batch, mask, terms)
 
     def state_dict(self) -> dict[str, Any]:
         """The permutation RNG and ``inner``'s state."""

@@ -10,10 +10,10 @@ from envs.decision_bank import SUBSET_LEVELS, DecisionBank
 from policies.budget_score import (
     BudgetScorer,
     allocated_value,
-    static_pair_scores,
     static_subsets_around,
 )
 from rlpkd.levels import subset_to_index
+from rlpkd.training.budget_selection import static_pair_scores
 
 COSTS = np.array([0.0] + [0.5] * 14 + [1.0])  # every proper subset 0.5, all levels 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.training.level_selection import ScaleRuleLevels
+from rlpkd.training.level_selection import ScaleRuleLevels, StepObservingSelector
 from rlpkd.training.shuffled_selection import ShuffledMaskLevels
 
 
@@ -43,3 +43,31 @@ def test_state_restores_the_same_permutations() -> None:
     b = ShuffledMaskLevels(ScaleRuleLevels([10.0, 20.0, 40.0]), seed=99)
     b.load_state_dict(state)
     assert torch.equal(b.select(batch, 0.0), expected)
+
+
+class _Observing:
+    """A selector that records the steps it is shown."""
+
+    name = "observing"
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
+        return torch.ones(len(batch), 4, dtype=torch.bool)
+
+    def observe_step(self, batch: DetectionBatch, mask: torch.Tensor, terms: object) -> None:
+        self.steps.append(mask)
+
+
+def test_a_finished_step_reaches_the_wrapped_selector_with_the_mask_used() -> None:
+    inner = _Observing()
+    shuffled = ShuffledMaskLevels(inner, seed=0)
+    assert isinstance(shuffled, StepObservingSelector)
+    mask = shuffled.select(_batch(), 0.0)
+    shuffled.observe_step(_batch(), mask, None)
+    assert len(inner.steps) == 1 and inner.steps[0] is mask
+    # a wrapped selector that does not observe steps is simply not told
+    ShuffledMaskLevels(ScaleRuleLevels([10.0, 20.0, 40.0]), seed=0).observe_step(
+        _batch(), mask, None
+    )
