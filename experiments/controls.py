@@ -7,8 +7,11 @@ Phase-3 job names a control by a spec, ``control:<name>:<fraction>[:<argument>]`
 ``control_selector`` builds it. Every control here spends the policy's measured cost (±2%), the
 best static subset at or below it excepted (a static subset costs what it costs).
 
-Adding a control is one entry here: ``train_rl`` trains every entry next to the policy when
-``rl.budget`` is set and writes each row's kind, which the report reads.
+Adding a control is one entry here. ``train_rl`` and the sweep's RL trials train every entry
+next to the policy when ``rl.budget`` is set, and the entries marked ``at_price`` next to a policy
+at a fixed price (``rl.budget`` null), always at the policy's measured cost (``control_runs``).
+Each student's record carries its control's name, kind and description (``control_record``),
+which the reports and the sweep's Pareto plot read: they know no control by name.
 """
 
 from __future__ import annotations
@@ -52,12 +55,14 @@ __all__ = [
     "parse_control_spec",
     "control_method",
     "control_kind",
+    "control_record",
+    "controls_beside",
+    "control_runs",
     "control_selector",
     "policy_selector",
     "budgeted_policy_selector",
     "static_subsets_around",
     "value_heldout_batch",
-    "budget_control_runs",
 ]
 
 POLICY_METHOD = "rl-policy"
@@ -83,12 +88,14 @@ ControlBuilder = Callable[[ControlInputs, float, str], LevelSelector]
 @dataclass(frozen=True)
 class Control:
     """One control: ``build(inputs, fraction, argument)`` gives its selector at ``fraction`` of
-    all-level kd FLOPs; ``argument`` is what the driver fixed for it (e.g. two static subsets)."""
+    all-level kd FLOPs; ``argument`` is what the driver fixed for it (e.g. two static subsets).
+    ``at_price``: it also trains beside a policy learnt at a fixed price (``rl.budget`` null)."""
 
     name: str
     kind: str
     description: str
     build: ControlBuilder
+    at_price: bool = False
 
 
 def policy_selector(config: Config, weights: Path, seed: int) -> PolicyLevels:
@@ -151,9 +158,14 @@ def _temporal(early: bool) -> ControlBuilder:
 
 
 def _shuffled(inputs: ControlInputs, fraction: float, argument: str) -> LevelSelector:
-    policy = budgeted_policy_selector(
-        inputs.config, inputs.weights, inputs.seed, inputs.flops, fraction
-    )
+    """The policy's masks permuted across each batch: the budgeted policy's at a budget, the
+    policy's own at a fixed price (the same cost as the policy by construction)."""
+    if inputs.config.rl.budget is None:
+        policy: LevelSelector = policy_selector(inputs.config, inputs.weights, inputs.seed)
+    else:
+        policy = budgeted_policy_selector(
+            inputs.config, inputs.weights, inputs.seed, inputs.flops, fraction
+        )
     selector = ShuffledMaskLevels(policy, inputs.seed)
     selector.name = control_method("shuffled", fraction)
     # ":observed": its policy's running gap follows the steps (students from before that fix,
@@ -215,6 +227,7 @@ BUDGET_CONTROLS: dict[str, Control] = {
                 ),
                 "random-subsets",
             ),
+            at_price=True,
         ),
         Control(
             "early", "temporal", "all levels in the first part of the schedule", _temporal(True)
@@ -247,8 +260,9 @@ BUDGET_CONTROLS: dict[str, Control] = {
         Control(
             "shuffled",
             "policy-derived",
-            "the policy's budgeted masks permuted across each batch",
+            "the policy's masks permuted across each batch",
             _shuffled,
+            at_price=True,
         ),
         Control(
             "best-static",
@@ -314,15 +328,38 @@ def control_selector(spec: str, inputs: ControlInputs) -> LevelSelector:
     return control.build(inputs, fraction, argument)
 
 
-def budget_control_runs(fraction: float, static_pair: tuple[int, int]) -> list[tuple[str, str]]:
-    """(method, spec) of every budget control at ``fraction`` (``static_pair``: the subsets of
-    ``static_subsets_around``)."""
+def control_record(method: str) -> dict[str, str]:
+    """What a control's student record carries so that a report can group and describe it
+    without knowing the control: {"control", "control_kind", "description"} (empty for a
+    method that is no control of the table)."""
+    control = BUDGET_CONTROLS.get(method.partition("@")[0].partition(":")[0])
+    if control is None:
+        return {}
+    return {
+        "control": control.name,
+        "control_kind": control.kind,
+        "description": control.description,
+    }
+
+
+def controls_beside(config: Config) -> list[Control]:
+    """The controls that train beside the policy: every entry with ``rl.budget``, the
+    ``at_price`` entries without."""
+    at_budget = config.rl.budget is not None
+    return [control for control in BUDGET_CONTROLS.values() if at_budget or control.at_price]
+
+
+def control_runs(
+    config: Config, fraction: float, static_pair: tuple[int, int]
+) -> list[tuple[str, str]]:
+    """(method, spec) of every control of ``controls_beside(config)`` at ``fraction``
+    (``static_pair``: the subsets of ``static_subsets_around``)."""
     low, high = static_pair
     argument = f"{format_levels(index_to_subset(low))}/{format_levels(index_to_subset(high))}"
     runs = []
-    for name in BUDGET_CONTROLS:
-        method = control_method(name, fraction)
-        if name == "best-static":
+    for control in controls_beside(config):
+        method = control_method(control.name, fraction)
+        if control.name == "best-static":
             method = f"best-static:{format_levels(index_to_subset(low))}"
-        runs.append((method, control_spec(name, fraction, argument)))
+        runs.append((method, control_spec(control.name, fraction, argument)))
     return runs

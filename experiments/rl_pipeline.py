@@ -27,9 +27,10 @@ from experiments.controls import (
     CONTROL_PREFIX,
     POLICY_METHOD,
     ControlInputs,
-    budget_control_runs,
     budgeted_policy_selector,
     control_kind,
+    control_record,
+    control_runs,
     control_selector,
     policy_selector,
     static_subsets_around,
@@ -69,9 +70,8 @@ from rlpkd.report.verification import best_static_at_or_below, subset_regime_inf
 from rlpkd.rundir import RunDirectory
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.distill_run import StepHook
-from rlpkd.training.level_selection import SCALE_RULE
+from rlpkd.training.level_selection import SCALE_RULE, LevelSelector
 from rlpkd.training.regime_table_selection import RegimeTableLevels, regime_table_from_headroom
-from rlpkd.training.shuffled_selection import SHUFFLED_SUFFIX, ShuffledMaskLevels
 from rlpkd.training.student_phase import (
     StudentRunInputs,
     run_or_reuse_student,
@@ -97,9 +97,6 @@ __all__ = [
     "run_rl_experiment",
 ]
 
-SHUFFLED_METHOD = f"{POLICY_METHOD}{SHUFFLED_SUFFIX}"
-"""The shuffled-mask control: the policy's own masks permuted across each batch."""
-SHUFFLED_SPEC = "policy-shuffled"
 ORACLE_METHOD = "oracle"
 """The headroom report's oracle (``experiment.headroom_report``): each image its regime's best
 static subset."""
@@ -238,17 +235,16 @@ def _student_runs(
 ) -> list[tuple[str, str]]:
     """(method name, level spec) of every Phase-3 run; the policy's spec is 'policy'.
 
-    Besides the policy: no KD, all levels, and the verification controls at the policy's FLOPs.
-    With ``rl.budget``: every control of ``experiments.controls.BUDGET_CONTROLS``. Without:
-    its shuffled masks (``SHUFFLED_SPEC``), random subsets, the scale rule, the static
-    baselines (the best of which at no more FLOPs the report names) and, with
-    ``experiment.headroom_report``, the headroom report's oracle (``ORACLE_SPEC``).
+    Besides the policy: no KD, all levels, and the controls of ``experiments.controls`` at the
+    policy's FLOPs (``control_runs``: every one with ``rl.budget``, the ``at_price`` ones
+    without). Without a budget also the scale rule, the static baselines (the best of which at no
+    more FLOPs the report names) and, with ``experiment.headroom_report``, the headroom report's
+    oracle (``ORACLE_SPEC``).
     """
     runs = [(POLICY_METHOD, "policy"), ("none", "none"), ("all", "all")]
+    runs += control_runs(config, policy_fraction, static_pair)
     if config.rl.budget is not None:
-        return runs + budget_control_runs(policy_fraction, static_pair)
-    runs.append((SHUFFLED_METHOD, SHUFFLED_SPEC))
-    runs.append((f"random@{policy_fraction:.2f}", f"random:{policy_fraction:.4f}"))
+        return runs
     runs.append((SCALE_RULE, SCALE_RULE))
     runs += [(spec, spec) for spec in config.rl.static_baselines]
     if config.experiment.headroom_report:
@@ -302,6 +298,28 @@ def decision_log_hook(
     return on_step
 
 
+def phase3_selector(
+    inputs: StudentRunInputs, spec: str, seed: int, weights: Path
+) -> tuple[LevelSelector, bool]:
+    """The level selector of a Phase-3 spec ('policy', a control spec, the oracle's or a level
+    spec) and whether its decisions are logged (the policy and its controls)."""
+    config = inputs.config
+    logged = True  # the policy and what is derived from it or compared with it
+    if spec == "policy" and config.rl.budget is not None:
+        selector = budgeted_policy_selector(config, weights, seed, inputs.flops, config.rl.budget)
+    elif spec == "policy":
+        selector = policy_selector(config, weights, seed)
+    elif spec.startswith(CONTROL_PREFIX):
+        control_inputs = ControlInputs(config, inputs.flops, weights, seed, inputs.datasets)
+        selector = control_selector(spec, control_inputs)
+    elif spec == ORACLE_SPEC:
+        selector, logged = oracle_selector(config, inputs.datasets), False
+    else:
+        selector = selector_from_spec(spec, inputs.flops, seed, config.data.level_thresholds)
+        logged = False
+    return selector, logged
+
+
 def _distil(
     inputs: StudentRunInputs,
     run_dir: RunDirectory,
@@ -313,21 +331,7 @@ def _distil(
     """One Phase-3 student (reused if it already finished with this config)."""
     config = inputs.config
     student_dir = RunDirectory(run_dir.path / "students" / f"{method}-seed{seed}")
-    logged = True  # the policy and what is derived from it or compared with it at a budget
-    if spec == "policy" and config.rl.budget is not None:
-        selector = budgeted_policy_selector(config, weights, seed, inputs.flops, config.rl.budget)
-    elif spec == "policy":
-        selector = policy_selector(config, weights, seed)
-    elif spec.startswith(CONTROL_PREFIX):
-        control_inputs = ControlInputs(config, inputs.flops, weights, seed, inputs.datasets)
-        selector = control_selector(spec, control_inputs)
-    elif spec == SHUFFLED_SPEC:
-        selector = ShuffledMaskLevels(policy_selector(config, weights, seed), seed)
-    elif spec == ORACLE_SPEC:
-        selector, logged = oracle_selector(config, inputs.datasets), False
-    else:
-        selector = selector_from_spec(spec, inputs.flops, seed, config.data.level_thresholds)
-        logged = False
+    selector, logged = phase3_selector(inputs, spec, seed, weights)
     on_step = decision_log_hook(config, inputs.datasets, student_dir) if logged else None
     title = f"[phase 3] {method} seed={seed}"
     return run_or_reuse_student(inputs, selector, seed, student_dir, title, on_step, method)
@@ -384,7 +388,7 @@ def _phase3_students(
     def at_policy_flops(job: StudentJob) -> bool:
         return job.spec.startswith(("random:", CONTROL_PREFIX))
 
-    controls = _control_jobs(config, 0.0)  # random@F's fraction is a placeholder until known
+    controls = _control_jobs(config, 0.0)  # the controls' fraction: a placeholder until known
     with_kd = [job for job in controls if not at_policy_flops(job) and job.spec != "none"]
     without_kd = [job for job in controls if job.spec == "none"]
     bar = tqdm(
@@ -461,7 +465,7 @@ def _spending_lines(
     ]
 
 
-def _static_pair_finder(
+def static_pair_finder(
     learning: dict[str, Any], flops: FlopsModel
 ) -> Callable[[float], StaticPair]:
     """The best static subsets around a cost, by the value of Phase 2's decision bank."""
@@ -513,7 +517,10 @@ def verification_controls(
         "best_static_at_policy_flops": best["method"] if best is not None else "",
         "static_methods_compared": statics,
     }
-    for method, key in ((POLICY_METHOD, "policy"), (SHUFFLED_METHOD, "shuffled")):
+    shuffled = [
+        r["method"] for r in rows if control_record(r["method"]).get("control") == "shuffled"
+    ]
+    for method, key in ((POLICY_METHOD, "policy"), *((m, "shuffled") for m in shuffled[:1])):
         path = run_dir.path / "students" / f"{method}-seed{seed}" / "decisions.jsonl"
         if path.is_file():
             information = subset_regime_information(read_decisions(path))
@@ -575,7 +582,7 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     seeds = config.experiment.seeds
     all_flops = flops.kd_flops(LEVELS)
     runs, policy_fraction = _phase3_students(
-        inputs, weights, all_flops, _static_pair_finder(learning, flops)
+        inputs, weights, all_flops, static_pair_finder(learning, flops)
     )
 
     _phase("Phase 4: report")

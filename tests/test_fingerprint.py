@@ -8,7 +8,8 @@ trial pins changed with issue 11's rl section (``reward``, ``heldout_size``, ``r
 ``distill`` fields are hashed only when it is on, and ``rl.policy_head`` only when it is not
 ``joint``, so the other pins did not move. The RL trial pins changed again when RL trials began
 to train their verification controls (``controls: shuffled+random``): a trial finished without
-them must run again to have them.
+them must run again to have them; and again when those controls became the table's entries
+(``controls: random-subsets+shuffled``, random subsets held to the policy's cost in every batch).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ PINNED = {
     # on the live env is not the policy of a config that learns on the bank
     "policy_cold": "08ad6b4c73aba4ca",
     "policy_warm": "46312c4bc6243e1c",
-    "trial_rl_cold": "7a87544540080127",
-    "trial_rl_warm": "58812eb5fed5747b",
+    "trial_rl_cold": "8f5ef86f2b44f319",
+    "trial_rl_warm": "34755309a1d539a5",
     "trial_nas": "d123554c2a0d7a09",
     "trial_static": "ee17b812933881d7",
     "trial_baseline": "0236622f1eaafa30",

@@ -550,13 +550,6 @@ def run_sweep(
             "sweep.baselines"
         )
     build_scheduler(config)  # bad scheduler settings fail before anything is written
-    if config.rl.budget is not None and config.sweep.rl_lams:
-        raise ConfigError(
-            f"rl.budget {config.rl.budget}: the sweep's RL trials price the levels by "
-            "sweep.rl_lams and train only the shuffled and random controls; a budget is studied "
-            "with scripts/budget_study.py (every control of experiments/controls.py at the "
-            "policy's cost); set rl.budget to null here"
-        )
     if address and ray.is_initialized():
         raise UserError(f"--address {address}: Ray is already initialised in this process")
 

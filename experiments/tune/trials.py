@@ -6,13 +6,14 @@ Four kinds share one schedule, seeds and teacher, so the report compares them on
 - ``baseline``: any other level spec (e.g. ``random:0.5``);
 - ``nas``: a search method picks a subset on a held-out part of the training split, then the
   pick is retrained on the full schedule;
-- ``rl``: PPO learns a per-sample policy at one lambda, then the frozen policy drives a student;
-  two verification controls train beside it: its shuffled-mask control (the policy's own masks
-  permuted across each batch: same FLOPs, no conditioning on the sample) in ``<trial>/shuffled``
-  and random subsets at its kd FLOPs in ``<trial>/random``. The metrics carry both controls'
-  results and the mutual information between the chosen subset and the image regime of the
-  policy and its shuffled control (``rlpkd.report.verification``); ``<trial>/plots`` holds the
-  policy's selection heatmaps by size, class, progress and regime.
+- ``rl``: PPO learns a per-sample policy at one lambda (with ``rl.budget``: at that budget, the
+  trial's lambda the dual variable's start), then the frozen policy drives a student; the controls
+  of ``experiments.controls`` train beside it at its measured kd FLOPs, as ``train_rl`` trains
+  them (``control_runs``: at a fixed price the shuffled-mask control and random subsets, at a
+  budget every control), each in ``<trial>/controls/<name>``. The metrics carry each control's
+  results with its table entry's name, kind and description (``controls``), and the mutual
+  information between the chosen subset and the image regime (``rlpkd.report.verification``);
+  ``<trial>/plots`` holds the policy's selection heatmaps by size, class, progress and regime.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.controls import control_record, control_runs, controls_beside
 from experiments.policy_learning import learn_policy
-from experiments.rl_pipeline import decision_log_hook, policy_selector
+from experiments.rl_pipeline import decision_log_hook, phase3_selector, static_pair_finder
 from experiments.search_retrain import search_and_retrain
 from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets
@@ -41,7 +43,6 @@ from rlpkd.rundir import RunDirectory, read_json, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.search.methods import search_method_names
 from rlpkd.training.level_selection import parse_level_spec
-from rlpkd.training.shuffled_selection import ShuffledMaskLevels
 from rlpkd.training.student_phase import (
     STUDENT_SECTIONS,
     StudentRunInputs,
@@ -71,12 +72,8 @@ __all__ = [
 
 TrialReport = Callable[[dict[str, Any]], None]
 TRIAL_KINDS = ("static", "baseline", "nas", "rl")
-RL_TRIAL_CONTROLS = "shuffled+random"
-"""What an RL trial trains beside the policy's student (part of its fingerprint)."""
-SHUFFLED_CONTROL_DIR = "shuffled"
-"""``<trial>/shuffled``: an RL trial's shuffled-mask control student."""
-RANDOM_CONTROL_DIR = "random"
-"""``<trial>/random``: an RL trial's random subsets at the policy's kd FLOPs."""
+CONTROLS_DIR = "controls"
+"""``<trial>/controls/<name>``: an RL trial's control students (``experiments.controls``)."""
 TRIAL_MANIFEST = "trials.json"
 """``<sweep>/trials.json``: the ids of the sweep's current trials (the report shows only these)."""
 FAILED_FILE = "failed.json"
@@ -138,11 +135,12 @@ def build_trial_specs(config: Config) -> list[TrialSpec]:
     if unknown:
         raise ConfigError(f"sweep.nas_methods: unknown {unknown[0]!r}; valid: {', '.join(known)}")
     specs: list[TrialSpec] = []
+    budget = config.rl.budget
     for lam in sweep.rl_lams:
+        # at a budget the trial's λ only starts the dual variable
+        method = f"rl λ={lam:g}" if budget is None else f"rl budget={budget:g} λ₀={lam:g}"
         for seed in sweep.seeds:
-            specs.append(
-                TrialSpec(f"rl-lam{lam:g}-seed{seed}", "rl", f"rl λ={lam:g}", seed, lam=float(lam))
-            )
+            specs.append(TrialSpec(f"rl-lam{lam:g}-seed{seed}", "rl", method, seed, lam=float(lam)))
     for name in sweep.nas_methods:
         specs += [
             TrialSpec(f"{name}-seed{seed}", "nas", name, seed, search_method=name)
@@ -220,7 +218,8 @@ def trial_fingerprint(spec: TrialSpec, config: Config) -> str:
     extra |= {"amp": config.runtime.amp, "gpu": config.sweep.trial_gpus > 0}
     if spec.kind == "rl":
         extra["warm_start"] = file_digest(config.meta.warm_start)
-        extra["controls"] = RL_TRIAL_CONTROLS
+        # what trains beside the policy: a new control of the table makes a new trial
+        extra["controls"] = "+".join(control.name for control in controls_beside(config))
     return fingerprint(config, sections, extra, drop={"rl": ("lam", "static_baselines")})
 
 
@@ -431,34 +430,54 @@ def _rl_trial(
     )
     write_json(run_dir.path / "policy_learning.json", learning)
     weights = Path(learning["weights"])
-    selector = policy_selector(config, weights, spec.seed)
+    selector, _ = phase3_selector(inputs, "policy", spec.seed, weights)
     on_step = decision_log_hook(config, datasets, run_dir)
     metrics = run_student(inputs, selector, spec.seed, run_dir, on_step)
-    control_dir = RunDirectory(run_dir.path / SHUFFLED_CONTROL_DIR)
-    shuffled = ShuffledMaskLevels(policy_selector(config, weights, spec.seed), spec.seed)
-    control_hook = decision_log_hook(config, datasets, control_dir)
-    control = run_student(inputs, shuffled, spec.seed, control_dir, control_hook)
     fraction = metrics["kd_gflops"] * 1e9 / inputs.flops.kd_flops(LEVELS)
-    random_levels = selector_from_spec(
-        f"random:{fraction:.4f}", inputs.flops, spec.seed, config.data.level_thresholds
-    )
-    random_dir = RunDirectory(run_dir.path / RANDOM_CONTROL_DIR)
-    random_control = run_student(inputs, random_levels, spec.seed, random_dir)
+    controls = _trial_controls(inputs, run_dir, spec.seed, weights, fraction, learning)
     decisions = read_decisions(run_dir.path / "decisions.jsonl")
     write_heatmaps(decisions, datasets.train.class_names, run_dir.plots)
     policy_mi = subset_regime_information(decisions)
-    control_mi = subset_regime_information(read_decisions(control_dir.path / "decisions.jsonl"))
     return metrics | {
         "levels": "rl-policy",
         "lam": float(spec.lam),
+        "budget": config.rl.budget,
         "policy_learning_time_s": learning["learning_time_s"],
         "policy_kd_flops_fraction": fraction,
         "policy_iterations": len(learning["history"]),
-        "shuffled_control": {metric: control.get(metric) for metric in REPORT_METRICS},
-        "random_control": {metric: random_control.get(metric) for metric in REPORT_METRICS},
+        "controls": controls,
         "subset_regime_mi_bits": policy_mi["mutual_information_bits"],
-        "shuffled_subset_regime_mi_bits": control_mi["mutual_information_bits"],
     }
+
+
+def _trial_controls(
+    inputs: StudentRunInputs,
+    run_dir: RunDirectory,
+    seed: int,
+    weights: Path,
+    fraction: float,
+    learning: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Train every control of ``experiments.controls.control_runs`` at the policy's cost
+    ``fraction``, each in ``<trial>/controls/<name>``; returns {name: its metrics, method,
+    ``control_record`` fields and, when its decisions are logged, I(subset; regime)}."""
+    config = inputs.config
+    static_pair = static_pair_finder(learning, inputs.flops)(fraction)
+    controls = {}
+    for method, control_spec_text in control_runs(config, fraction, static_pair):
+        record = control_record(method)
+        control_dir = RunDirectory(run_dir.path / CONTROLS_DIR / record["control"])
+        selector, logged = phase3_selector(inputs, control_spec_text, seed, weights)
+        hook = decision_log_hook(config, inputs.datasets, control_dir) if logged else None
+        result = run_student(inputs, selector, seed, control_dir, hook)
+        entry = {metric: result.get(metric) for metric in REPORT_METRICS}
+        entry |= {"method": method, **record}
+        decisions = control_dir.path / "decisions.jsonl"
+        if logged and decisions.is_file():
+            information = subset_regime_information(read_decisions(decisions))
+            entry["subset_regime_mi_bits"] = information["mutual_information_bits"]
+        controls[record["control"]] = entry
+    return controls
 
 
 _TRIAL_RUNNERS: dict[str, TrialRunner] = {

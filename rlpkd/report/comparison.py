@@ -33,14 +33,13 @@ from rlpkd.levels import format_levels, parse_levels
 from rlpkd.report.tables import REPORT_METRICS, format_markdown_table, mean_std, summarise_methods
 from rlpkd.report.verification import at_or_below_flops
 from rlpkd.rundir import read_json, write_json
+from rlpkd.viz.pareto import CONTROL_KIND as PARETO_CONTROL_KIND
 from rlpkd.viz.pareto import pareto_plot
 
 __all__ = [
     "KINDS",
     "TRIAL_KINDS",
-    "SHUFFLED_KIND",
-    "RANDOM_KIND",
-    "RL_CONTROLS",
+    "CONTROL_KIND",
     "control_method",
     "rl_control_trials",
     "SEARCH_COST_METRICS",
@@ -63,21 +62,13 @@ __all__ = [
 
 TRIAL_KINDS: tuple[str, ...] = ("rl", "nas", "baseline", "static")
 """Trial kinds, in the order their rows appear."""
-SHUFFLED_KIND = "rl-shuffled"
-"""The rows of RL trials' shuffled-mask controls (``shuffled_control`` in an RL trial's metrics:
-the policy's own masks permuted across each batch, so the same FLOPs without conditioning)."""
-RANDOM_KIND = "rl-random"
-"""The rows of RL trials' random subsets at the policy's kd FLOPs (``random_control``)."""
-RL_CONTROLS: tuple[tuple[str, str, str], ...] = (
-    ("shuffled", SHUFFLED_KIND, "shuffled-mask control"),
-    ("random", RANDOM_KIND, "random subsets at its FLOPs"),
-)
-"""(name, row kind, description) of each control an RL trial trains: its metrics hold
-``<name>_control``; the control's row method is '<RL method> <name>'; the RL row gets
-``minus_<name>_AP_mean/std`` (paired by seed)."""
-KINDS: tuple[str, ...] = ("rl", SHUFFLED_KIND, RANDOM_KIND, "nas", "baseline", "static")
+CONTROL_KIND = PARETO_CONTROL_KIND
+"""The rows of the controls that an RL trial trains beside its policy (``controls`` in its metrics:
+{name: metrics with ``control``, ``control_kind``, ``description``}, as ``experiments.controls``
+writes them). The report knows no control by name: it reads them from the trials."""
+KINDS: tuple[str, ...] = ("rl", CONTROL_KIND, "nas", "baseline", "static")
 """Row kinds: the trial kinds and the RL trials' controls (beside their RL rows)."""
-RL_KINDS = ("rl", SHUFFLED_KIND, RANDOM_KIND)
+RL_KINDS = ("rl", CONTROL_KIND)
 SEARCH_COST_METRICS: tuple[str, ...] = (
     "search_wall_time_s",
     "search_kd_gflops",
@@ -238,41 +229,50 @@ def _nas_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def control_method(rl_method: str, control: str) -> str:
-    """The row method of RL method ``rl_method``'s control ``control`` (a name in
-    ``RL_CONTROLS``): '<RL method> <control>'."""
+    """The row method of RL method ``rl_method``'s control ``control``: '<RL method> <control>'."""
     return f"{rl_method} {control}"
 
 
+def _trial_controls(trial: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    controls = trial.get("controls")
+    return controls if isinstance(controls, dict) else {}
+
+
 def rl_control_trials(trials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per control of each finished RL trial (``RL_CONTROLS``): the control's metrics
-    as a trial of the control's kind (method '<RL method> <name>', same seed and λ; the shuffled
-    control's ``subset_regime_mi_bits`` is its own)."""
-    controls = []
+    """One record per control of each finished RL trial: the control's metrics as a trial of kind
+    ``CONTROL_KIND`` (method '<RL method> <name>', same seed and λ; its own
+    ``subset_regime_mi_bits`` where its decisions were logged)."""
+    records = []
     for trial in trials:
         if trial["kind"] != "rl":
             continue
-        for name, kind, _ in RL_CONTROLS:
-            control = trial.get(f"{name}_control")
+        for name, control in _trial_controls(trial).items():
             if not isinstance(control, dict):
                 continue
-            controls.append(
+            records.append(
                 {
                     **control,
-                    "kind": kind,
+                    "kind": CONTROL_KIND,
+                    "control": name,
                     "method": control_method(trial["method"], name),
                     "seed": trial["seed"],
                     "lam": trial.get("lam"),
                     "trial_id": trial.get("trial_id"),
-                    "subset_regime_mi_bits": trial.get(f"{name}_subset_regime_mi_bits"),
                 }
             )
-    return controls
+    return records
+
+
+def _control_names(members: list[dict[str, Any]]) -> list[str]:
+    """The controls the RL trials ``members`` trained, in their first appearance's order."""
+    return list(dict.fromkeys(name for t in members for name in _trial_controls(t)))
 
 
 def _rl_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
     """λ, each seed's (AP, kd_gflops) (``seed_points``: seeds of one λ may land on very different
-    costs), the mutual information I(subset; regime) and, for RL rows with controls, the AP over
-    each control paired by seed (mean ± std over seeds of the per-seed difference)."""
+    costs), the mutual information I(subset; regime), for RL rows with controls the AP over
+    each control paired by seed (``minus_<name>_AP_mean/std/seeds``: mean ± std over seeds of
+    the per-seed difference), and for a control's row its name, kind and description."""
     extras: dict[str, Any] = {"lam": mean_std([t.get("lam") for t in members])[0]}
     extras["seed_points"] = [
         {"seed": int(t["seed"]), "AP": t["AP"], "kd_gflops": t["kd_gflops"]}
@@ -281,17 +281,25 @@ def _rl_extras(members: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     mean, std = mean_std([t.get("subset_regime_mi_bits") for t in members])
     extras["subset_regime_mi_bits_mean"], extras["subset_regime_mi_bits_std"] = mean, std
-    for name, _, _ in RL_CONTROLS:
-        key = f"{name}_control"
+    for key in ("control", "control_kind", "description"):
+        if key in members[0]:
+            extras[key] = members[0][key]
+    controls = []
+    for name in _control_names(members):
         differences = [
-            t["AP"] - t[key]["AP"]
+            t["AP"] - t["controls"][name]["AP"]
             for t in members
-            if isinstance(t.get(key), dict) and _finite(t.get("AP")) and _finite(t[key].get("AP"))
+            if isinstance(_trial_controls(t).get(name), dict)
+            and _finite(t.get("AP"))
+            and _finite(t["controls"][name].get("AP"))
         ]
         if differences:
             mean, std = mean_std(differences)
             extras[f"minus_{name}_AP_mean"], extras[f"minus_{name}_AP_std"] = mean, std
             extras[f"minus_{name}_seeds"] = len(differences)
+            controls.append(name)
+    if controls:
+        extras["controls"] = controls
     return extras
 
 
@@ -379,7 +387,7 @@ def comparison_rows(
     Every row has ``kind``, ``score`` (AP - lam * kd_gflops / kd_gflops(all), from the means),
     ``status`` ('finished', 'partly failed', 'failed') and ``failed_seeds``; rl rows ``lam``,
     ``subset_regime_mi_bits_mean/std`` and, with controls, ``minus_<control>_AP_mean/std`` (each
-    RL row is followed by its controls' rows, kinds ``RANDOM_KIND`` and ``SHUFFLED_KIND``);
+    RL row is followed by its controls' rows, kind ``CONTROL_KIND``);
     nas rows the search cost means/stds, ``search_devices``, ``picks`` {seed: subset} and
     ``search_cost_fraction`` / ``search_kd_gflops_fraction`` (relative to the 'exhaustive' row;
     NaN without one). Order: rl by λ, nas, baselines, static by kd_gflops.
@@ -510,8 +518,12 @@ def _per_seed_vs_front(row: dict[str, Any], front: list[dict[str, Any]]) -> dict
 
 
 def _rl_vs_front(
-    row: dict[str, Any], front: list[dict[str, Any]], shuffled_mi: float = math.nan
+    row: dict[str, Any],
+    front: list[dict[str, Any]],
+    shuffled_mi: float = math.nan,
+    descriptions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    descriptions = descriptions or {}
     kd, ap = row["kd_gflops_mean"], row["AP_mean"]
     reference = _front_point_at(front, kd)
     outcome: dict[str, Any] = {
@@ -523,15 +535,16 @@ def _rl_vs_front(
         "front_method": reference["method"] if reference else None,
         "front_AP": reference["AP_mean"] if reference else math.nan,
         "front_AP_std": reference["AP_std"] if reference else math.nan,
-        **{
-            f"minus_{name}_{part}": scale * row.get(f"minus_{name}_{key}", default)
-            for name, _, _ in RL_CONTROLS
-            for part, key, scale, default in (
-                ("points", "AP_mean", 100.0, math.nan),
-                ("std_points", "AP_std", 100.0, math.nan),
-                ("seeds", "seeds", 1, 0),
-            )
-        },
+        "controls": [
+            {
+                "name": name,
+                "description": descriptions.get(name, name),
+                "points": 100.0 * row[f"minus_{name}_AP_mean"],
+                "std_points": 100.0 * row[f"minus_{name}_AP_std"],
+                "seeds": row[f"minus_{name}_seeds"],
+            }
+            for name in row.get("controls", [])
+        ],
         "subset_regime_mi_bits": row.get("subset_regime_mi_bits_mean", math.nan),
         "shuffled_subset_regime_mi_bits": shuffled_mi,
         "diff_points": math.nan,
@@ -565,7 +578,10 @@ def comparison_summary(
     best = _best_static(static)
     front = static_front(static)
     finished = [r for r in rows if r["n"] > 0]
-    controls = {r["method"]: r for r in finished if r["kind"] == SHUFFLED_KIND}
+    controls = {r["method"]: r for r in finished if r["kind"] == CONTROL_KIND}
+    descriptions = {
+        r["control"]: r["description"] for r in controls.values() if r.get("description")
+    }
 
     def control_mi(row: dict[str, Any]) -> float:
         control = controls.get(control_method(row["method"], "shuffled"), {})
@@ -582,7 +598,9 @@ def comparison_summary(
         },
         "static_front": front,
         "rl_vs_static_front": [
-            _rl_vs_front(r, front, control_mi(r)) for r in finished if r["kind"] == "rl"
+            _rl_vs_front(r, front, control_mi(r), descriptions)
+            for r in finished
+            if r["kind"] == "rl"
         ],
         "failed_trials": [_failure_summary(f) for f in failed or []],
     }
@@ -628,7 +646,11 @@ def _status_text(row: dict[str, Any]) -> str:
 
 
 def _extra_columns(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]:
-    columns: dict[str, Any] = {"kind": lambda r: r["kind"]}
+    columns: dict[str, Any] = {
+        "kind": lambda r: (
+            f"{r['kind']} ({r['control_kind']})" if r.get("control_kind") else r["kind"]
+        )
+    }
     if any(r.get("failed_seeds") for r in rows):
         columns["status"] = _status_text
     if lam != 0.0:
@@ -692,18 +714,17 @@ def _relation(diff: float) -> str:
 
 
 def _rl_controls_text(outcome: dict[str, Any]) -> str:
-    """'; vs its shuffled-mask control → above by 0.10 points (± 0.20 std, 2 paired seeds); …;
-    I(subset; regime) = 0.01 bits (shuffled 0.00)', the parts that are known."""
+    """'; vs its control (the policy's masks permuted across each batch) → above by 0.10 points
+    (± 0.20 std, 2 paired seeds); …; I(subset; regime) = 0.01 bits (shuffled 0.00)', the parts
+    that are known."""
     text = ""
-    for name, _, description in RL_CONTROLS:
-        diff = outcome.get(f"minus_{name}_points", math.nan)
-        if _finite(diff):
-            seeds = outcome[f"minus_{name}_seeds"]
-            text += (
-                f"; vs its {description} → {_relation(diff)} (± "
-                f"{outcome[f'minus_{name}_std_points']:.2f} std, {seeds} paired seed"
-                f"{'s' if seeds != 1 else ''})"
-            )
+    for control in outcome.get("controls", []):
+        seeds = control["seeds"]
+        text += (
+            f"; vs {control['name']} ({control['description']}) → "
+            f"{_relation(control['points'])} (± {control['std_points']:.2f} std, {seeds} paired "
+            f"seed{'s' if seeds != 1 else ''})"
+        )
     mi = outcome.get("subset_regime_mi_bits", math.nan)
     if _finite(mi):
         shuffled = outcome.get("shuffled_subset_regime_mi_bits", math.nan)
@@ -787,10 +808,11 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -
         "",
         "AP columns are COCO AP in %, mean ± std over seeds; kd_gflops are teacher + KD GFLOPs per "
         "training image; search columns are means over seeds of the search alone (device seconds, "
-        "total kd GFLOPs, evaluations), the retraining of the pick excluded. An `rl-shuffled` row "
-        "is its RL row's shuffled-mask control (the policy's masks permuted across each batch: "
-        "the same FLOPs without conditioning on the sample), an `rl-random` row random subsets "
-        "at the policy's kd FLOPs; I(subset; regime) is the mutual "
+        "total kd GFLOPs, evaluations), the retraining of the pick excluded. An `rl-control` row "
+        "is a control its RL row trained at the policy's measured kd FLOPs (the table of "
+        "`experiments/controls.py`; its own kind in brackets, its description in the summary), "
+        "e.g. `shuffled`: the policy's masks permuted across each batch, the same FLOPs without "
+        "conditioning on the sample; I(subset; regime) is the mutual "
         "information between the chosen subset and the image's scale regime over the student's "
         "decisions (plug-in estimate; near 0 for a policy that does not condition on the regime).",
         "",
@@ -802,7 +824,9 @@ def _markdown(title: str, rows: list[dict[str, Any]], summary: dict[str, Any]) -
     return "\n".join(lines) + "\n"
 
 
-def _csv_columns() -> list[str]:
+def _csv_columns(controls: Iterable[str] = ()) -> list[str]:
+    """The CSV's columns; ``controls``: the names of the RL trials' controls (one pair of
+    ``minus_<name>_AP_mean/std`` columns each)."""
     metrics = [f"{m}_{stat}" for m in REPORT_METRICS for stat in ("mean", "std")]
     search = [f"{m}_{stat}" for m in SEARCH_COST_METRICS for stat in ("mean", "std")]
     return [
@@ -816,10 +840,9 @@ def _csv_columns() -> list[str]:
         *metrics,
         "score",
         "subset_regime_mi_bits_mean",
-        "minus_shuffled_AP_mean",
-        "minus_shuffled_AP_std",
-        "minus_random_AP_mean",
-        "minus_random_AP_std",
+        "control",
+        "control_kind",
+        *(f"minus_{name}_AP_{stat}" for name in controls for stat in ("mean", "std")),
         *search,
         "search_cost_fraction",
         "search_kd_gflops_fraction",
@@ -838,10 +861,12 @@ def results_csv(rows: list[dict[str, Any]]) -> str:
     """One CSV line per method; missing values are empty cells, picks as 'seed:subset;...';
     ``status`` is 'finished', 'partly failed' or 'failed' (then every metric cell is empty)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_csv_columns(), lineterminator="\n")
+    controls = list(dict.fromkeys(name for row in rows for name in row.get("controls", [])))
+    columns = _csv_columns(controls)
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        record = {key: _csv_value(row.get(key)) for key in _csv_columns()}
+        record = {key: _csv_value(row.get(key)) for key in columns}
         record["seeds"] = _seeds_text(row["seeds"])
         record["status"] = row.get("status", STATUS_FINISHED)
         record["failed_seeds"] = _seeds_text(row.get("failed_seeds", []))

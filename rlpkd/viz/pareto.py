@@ -2,7 +2,9 @@
 
 ``pareto_series`` turns report rows into the points to draw (what a test can check); ``draw_pareto``
 draws them, each series' artist tagged with a gid ('static', 'static-front', 'rl', 'rl-seeds',
-'nas:<method>', 'baselines', 'reference'); ``pareto_plot`` writes the PNG.
+'nas:<method>', 'baselines', 'reference', 'control:<name>'); ``pareto_plot`` writes the PNG.
+The RL trials' controls are drawn per control name, labelled by the description their rows carry
+(``experiments.controls`` is the one table of them): the plot knows none of them by name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from rlpkd.atomic_files import atomic_write  # noqa: E402
 __all__ = ["pareto_series", "draw_pareto", "pareto_plot"]
 
 NAS_MARKERS: tuple[str, ...] = ("^", "v", "o", "h", "p", "<", ">")
+CONTROL_KIND = "rl-control"
+"""The kind of an RL trial's control row (``rlpkd.report.comparison.CONTROL_KIND``)."""
+CONTROL_MARKERS: tuple[str, ...] = ("v", "^", "<", ">", "P", "X", "d", "*", "8", "H")
 REFERENCE_LABELS = {"none": "no KD", "all": "all levels"}
 
 
@@ -65,11 +70,10 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
     """The points to draw per series; failed rows and rows without a finite AP or kd_gflops
     are skipped.
 
-    Returns {"static", "front", "rl", "rl_seeds", "rl_shuffled", "rl_random", "baselines",
-    "reference": [point], "nas": {method: point}}; ``rl_seeds`` holds each RL seed at its own
-    cost (seeds of one λ can land far apart, so their mean point alone can sit where no seed
-    is); ``rl_shuffled`` and ``rl_random`` hold the RL trials' shuffled-mask controls and random
-    subsets at their FLOPs.
+    Returns {"static", "front", "rl", "rl_seeds", "baselines", "reference": [point],
+    "nas": {method: point}, "controls": {name: {"description", "points"}}}; ``rl_seeds`` holds
+    each RL seed at its own cost (seeds of one λ can land far apart, so their mean point alone
+    can sit where no seed is); ``controls`` the RL trials' controls at their FLOPs, per name.
     """
     plotted = [row for row in rows if _plottable(row)]
     static = [row for row in plotted if row["kind"] == "static"]
@@ -95,16 +99,7 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
             for row in plotted
             if row["kind"] == "nas"
         },
-        **{
-            f"rl_{name}": [
-                _point(
-                    row, f"λ={row['lam']:g} {name}" if _finite(row.get("lam")) else row["method"]
-                )
-                for row in plotted
-                if row["kind"] == f"rl-{name}"
-            ]
-            for name in ("shuffled", "random")
-        },
+        "controls": _control_series(plotted),
         "baselines": [_point(row, row["method"]) for row in plotted if row["kind"] == "baseline"],
         "reference": [
             _point(row, REFERENCE_LABELS[row["method"]])
@@ -112,6 +107,19 @@ def pareto_series(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[s
             if row["method"] in REFERENCE_LABELS
         ],
     }
+
+
+def _control_series(plotted: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{control name: {"description", "points"}} of the RL trials' control rows."""
+    series: dict[str, dict[str, Any]] = {}
+    for row in plotted:
+        if row["kind"] != CONTROL_KIND:
+            continue
+        name = row.get("control", row["method"])
+        entry = series.setdefault(name, {"description": row.get("description", name), "points": []})
+        label = f"λ={row['lam']:g} {name}" if _finite(row.get("lam")) else row["method"]
+        entry["points"].append(_point(row, label))
+    return series
 
 
 def _xy(points: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
@@ -140,14 +148,23 @@ def _draw_static(axes: plt.Axes, series: dict[str, Any]) -> None:
         line.set_gid("static-front")
 
 
+def _marked_series(series: dict[str, Any]) -> list[tuple[str, list, str, str, str]]:
+    """(gid, points, marker, colour, legend label) of the reference, baseline and control series."""
+    marked = [
+        ("reference", series["reference"], "s", "black", "no KD / all levels"),
+        ("baselines", series["baselines"], "D", "tab:purple", "baselines"),
+    ]
+    for i, (name, control) in enumerate(series.get("controls", {}).items()):
+        marker = CONTROL_MARKERS[i % len(CONTROL_MARKERS)]
+        label = f"RL control {name}: {control['description']}"
+        if len(label) > 70:
+            label = label[:67] + "..."
+        marked.append((f"control:{name}", control["points"], marker, f"C{(i + 3) % 10}", label))
+    return marked
+
+
 def _draw_reference_and_baselines(axes: plt.Axes, series: dict[str, Any]) -> None:
-    for key, marker, color, label in (
-        ("reference", "s", "black", "no KD / all levels"),
-        ("baselines", "D", "tab:purple", "baselines"),
-        ("rl_shuffled", "v", "tab:red", "RL shuffled-mask controls"),
-        ("rl_random", "^", "tab:brown", "RL random subsets at its FLOPs"),
-    ):
-        points = series[key]
+    for key, points, marker, color, label in _marked_series(series):
         if not points:
             continue
         x, y = _xy(points)

@@ -48,8 +48,17 @@ def test_one_table_of_controls_plans_the_budget_runs(tiny_config):
     assert {control_kind(m) for m in methods[3:]} == {c.kind for c in BUDGET_CONTROLS.values()}
     with pytest.raises(ConfigError, match="unknown control 'nope'"):
         parse_control_spec("control:nope:0.5")
-    # without a budget: the price-mode controls, none of the table's
-    assert not any(s.startswith("control:") for _, s in _student_runs(tiny_config, 0.48))
+    # without a budget: the table's entries that train beside a policy at a fixed price
+    at_price = [spec for _, spec in _student_runs(tiny_config, 0.48) if spec.startswith("control:")]
+    names = [parse_control_spec(spec)[0].name for spec in at_price]
+    assert (
+        names
+        == [c.name for c in BUDGET_CONTROLS.values() if c.at_price]
+        == [
+            "random-subsets",
+            "shuffled",
+        ]
+    )
 
 
 @pytest.mark.slow

@@ -374,17 +374,28 @@ def test_a_failed_trial_the_sweep_no_longer_lists_is_not_reported(tmp_path):
 def test_rl_controls_get_rows_paired_differences_and_mutual_information(tmp_path):
     sweep = make_sweep(tmp_path)
     # give λ=0.1's trials a shuffled control 2 and 4 points below, random subsets 1 point above,
-    # and the MI of the policy and its shuffled control
+    # and the MI of the policy and its shuffled control, as experiments.controls records them
     for seed, (drop, mi) in enumerate(((0.02, 0.30), (0.04, 0.50))):
         path = sweep / "trials" / f"rl_0.1_s{seed}" / "metrics.json"
         metrics = json.loads(path.read_text())
-        control = {"AP": metrics["AP"] - drop, "kd_gflops": metrics["kd_gflops"]}
-        random_control = {"AP": metrics["AP"] + 0.01, "kd_gflops": metrics["kd_gflops"]}
+        shuffled = {
+            "AP": metrics["AP"] - drop,
+            "kd_gflops": metrics["kd_gflops"],
+            "control": "shuffled",
+            "control_kind": "policy-derived",
+            "description": "the policy's masks permuted across each batch",
+            "subset_regime_mi_bits": 0.01 * seed,
+        }
+        random_subsets = {
+            "AP": metrics["AP"] + 0.01,
+            "kd_gflops": metrics["kd_gflops"],
+            "control": "random-subsets",
+            "control_kind": "random",
+            "description": "independent per-level coin flips",
+        }
         metrics |= {
-            "shuffled_control": control,
-            "random_control": random_control,
+            "controls": {"random-subsets": random_subsets, "shuffled": shuffled},
             "subset_regime_mi_bits": mi,
-            "shuffled_subset_regime_mi_bits": 0.01 * seed,
         }
         path.write_text(json.dumps(metrics))
     report = build_sweep_report(sweep, lam=0.0)
@@ -392,13 +403,14 @@ def test_rl_controls_get_rows_paired_differences_and_mutual_information(tmp_path
     methods = [row["method"] for row in rows]
     # the controls' rows follow their RL row; trial counts do not count them
     at = methods.index("rl λ=0.1")
-    assert methods[at + 1 : at + 3] == ["rl λ=0.1 random", "rl λ=0.1 shuffled"]
-    random_row = _by_method(rows)["rl λ=0.1 random"]
-    assert random_row["kind"] == "rl-random" and random_row["seeds"] == [0, 1]
-    assert _by_method(rows)["rl λ=0.1"]["minus_random_AP_mean"] == pytest.approx(-0.01)
+    assert methods[at + 1 : at + 3] == ["rl λ=0.1 random-subsets", "rl λ=0.1 shuffled"]
+    random_row = _by_method(rows)["rl λ=0.1 random-subsets"]
+    assert random_row["kind"] == "rl-control" and random_row["seeds"] == [0, 1]
+    assert random_row["control_kind"] == "random"
+    assert _by_method(rows)["rl λ=0.1"]["minus_random-subsets_AP_mean"] == pytest.approx(-0.01)
     control = _by_method(rows)["rl λ=0.1 shuffled"]
     policy = _by_method(rows)["rl λ=0.1"]
-    assert control["kind"] == "rl-shuffled" and control["seeds"] == [0, 1]
+    assert control["kind"] == "rl-control" and control["seeds"] == [0, 1]
     assert control["AP_mean"] == pytest.approx(policy["AP_mean"] - 0.03)
     assert policy["minus_shuffled_AP_mean"] == pytest.approx(0.03)
     assert policy["minus_shuffled_AP_std"] == pytest.approx(statistics.stdev([0.02, 0.04]))
@@ -409,17 +421,24 @@ def test_rl_controls_get_rows_paired_differences_and_mutual_information(tmp_path
     assert summary["kinds"] == {"rl": 4, "nas": 6, "baseline": 2, "static": 32}
     assert summary["n_trials"] == 44
     outcome = next(o for o in summary["rl_vs_static_front"] if o["method"] == "rl λ=0.1")
-    assert outcome["minus_shuffled_points"] == pytest.approx(3.0)
+    shuffled_outcome = next(c for c in outcome["controls"] if c["name"] == "shuffled")
+    assert shuffled_outcome["points"] == pytest.approx(3.0)
     assert outcome["shuffled_subset_regime_mi_bits"] == pytest.approx(0.005)
     markdown = (sweep / "report.md").read_text()
-    assert "vs its shuffled-mask control → above by 3.00 points (± 1.41 std, 2 paired seeds)" in (
-        markdown
-    )
+    assert (
+        "vs shuffled (the policy's masks permuted across each batch) → above by 3.00 points "
+        "(± 1.41 std, 2 paired seeds)"
+    ) in markdown
     assert "I(subset; regime) = 0.400 bits (shuffled 0.005)" in markdown
-    assert "vs its random subsets at its FLOPs → below by 1.00 points (± 0.00 std" in markdown
-    assert "| rl λ=0.1 shuffled |" in markdown
+    assert (
+        "vs random-subsets (independent per-level coin flips) → below by 1.00 points (± 0.00 std"
+        in markdown
+    )
+    table_row = next(line for line in markdown.splitlines() if "| rl λ=0.1 shuffled |" in line)
+    assert "| rl-control (policy-derived) |" in table_row
     with open(sweep / "results.csv", newline="") as handle:
         parsed = {line["method"]: line for line in csv.DictReader(handle)}
     assert float(parsed["rl λ=0.1"]["minus_shuffled_AP_mean"]) == pytest.approx(0.03)
     assert parsed["rl λ=0.3"]["minus_shuffled_AP_mean"] == ""
-    assert float(parsed["rl λ=0.1"]["minus_random_AP_mean"]) == pytest.approx(-0.01)
+    assert float(parsed["rl λ=0.1"]["minus_random-subsets_AP_mean"]) == pytest.approx(-0.01)
+    assert parsed["rl λ=0.1 shuffled"]["control_kind"] == "policy-derived"

@@ -111,17 +111,21 @@ def test_each_rl_seed_is_drawn_at_its_own_cost(tmp_path):
 
 def test_rl_controls_are_drawn_as_their_own_series(tmp_path):
     rows, summary = _report(tmp_path)
-    assert pareto_series(rows, summary)["rl_shuffled"] == []
-    control = {**rows[0], "kind": "rl-shuffled", "method": "rl λ=0.1 shuffled"}
-    random_control = {**rows[0], "kind": "rl-random", "method": "rl λ=0.1 random"}
-    series = pareto_series([*rows, control, random_control], summary)
-    assert [p["label"] for p in series["rl_shuffled"]] == ["λ=0.1 shuffled"]
-    assert [p["label"] for p in series["rl_random"]] == ["λ=0.1 random"]
+    assert pareto_series(rows, summary)["controls"] == {}
+    # the plot knows no control by name: each is a series of its own, labelled by its description
+    controls = [
+        {**rows[0], "kind": "rl-control", "method": f"rl λ=0.1 {name}", "control": name}
+        | {"description": description}
+        for name, description in (("shuffled", "masks permuted"), ("gap-ranked", "largest gap"))
+    ]
+    series = pareto_series([*rows, *controls], summary)
+    assert list(series["controls"]) == ["shuffled", "gap-ranked"]
+    assert [p["label"] for p in series["controls"]["gap-ranked"]["points"]] == ["λ=0.1 gap-ranked"]
     figure = draw_pareto(series, "test")
     try:
-        assert len(_artist(figure, "rl_shuffled").get_xdata()) == 1
-        assert len(_artist(figure, "rl_random").get_xdata()) == 1
+        assert len(_artist(figure, "control:shuffled").get_xdata()) == 1
+        assert len(_artist(figure, "control:gap-ranked").get_xdata()) == 1
         labels = figure.axes[0].get_legend_handles_labels()[1]
-        assert "RL shuffled-mask controls" in labels and "RL random subsets at its FLOPs" in labels
+        assert "RL control gap-ranked: largest gap" in labels
     finally:
         plt.close(figure)

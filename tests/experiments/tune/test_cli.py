@@ -31,7 +31,6 @@ def _bad_dataset(tmp_path) -> list[str]:
         ("dataset", "missing.json"),
         ("key", "sweep.sheduler"),
         ("asha", "asha_grace_period"),
-        ("budget", "scripts/budget_study.py"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -44,7 +43,6 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         "dataset": _bad_dataset(tmp_path),
         "key": ["sweep.sheduler=asha"],
         "asha": ["sweep.scheduler=asha", "sweep.rl_lams=[0.1]", "sweep.asha_grace_period=9"],
-        "budget": ["sweep.rl_lams=[0.1]", "rl.budget=0.5"],
     }[case]
     overrides = tiny_sweep_overrides(tiny_data_root, sweep, *extra)
     result = subprocess.run(

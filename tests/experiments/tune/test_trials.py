@@ -11,6 +11,8 @@ import pickle
 import pytest
 import yaml
 
+import experiments.controls as controls_module
+from experiments.controls import BUDGET_CONTROLS, controls_beside
 from experiments.tune.trials import (
     FAILED_FILE,
     TrialDivergedError,
@@ -127,21 +129,49 @@ def test_rl_trial_learns_a_policy_and_reports_each_iteration(tiny_config, tmp_pa
     assert len(learning["history"]) == 2
     assert (folder / "decisions.jsonl").is_file()
     assert list((sweep / "shared" / "snapshots").glob("*.pt"))
-    # the shuffled-mask control: the policy's masks on the control's own student, permuted in
-    # each batch, so each batch's KD FLOPs are the policy's for that student; as the two students
-    # drift apart a per-sample policy picks slightly other masks, so the totals agree closely,
-    # not exactly (they are exactly equal for a policy that picks one subset for every sample)
-    control = metrics["shuffled_control"]
-    assert (folder / "shuffled" / "decisions.jsonl").is_file()
-    assert control["kd_gflops"] == pytest.approx(metrics["kd_gflops"], rel=0.05)
-    assert 0.0 <= control["AP"] <= 1.0
-    # random subsets at the policy's FLOPs, and the policy's heatmaps
-    assert (folder / "random" / "metrics.json").is_file()
-    assert 0.0 <= metrics["random_control"]["AP"] <= 1.0
+    # the controls of experiments/controls.py that train beside a policy at a fixed price, at its
+    # measured FLOPs: its shuffled masks (the policy's masks on the control's own student, permuted
+    # in each batch; as the two students drift apart a per-sample policy picks slightly other
+    # masks, so the totals agree closely, not exactly) and random subsets held to its cost
+    assert sorted(metrics["controls"]) == sorted(c.name for c in controls_beside(config))
+    for name, control in metrics["controls"].items():
+        assert control["control"] == name and control["description"]
+        assert (folder / "controls" / name / "metrics.json").is_file()
+        assert control["kd_gflops"] == pytest.approx(metrics["kd_gflops"], rel=0.05), name
+        assert 0.0 <= control["AP"] <= 1.0
+    assert (folder / "controls" / "shuffled" / "decisions.jsonl").is_file()
     assert (folder / "plots" / "selection_by_regime.png").is_file()
     # the tiny data is one 'mixed' regime: nothing to be informative about
     assert metrics["subset_regime_mi_bits"] == 0.0
-    assert metrics["shuffled_subset_regime_mi_bits"] == 0.0
+    assert metrics["controls"]["shuffled"]["subset_regime_mi_bits"] == 0.0
+
+
+@pytest.mark.slow
+def test_an_rl_trial_at_a_budget_trains_the_tables_controls_at_the_policys_cost(
+    tiny_config, tmp_path, monkeypatch
+):
+    # two entries of the table stand for all of it (each entry is tested in test_budget_run)
+    table = {name: BUDGET_CONTROLS[name] for name in ("random-samples", "loss-ranked")}
+    monkeypatch.setattr(controls_module, "BUDGET_CONTROLS", table)
+    config = _with(tiny_config, "rl.iterations=2", "rl.budget=0.5")
+    sweep = tmp_path / "sweep"
+    prepare_sweep(config, sweep, progress=False)
+    spec = build_trial_specs(_with(config, "sweep.rl_lams=[0.2]", "sweep.seeds=[0]"))[0]
+    assert spec.method == "rl budget=0.5 λ₀=0.2"
+    try:
+        metrics = run_trial(spec, config, sweep)
+    finally:
+        import ray
+
+        ray.shutdown()
+    assert metrics["budget"] == 0.5
+    assert metrics["policy_kd_flops_fraction"] == pytest.approx(0.5, abs=0.01 + 1 / 24)
+    assert sorted(metrics["controls"]) == ["loss-ranked", "random-samples"]
+    for name, control in metrics["controls"].items():
+        assert control["control_kind"] == table[name].kind
+        # within 2%, or one sample's cost on this tiny schedule (a real one has thousands)
+        slack = 0.02 * metrics["kd_gflops"] + metrics["kd_gflops"] / 0.5 / 24
+        assert abs(control["kd_gflops"] - metrics["kd_gflops"]) <= slack, name
 
 
 @pytest.mark.slow
