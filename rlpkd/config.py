@@ -365,7 +365,7 @@ class SweepConfig:
     nas_methods: list[str] = field(
         default_factory=lambda: ["darts", "gdas", "evolution", "random", "exhaustive"]
     )
-    """Search methods (``rlpkd.search.SEARCH_METHODS``) run as trials."""
+    """Search methods (``rlpkd.search.methods.SEARCH_METHODS``) run as trials."""
     static_grid: bool = True
     """Train all 16 static subsets (the exhaustive grid and static Pareto front)."""
     baselines: list[str] = field(default_factory=list)
