@@ -36,9 +36,15 @@ AccessCheck = Callable[[Path, int], bool]
 """``os.access``-like: (path, mode) -> allowed; injectable so tests can deny writes as root."""
 
 
-def config_argument_parser(description: str) -> argparse.ArgumentParser:
-    """A parser with the options every script shares."""
+def config_argument_parser(
+    description: str, debug_out: str | None = None
+) -> argparse.ArgumentParser:
+    """A parser with the options every script shares; ``debug_out``: the run directory of
+    ``--debug`` without ``--out`` (default: debug.yaml's ``runs/debug``, which ``train_rl``
+    owns; every other script that writes a run gets its own, so no debug run overwrites
+    another's)."""
     parser = argparse.ArgumentParser(description=description)
+    parser.set_defaults(debug_out=debug_out)
     parser.add_argument("--config", type=Path, default=None, help="experiment YAML")
     parser.add_argument(
         "--set",
@@ -50,7 +56,10 @@ def config_argument_parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=None, help="run directory (runtime.out)")
     parser.add_argument(
-        "--debug", action="store_true", help="use configs/debug.yaml (about a minute end to end)"
+        "--debug",
+        action="store_true",
+        help="use configs/debug.yaml (about a minute end to end), into "
+        f"{debug_out or 'runs/debug'} unless --out is given",
     )
     return parser
 
@@ -171,6 +180,8 @@ def config_from_args(
     overrides = list(args.overrides)
     if args.out is not None:
         overrides.append(f"runtime.out={args.out}")
+    elif args.debug and getattr(args, "debug_out", None):
+        overrides.append(f"runtime.out={args.debug_out}")
     return checked_config(path, overrides, input_files, check_inputs)
 
 

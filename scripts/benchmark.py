@@ -31,9 +31,14 @@ def main() -> int:
     parser.add_argument("--no-torchvision", action="store_true")
     parser.add_argument("--cpu-preset", action="store_true", help="128 px, batch 4, 3 steps")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--debug", action="store_true", help="64 px, batch 2, 1 step: a smoke run, no numbers"
+    )
     args = parser.parse_args()
     if args.cpu_preset:
         args.image_size, args.batch_size, args.steps, args.warmup = 128, 4, 3, 1
+    if args.debug:
+        args.image_size, args.batch_size, args.steps, args.warmup = 64, 2, 1, 0
     device = resolve_device(args.device)
     settings = StepBenchSettings(
         ModelConfig(depth=50),

@@ -21,7 +21,7 @@ from rlpkd.rundir import run_lock
 
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-budget-study")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="experiment.seeds")
     args = parser.parse_args()

@@ -26,7 +26,7 @@ from rlpkd.training.teacher_phase import (
 
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-distill")
     parser.add_argument("--levels", default=None, help="level set (default: distill.levels)")
     parser.add_argument("--seed", type=int, default=None, help="student seed (runtime.seed)")
     parser.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint")

@@ -25,12 +25,19 @@ from experiments.headroom import (
 from rlpkd.levels import all_subsets, format_levels
 from rlpkd.rundir import run_lock
 
+VALUE_BATCHES = 8
+DEBUG_VALUE_BATCHES = 2
+
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-headroom")
     parser.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint")
     parser.add_argument(
-        "--value-batches", type=int, default=8, help="training batches valued per snapshot"
+        "--value-batches",
+        type=int,
+        default=None,
+        help=f"training batches valued per snapshot (default {VALUE_BATCHES}; {DEBUG_VALUE_BATCHES} "
+        "with --debug, whose data holds 3)",
     )
     parser.add_argument("--heldout-size", type=int, default=16, help="images in held-out V")
     parser.add_argument(
@@ -43,7 +50,7 @@ def main() -> int:
     teacher_file = [(args.teacher, "--teacher checkpoint")] if args.teacher is not None else []
     config = config_from_args(args, teacher_file)  # the whole config and inputs, before any write
     options = HeadroomOptions(
-        value_batches=args.value_batches,
+        value_batches=args.value_batches or (DEBUG_VALUE_BATCHES if args.debug else VALUE_BATCHES),
         heldout_size=args.heldout_size,
         subsets=parse_subsets(args.subsets),
         teacher_path=args.teacher,

@@ -19,11 +19,15 @@ from rlpkd.data.synthetic import (
 )
 from rlpkd.errors import UserError
 
+DEBUG_SIZES = (48, 12, 64)
+"""(train images, val images, side in px) of ``--debug``."""
+DEBUG_OUT = Path("runs/debug-dataset")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="output dataset directory")
+    parser.add_argument("--out", type=Path, default=None, help="output dataset directory")
     parser.add_argument("--num-train", type=int, default=800, help="training images")
     parser.add_argument("--num-val", type=int, default=200, help="validation images")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
@@ -34,7 +38,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=PER_IMAGE,
         help=f"object-scale regime: {', '.join(REGIMES)} (default: {PER_IMAGE}, one per image)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"a small dataset ({DEBUG_SIZES}) into {DEBUG_OUT} unless --out is given",
+    )
+    args = parser.parse_args(argv)
+    if args.debug:
+        args.num_train, args.num_val, args.size = DEBUG_SIZES
+        args.out = args.out or DEBUG_OUT
+    if args.out is None:
+        parser.error("the following arguments are required: --out (or --debug)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

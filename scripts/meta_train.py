@@ -21,7 +21,7 @@ from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train
 
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-meta-train")
     parser.add_argument(
         "--meta-out",
         type=Path,

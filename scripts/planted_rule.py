@@ -18,6 +18,7 @@ live-env runs in docs/results.md).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from experiments.cli import config_argument_parser, config_from_args, run_cli
@@ -25,18 +26,24 @@ from experiments.planted_rule import run_planted_experiment
 from rlpkd.errors import ConfigError
 from rlpkd.rundir import run_lock
 
+DEBUG_PLANTED = ("distill.planted_class=2", "distill.planted_levels=[P2,P3]")
+"""What ``--debug`` plants (configs/planted.yaml's rule: P2, P3 on images holding a triangle)."""
+
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-planted-rule")
     parser.add_argument("--rewards", nargs="+", default=["value"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher", type=Path, default=None, help="reuse this teacher.pt")
     args = parser.parse_args()
+    if args.debug:  # the debug data plants configs/planted.yaml's rule, on one seed
+        args.overrides = [*DEBUG_PLANTED, *args.overrides]
+        args.seeds = args.seeds if "--seeds" in sys.argv else [0]
     teacher = [(args.teacher, "--teacher")] if args.teacher is not None else []
     config = config_from_args(args, input_files=teacher)
     if config.distill.planted_class < 0:
         raise ConfigError(
-            f"{args.config}: distill.planted_class is -1; set it (e.g. --set "
+            f"{args.config or 'defaults'}: distill.planted_class is -1; set it (e.g. --set "
             "distill.planted_class=2) to plant a rule"
         )
     with run_lock(config.runtime.out):

@@ -11,14 +11,27 @@ from rlpkd.errors import UserError
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.viz.heatmaps import write_heatmaps
 
+DEBUG_RUN = Path("runs/debug/students/rl-policy-seed0")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--run", type=Path, required=True, help="run directory")
+    parser.add_argument("--run", type=Path, default=None, help="run directory")
+    parser.add_argument(
+        "--debug", action="store_true", help=f"--run {DEBUG_RUN} (the policy student of make debug)"
+    )
     args = parser.parse_args()
+    if args.run is None and not args.debug:
+        parser.error("the following arguments are required: --run (or --debug)")
+    args.run = args.run or DEBUG_RUN
     log = args.run / "decisions.jsonl"
     if not log.is_file():
-        raise UserError(f"no decision log at {log}; it is written by policy-guided distillation")
+        made_by = (
+            "`make debug` (scripts/train_rl.py --debug)"
+            if args.debug
+            else "policy-guided distillation"
+        )
+        raise UserError(f"no decision log at {log}; it is written by {made_by}")
     decisions = read_decisions(log)
     class_names = sorted({name for record in decisions for name in record["classes"]})
     counts = write_heatmaps(decisions, class_names, args.run / "plots")

@@ -9,16 +9,26 @@ from experiments.cli import run_cli
 from rlpkd.errors import UserError
 from rlpkd.report.comparison import build_sweep_report, comparison_table
 
+DEBUG_SWEEP = Path("runs/debug-sweep")
+"""Where ``scripts/sweep.py --debug`` writes."""
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sweep", type=Path, required=True, help="sweep directory (with trials/)")
+    parser.add_argument("--sweep", type=Path, default=None, help="sweep directory (with trials/)")
+    parser.add_argument(
+        "--debug", action="store_true", help=f"--sweep {DEBUG_SWEEP} (scripts/sweep.py --debug)"
+    )
     parser.add_argument(
         "--lam", type=float, default=None, help="FLOPs penalty of the score (default: search.lam)"
     )
     args = parser.parse_args()
+    if args.sweep is None and not args.debug:
+        parser.error("the following arguments are required: --sweep (or --debug)")
+    args.sweep = args.sweep or DEBUG_SWEEP
     if not args.sweep.is_dir():
-        raise UserError(f"no sweep directory at {args.sweep}; pass the --out of scripts/sweep.py")
+        made_by = "scripts/sweep.py --debug" if args.debug else "pass the --out of scripts/sweep.py"
+        raise UserError(f"no sweep directory at {args.sweep}; {made_by}")
     report = build_sweep_report(args.sweep, args.lam)
     print(comparison_table(report["methods"], report["summary"]["lam"]))
     print()

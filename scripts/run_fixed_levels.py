@@ -8,7 +8,7 @@ from rlpkd.rundir import run_lock
 
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-run-fixed-levels")
     config = config_from_args(parser.parse_args())  # the whole config, before any write
     with run_lock(config.runtime.out):
         report = run_fixed_level_comparison(config)

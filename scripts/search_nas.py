@@ -16,12 +16,22 @@ from rlpkd.errors import UserError
 from rlpkd.rundir import run_lock
 from rlpkd.search.methods import search_method_names
 
+DEBUG_METHOD = "evolution"
+
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
-    parser.add_argument("--method", required=True, choices=search_method_names())
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-search-nas")
+    parser.add_argument(
+        "--method",
+        default=None,
+        choices=search_method_names(),
+        help=f"the search method (with --debug default {DEBUG_METHOD})",
+    )
     parser.add_argument("--seed", type=int, default=None, help="search and student seed")
     args = parser.parse_args()
+    if args.method is None and not args.debug:
+        parser.error("the following arguments are required: --method (or --debug)")
+    args.method = args.method or DEBUG_METHOD
     config = config_from_args(args)  # the whole config, before any write
     if args.seed is not None and args.seed < 0:
         raise UserError(f"--seed {args.seed}: a seed must be >= 0")

@@ -15,7 +15,7 @@ from rlpkd.rundir import run_lock
 
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-sweep")
     parser.add_argument(
         "--address",
         default=None,

@@ -19,7 +19,7 @@ from rlpkd.errors import ConfigError
 
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-val-size")
     parser.add_argument("--run", type=Path, required=True, help="a train_rl run directory")
     parser.add_argument("--methods", nargs=2, default=["rl-policy", "all"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

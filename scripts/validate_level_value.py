@@ -21,7 +21,7 @@ from rlpkd.runtime import resolve_device
 
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-validate-level-value")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--warmup-steps", type=int, default=10, help="training steps before")
     parser.add_argument("--masks", type=int, default=32, help="random masks per seed")

@@ -19,7 +19,7 @@ from rlpkd.rundir import run_lock
 
 
 def main() -> int:
-    parser = config_argument_parser(__doc__)
+    parser = config_argument_parser(__doc__, debug_out="runs/debug-warm-start-gain")
     parser.add_argument("--meta-weights", type=Path, required=True, help="meta-policy weights")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher", type=Path, default=None, help="reuse this teacher.pt")
