@@ -20,13 +20,23 @@ from rlpkd.errors import ConfigError
 
 def main() -> int:
     parser = config_argument_parser(__doc__, debug_out="runs/debug-val-size")
-    parser.add_argument("--run", type=Path, required=True, help="a train_rl run directory")
+    parser.add_argument(
+        "--run", type=Path, default=None, help="a train_rl run directory (--debug: runs/debug)"
+    )
     parser.add_argument("--methods", nargs=2, default=["rl-policy", "all"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 400, 800, 1600])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="default 200 … 1600")
     parser.add_argument("--draws", type=int, default=20)
     args = parser.parse_args()
+    if args.run is None and not args.debug:
+        parser.error("the following arguments are required: --run (or --debug)")
     config = config_from_args(args)
+    if args.debug:  # make debug's run, its seeds, half and all of its val images
+        args.run = args.run or Path("runs/debug")
+        args.seeds = args.seeds or list(config.experiment.seeds)
+        args.sizes = args.sizes or [config.data.num_val // 2, config.data.num_val]
+    args.seeds = args.seeds or [0, 1, 2]
+    args.sizes = args.sizes or [200, 400, 800, 1600]
     check_input_file(args.run / "students", "--run's students", directory=True)
     if max(args.sizes) > config.data.num_val:
         raise ConfigError(
