@@ -34,6 +34,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from experiments.resume_checks import changed_keys
 from experiments.tune.trials import (
     FAILED_FILE,
     TrialSpec,
@@ -297,10 +298,6 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def check_resumable(config: Config, sweep_dir: Path) -> None:
     """Raise ResumeMismatchError when ``config`` differs from the one the sweep was started with
     (a restored experiment would silently run the old trials with the old config); the one-line
@@ -313,11 +310,10 @@ def check_resumable(config: Config, sweep_dir: Path) -> None:
     except ConfigError as error:
         raise ResumeMismatchError(f"--resume: {error}; run without --resume") from None
     current = _flat(config_to_dict(config))
-    changed = [
-        f"{key} {_shown(saved.get(key))} -> {_shown(current.get(key))}"
-        for key in sorted(saved.keys() | current.keys())
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
-    ]
+    for key in RESUMABLE_CHANGES:
+        saved.pop(key, None)
+        current.pop(key, None)
+    changed = changed_keys(saved, current)
     if changed:
         more = len(changed) - SHOWN_CHANGES
         shown = ", ".join(changed[:SHOWN_CHANGES]) + (f" and {more} more" if more > 0 else "")

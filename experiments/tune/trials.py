@@ -28,7 +28,7 @@ from typing import Any
 
 from experiments.controls import control_record, control_runs, controls_beside
 from experiments.policy_learning import learn_policy
-from experiments.rl_pipeline import decision_log_hook, phase3_selector, static_pair_finder
+from experiments.policy_students import decision_log_hook, phase3_selector, static_pair_finder
 from experiments.search_retrain import search_and_retrain
 from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from experiments.controls import BUDGET_CONTROLS, POLICY_METHOD, control_kind, parse_control_spec
-from experiments.rl_pipeline import _student_runs, run_rl_experiment
+from experiments.policy_students import student_runs
+from experiments.rl_pipeline import run_rl_experiment
 from rlpkd.config import RLConfig
 from rlpkd.errors import ConfigError
 from rlpkd.report.budget_comparison import COST_TOLERANCE
@@ -38,7 +39,7 @@ def _budget_config(tiny_config, **rl):
 
 def test_one_table_of_controls_plans_the_budget_runs(tiny_config):
     config = _budget_config(tiny_config)
-    runs = _student_runs(config, 0.48, (3, 15))
+    runs = student_runs(config, 0.48, (3, 15))
     methods = [method for method, _ in runs]
     assert methods[:3] == [POLICY_METHOD, "none", "all"]
     # every entry of the table is one run, and each spec names its entry at the policy's cost
@@ -49,7 +50,7 @@ def test_one_table_of_controls_plans_the_budget_runs(tiny_config):
     with pytest.raises(ConfigError, match="unknown control 'nope'"):
         parse_control_spec("control:nope:0.5")
     # without a budget: the table's entries that train beside a policy at a fixed price
-    at_price = [spec for _, spec in _student_runs(tiny_config, 0.48) if spec.startswith("control:")]
+    at_price = [spec for _, spec in student_runs(tiny_config, 0.48) if spec.startswith("control:")]
     names = [parse_control_spec(spec)[0].name for spec in at_price]
     assert (
         names

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from experiments.controls import BUDGET_CONTROLS, Control, control_kind, control_record
-from experiments.rl_pipeline import _student_runs
+from experiments.policy_students import student_runs
 from experiments.tune.trials import TrialSpec, trial_fingerprint
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
 from rlpkd.report.comparison import comparison_rows, comparison_summary, summary_sentences
@@ -41,17 +41,17 @@ def test_a_new_entry_is_planned_by_train_rl_and_changes_the_sweeps_rl_trials(
     config = _with(tiny_config, f"rl.budget={'null' if budget is None else budget}")
     spec = TrialSpec("rl-lam0.1-seed0", "rl", "rl λ=0.1", 0, lam=0.1)
     before = trial_fingerprint(spec, config)
-    assert "every-other@0.40" not in [method for method, _ in _student_runs(config, 0.4)]
+    assert "every-other@0.40" not in [method for method, _ in student_runs(config, 0.4)]
 
     monkeypatch.setitem(BUDGET_CONTROLS, NEW.name, NEW)
-    runs = dict(_student_runs(config, 0.4))
+    runs = dict(student_runs(config, 0.4))
     assert runs["every-other@0.40"].startswith("control:every-other:0.4")
     assert control_kind("every-other@0.40") == "heuristic"
     # a sweep's RL trial trains the same table (a new entry is a new trial, not a reused one)
     assert trial_fingerprint(spec, config) != before
     unpriced = dataclasses.replace(NEW, at_price=False)
     monkeypatch.setitem(BUDGET_CONTROLS, NEW.name, unpriced)
-    planned = [method for method, _ in _student_runs(config, 0.4)]
+    planned = [method for method, _ in student_runs(config, 0.4)]
     assert ("every-other@0.40" in planned) == (budget is not None)
 
 

@@ -89,7 +89,9 @@ def test_script_refuses_a_config_without_a_planted_rule(tiny_config, tmp_path):
     (out / "planted_rule.json").write_text("{}")
     before = directory_snapshot(out)
     result = subprocess.run(
-        [sys.executable, "scripts/planted_rule.py", "--debug", "--out", str(out)],
+        # --debug plants configs/planted.yaml's rule unless the config says otherwise
+        [sys.executable, "scripts/planted_rule.py", "--debug", "--out", str(out)]
+        + ["--set", "distill.planted_class=-1"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from experiments.policy_learning import policy_fingerprint
-from experiments.rl_pipeline import POLICY_METHOD, check_resume, run_rl_experiment
+from experiments.resume_checks import check_resume
+from experiments.rl_pipeline import POLICY_METHOD, run_rl_experiment
 from rlpkd.config import load_config, save_config
 from rlpkd.errors import ResumeMismatchError
 from rlpkd.rundir import read_json, write_json
@@ -223,7 +224,7 @@ def test_a_truncated_warm_start_is_one_line_before_the_run_starts(
 
 
 def test_a_truncated_decision_bank_stops_the_input_check(tiny_data_root, run_copy):
-    from experiments.rl_pipeline import check_inputs_and_checkpoints
+    from experiments.resume_checks import check_inputs_and_checkpoints
     from rlpkd.errors import CheckpointError
     from rlpkd.rundir import RunDirectory
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from envs.observation import observation_dim
-from experiments.rl_pipeline import POLICY_METHOD, policy_selector, run_rl_experiment
+from experiments.controls import policy_selector
+from experiments.rl_pipeline import POLICY_METHOD, run_rl_experiment
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
 from policies.weights import save_weights_file
