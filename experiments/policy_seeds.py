@@ -20,13 +20,13 @@ import numpy as np
 
 from envs.observation import observation_dim
 from envs.snapshots import build_snapshot_pool
-from experiments.policy_learning import (
+from experiments.policy_environment import (
     BEST_WEIGHTS_FILE,
     BestIteration,
     PolicyEnvironment,
     policy_environment,
-    policy_fingerprint,
 )
+from experiments.policy_learning import policy_fingerprint
 from policies.ppo_setup import ensure_ray, train_policy
 from policies.weights import module_from_state, read_weights_file
 from rlpkd.atomic_files import atomic_write_text

@@ -24,9 +24,7 @@ from experiments.controls import (
     policy_selector,
     static_subsets_around,
 )
-from experiments.policy_learning import (
-    image_regimes_of,
-)
+from experiments.policy_environment import image_regimes_of
 from experiments.student_workers import StudentJob, StudentWorkerPool
 from rlpkd.config import Config
 from rlpkd.data.batch import DetectionBatch

@@ -12,11 +12,9 @@ import yaml
 
 from envs.observation import observation_dim
 from envs.snapshots import check_snapshot_files
-from experiments.policy_learning import (
-    check_decision_bank,
-    policy_fingerprint,
-)
-from policies.ppo_setup import latest_checkpoint
+from experiments.policy_environment import check_decision_bank
+from experiments.policy_learning import policy_fingerprint
+from policies.ppo_checkpoints import latest_checkpoint
 from policies.weights import (
     read_weights_file,
 )

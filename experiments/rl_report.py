@@ -168,6 +168,66 @@ class TrainedPhases:
     policy_fraction: float
 
 
+def _phase_facts(config: Config, phases: TrainedPhases, wall_time_s: float) -> dict[str, Any]:
+    """The report's facts about phases 1-3: Phase 2's verdict and cost, the teacher's AP, the
+    policy's kd FLOPs, the run's wall time and learning curves."""
+    learning, verdict = phases.learning, phases.learning["verdict"]
+    return {
+        "phase2_verdict": verdict["status"],
+        "phase2_heldout_score": verdict["heldout_score"],
+        "phase2_static_score": verdict["static_score"],
+        "phase2_static_subset": verdict["static_subset"],
+        "phase2_predictor_score": verdict["predictor_score"],
+        "phase2_entropy": verdict["entropy"],
+        "phase2_learner": learning["learner"],
+        "phase2_ppo_decisions": learning["ppo_decisions"],
+        "phase2_decisions_per_value_gflop": learning["decisions_per_value_gflop"],
+        "teacher_AP": phases.teacher_metrics["AP"],
+        "policy_kd_flops_fraction": phases.policy_fraction,
+        "kd_gflops_all_levels": phases.flops.kd_flops(LEVELS) / 1e9,
+        "student_train_gflops": phases.flops.student_train_flops() / 1e9,
+        "policy_learning_time_s": learning["learning_time_s"],
+        "policy_learning_reward": config.rl.reward,
+        "policy_learning_reward_signal_gflops_per_decision": learning[
+            "reward_signal_gflops_per_decision"
+        ],
+        "wall_time_s": wall_time_s,
+        "policy_learning_curve": [h.get("episode_return_mean") for h in learning["history"]],
+        "scratch_curve": learning.get("scratch_curve"),
+    }
+
+
+def _budget_report(
+    config: Config,
+    datasets: DetectionDatasets,
+    run_dir: RunDirectory,
+    phases: TrainedPhases,
+    rows: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[str]]:
+    """With ``rl.budget``: each row's kind, the comparison with every control at the policy's
+    cost, Phase 2's dual variable and value-greedy's signal cost (report fields), and the
+    report's budget sentences and spending heatmaps (preamble lines)."""
+    kinds = {row["method"]: control_kind(row["method"]) for row in rows}
+    for row in rows:
+        row["kind"] = kinds[row["method"]]
+    all_gflops = phases.flops.kd_flops(LEVELS) / 1e9
+    extra: dict[str, Any] = {
+        "budget": budget_comparison(
+            phases.runs, config.rl.budget, POLICY_METHOD, kinds, all_gflops
+        ),
+        "phase2_budget": phases.learning.get("budget", {}),
+    }
+    bank = phases.learning.get("decision_bank", {})
+    # value-greedy probes the value signal every step: what the bank paid per decision
+    extra["value_greedy_signal_gflops_per_image"] = bank.get("value_gflops", float("nan")) / max(
+        bank.get("contexts", 0), 1
+    )
+    lines = [phase2_budget_sentence(extra["phase2_budget"]), ""] if extra["phase2_budget"] else []
+    lines += budget_report_lines(extra["budget"])
+    lines += spending_lines(config, datasets, run_dir, phases.runs)
+    return extra, lines
+
+
 def write_rl_report(
     config: Config,
     datasets: DetectionDatasets,
@@ -178,45 +238,22 @@ def write_rl_report(
     """Phase 4: the policy's heatmaps, the table of methods, Phase 2's verdict, the verification
     controls and, with ``rl.budget``, the comparison with every control; writes ``report.md``,
     ``report.json`` and the policy's ``metrics.json`` and returns the report."""
-    teacher, teacher_metrics, learning = phases.teacher, phases.teacher_metrics, phases.learning
-    flops, runs, policy_fraction = phases.flops, phases.runs, phases.policy_fraction
-    weights = Path(learning["weights"])
-    seeds = config.experiment.seeds
-    all_flops = flops.kd_flops(LEVELS)
+    learning = phases.learning
+    seed = config.experiment.seeds[0]
     writer = SummaryWriter(str(run_dir.tensorboard / "report"))
     decisions = read_decisions(
-        run_dir.path / "students" / f"{POLICY_METHOD}-seed{seeds[0]}" / "decisions.jsonl"
+        run_dir.path / "students" / f"{POLICY_METHOD}-seed{seed}" / "decisions.jsonl"
     )
     heatmaps = write_heatmaps(decisions, datasets.train.class_names, run_dir.plots, writer)
     writer.close()
-    rows = summarise_methods(runs)
-    controls = verification_controls(config, datasets, run_dir, rows, weights, teacher)
-    verdict = learning["verdict"]
+    rows = summarise_methods(phases.runs)
+    weights = Path(learning["weights"])
+    controls = verification_controls(config, datasets, run_dir, rows, weights, phases.teacher)
     extra = {
-        "phase2_verdict": verdict["status"],
-        "phase2_heldout_score": verdict["heldout_score"],
-        "phase2_static_score": verdict["static_score"],
-        "phase2_static_subset": verdict["static_subset"],
-        "phase2_predictor_score": verdict["predictor_score"],
-        "phase2_entropy": verdict["entropy"],
-        "phase2_learner": learning["learner"],
-        "phase2_ppo_decisions": learning["ppo_decisions"],
-        "phase2_decisions_per_value_gflop": learning["decisions_per_value_gflop"],
-        "teacher_AP": teacher_metrics["AP"],
-        "policy_kd_flops_fraction": policy_fraction,
-        "kd_gflops_all_levels": all_flops / 1e9,
-        "student_train_gflops": flops.student_train_flops() / 1e9,
-        "policy_learning_time_s": learning["learning_time_s"],
-        "policy_learning_reward": config.rl.reward,
-        "policy_learning_reward_signal_gflops_per_decision": learning[
-            "reward_signal_gflops_per_decision"
-        ],
-        "wall_time_s": wall_time_s,
-        "policy_learning_curve": [h.get("episode_return_mean") for h in learning["history"]],
-        "scratch_curve": learning.get("scratch_curve"),
+        **_phase_facts(config, phases, wall_time_s),
         "heatmap_counts": heatmaps,
         "phase2": {
-            "verdict": verdict,
+            "verdict": learning["verdict"],
             "heldout": learning.get("heldout", {}),
             "decision_bank": learning.get("decision_bank", {}),
         },
@@ -224,29 +261,10 @@ def write_rl_report(
     }
     preamble = phase2_report_lines(learning)
     if config.rl.budget is not None:
-        kinds = {row["method"]: control_kind(row["method"]) for row in rows}
-        for row in rows:
-            row["kind"] = kinds[row["method"]]
-        extra["budget"] = budget_comparison(
-            runs, config.rl.budget, POLICY_METHOD, kinds, all_flops / 1e9
-        )
-        extra["phase2_budget"] = learning.get("budget", {})
-        bank = learning.get("decision_bank", {})
-        # value-greedy probes the value signal every step: what the bank paid per decision
-        extra["value_greedy_signal_gflops_per_image"] = bank.get(
-            "value_gflops", float("nan")
-        ) / max(bank.get("contexts", 0), 1)
-        if extra["phase2_budget"]:
-            preamble += [phase2_budget_sentence(extra["phase2_budget"]), ""]
-        preamble += budget_report_lines(extra["budget"])
-        preamble += spending_lines(config, datasets, run_dir, runs)
-    write_report(
-        run_dir.path,
-        "RL-PyramidKD: policy vs baselines",
-        rows,
-        extra,
-        preamble=preamble,
-    )
+        budget_extra, budget_lines = _budget_report(config, datasets, run_dir, phases, rows)
+        extra |= budget_extra
+        preamble += budget_lines
+    write_report(run_dir.path, "RL-PyramidKD: policy vs baselines", rows, extra, preamble=preamble)
     policy_row = next(r for r in rows if r["method"] == POLICY_METHOD)
     run_dir.write_metrics(
         {
@@ -254,7 +272,7 @@ def write_rl_report(
             "student_train_gflops": extra["student_train_gflops"],
             "wall_time_s": extra["wall_time_s"],
             "method": POLICY_METHOD,
-            "policy_kd_flops_fraction": policy_fraction,
+            "policy_kd_flops_fraction": phases.policy_fraction,
         }
     )
     return {"methods": rows, **extra}

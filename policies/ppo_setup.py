@@ -9,7 +9,6 @@ resume from the last algorithm checkpoint, then train with a checkpoint after ev
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,11 +34,16 @@ from tqdm.auto import tqdm
 from envs.bank_bandit_env import BANK_EPISODE_STEPS, BANK_SLOTS
 from envs.registration import BANK_ENV_NAME, ENV_NAME, register_envs
 from policies.level_policy_module import SHARED_MODULE_ID, LevelSelectionModule
+from policies.ppo_checkpoints import (
+    latest_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+    start_over_hint,
+)
 from policies.weights import load_module_weights, read_weights_file
 from rlpkd.config import Config
 from rlpkd.errors import CheckpointError, divergence_in
 from rlpkd.levels import LEVELS, subsets_to_masks
-from rlpkd.rundir import read_json, write_json
 
 __all__ = [
     "SELECTION_METRICS",
@@ -56,8 +60,6 @@ __all__ = [
     "collect_env_metrics",
     "set_env_lam",
     "iteration_summary",
-    "latest_checkpoint",
-    "restore_checkpoint",
     "train_policy",
 ]
 
@@ -78,7 +80,6 @@ LEARNER_STATISTICS: tuple[str, ...] = (
 """RLlib's names of the PPO learner statistics kept per iteration (``learners/<module>/<name>``
 of ``algo.train()``): surrogate policy loss, value-function loss, entropy, mean KL to the sampling
 policy, the critic's explained variance, total loss."""
-PROGRESS_FILE = "progress.json"
 
 
 def map_to_shared_module(agent_id: Any, episode: Any = None, **kwargs: Any) -> str:
@@ -331,85 +332,6 @@ def iteration_summary(result: dict[str, Any]) -> dict[str, float]:
     return summary
 
 
-def _start_over(checkpoint_dir: Path) -> str:
-    return f"delete {checkpoint_dir} to start Phase 2 over"
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The latest algorithm checkpoint in ``checkpoint_dir`` and its progress record, if any.
-
-    The record holds ``iteration``, ``checkpoint`` (the folder's name), ``history`` and
-    ``fingerprint`` (of the inputs the policy was trained from; '' when written without one).
-
-    Raises:
-        CheckpointError: progress.json is unreadable or names a checkpoint that is not there.
-    """
-    checkpoint_dir = Path(checkpoint_dir)
-    progress_path = checkpoint_dir / PROGRESS_FILE
-    if not progress_path.is_file():
-        return None
-    try:
-        progress = read_json(progress_path)
-        path = checkpoint_dir / str(progress["checkpoint"])
-        int(progress["iteration"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"cannot read the PPO progress record {progress_path} (truncated or foreign: "
-            f"{type(error).__name__} {error}); {_start_over(checkpoint_dir)}"
-        ) from None
-    if not path.is_dir():
-        raise CheckpointError(
-            f"{progress_path} names the missing checkpoint {path}; {_start_over(checkpoint_dir)}"
-        )
-    progress.setdefault("fingerprint", "")
-    return path, progress
-
-
-def restore_checkpoint(algo: Algorithm, path: Path, checkpoint_dir: Path) -> None:
-    """``algo.restore_from_path(path)`` (which also syncs the restored weights to every env
-    runner); a truncated or corrupt checkpoint is a CheckpointError naming ``path`` and saying
-    to delete ``checkpoint_dir``."""
-    try:
-        algo.restore_from_path(str(Path(path).resolve()))
-    except Exception as error:  # RLlib raises what unpickling or file access raised
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"cannot restore the PPO checkpoint {path} (truncated or corrupt: "
-            f"{type(error).__name__}: {first_line}); {_start_over(checkpoint_dir)}"
-        ) from None
-
-
-def _save_checkpoint(
-    algo: Algorithm, checkpoint_dir: Path, history: list[dict[str, Any]], fingerprint: str = ""
-) -> None:
-    """Save ``iteration_NNNN/`` (RLlib's ``Algorithm.save_to_path``), then point progress.json
-    at it, then drop older checkpoints.
-
-    The pointer and the pruning are ours because RLlib has neither for an algorithm trained by
-    its own loop: ``save_to_path`` (and ``Trainable.save``) write one folder and leave keeping
-    or deleting earlier ones to the caller; Tune's ``CheckpointConfig(num_to_keep=...)`` keeps
-    only checkpoints a Tune trial reports, in Tune's storage (not ``checkpoint_dir``, and a
-    single run has no Tune); and saving over one fixed folder is not atomic, so a crash during
-    the save would leave a mix of two iterations. progress.json, written atomically after the
-    save, switches resume to the new checkpoint in one rename and carries what RLlib's
-    checkpoint does not: the history and the fingerprint of the policy's inputs.
-    """
-    name = f"iteration_{algo.iteration:04d}"
-    algo.save_to_path(str((checkpoint_dir / name).resolve()))
-    write_json(
-        checkpoint_dir / PROGRESS_FILE,
-        {
-            "iteration": algo.iteration,
-            "checkpoint": name,
-            "history": history,
-            "fingerprint": fingerprint,
-        },
-    )
-    for old in checkpoint_dir.glob("iteration_*"):
-        if old.name != name and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def train_policy(
     config: Config,
     env_config: dict[str, Any],
@@ -498,7 +420,7 @@ def _prepare(
         if algo.iteration != saved["iteration"]:
             raise CheckpointError(
                 f"checkpoint {path} restored iteration {algo.iteration}, progress.json says "
-                f"{saved['iteration']}; {_start_over(checkpoint_dir)}"
+                f"{saved['iteration']}; {start_over_hint(checkpoint_dir)}"
             )
         return list(saved.get("history", []))
     if warm_start is not None:
@@ -537,7 +459,7 @@ def _train_iterations(
             if evaluate is not None:
                 summary |= evaluate(algo)
             history.append(summary)
-            _save_checkpoint(algo, checkpoint_dir, history, fingerprint)
+            save_checkpoint(algo, checkpoint_dir, history, fingerprint)
             if on_history is not None:
                 on_history(list(history))
             if on_iteration is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.policy_learning import BestIteration
+from experiments.policy_environment import BestIteration
 from policies.level_policy_module import build_level_module
 from policies.weights import read_weights_file
 from rlpkd.config import Config

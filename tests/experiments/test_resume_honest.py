@@ -132,7 +132,7 @@ def test_resume_check_names_every_changed_key_and_ignores_what_does_not_change_r
 
 
 def test_resume_notices_a_warm_start_file_with_other_contents(tiny_data_root, tmp_path):
-    from policies.ppo_setup import PROGRESS_FILE
+    from policies.ppo_checkpoints import PROGRESS_FILE
 
     warm = tmp_path / "meta_policy.pt"
     warm.write_bytes(b"first meta-policy")

@@ -11,6 +11,7 @@ from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.core.columns import Columns
 
 from policies.level_policy_module import SHARED_MODULE_ID, build_level_module
+from policies.ppo_checkpoints import latest_checkpoint
 from policies.ppo_setup import (
     LEARNER_METRICS,
     LEARNER_STATISTICS,
@@ -18,7 +19,6 @@ from policies.ppo_setup import (
     build_algorithm,
     build_ppo_config,
     collect_env_metrics,
-    latest_checkpoint,
     train_policy,
 )
 from policies.weights import (
