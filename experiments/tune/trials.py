@@ -37,6 +37,7 @@ from rlpkd.fingerprint import file_digest, fingerprint
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS, all_subsets, format_levels
 from rlpkd.report.decision_log import read_decisions
+from rlpkd.report.sweep_layout import FAILED_FILE, TRIAL_KINDS, TRIAL_MANIFEST
 from rlpkd.report.tables import REPORT_METRICS
 from rlpkd.report.verification import subset_regime_information
 from rlpkd.rundir import RunDirectory, read_json, write_json
@@ -71,14 +72,8 @@ __all__ = [
 ]
 
 TrialReport = Callable[[dict[str, Any]], None]
-TRIAL_KINDS = ("static", "baseline", "nas", "rl")
 CONTROLS_DIR = "controls"
 """``<trial>/controls/<name>``: an RL trial's control students (``experiments.controls``)."""
-TRIAL_MANIFEST = "trials.json"
-"""``<sweep>/trials.json``: the ids of the sweep's current trials (the report shows only these)."""
-FAILED_FILE = "failed.json"
-"""``<trial>/failed.json``: a trial that diverged: {"error", "phase", "step", "term", "value", ...}.
-Such a trial has no ``metrics.json``; the report lists it as failed."""
 
 
 class TrialDivergedError(DivergenceError):

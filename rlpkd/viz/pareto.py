@@ -24,7 +24,7 @@ __all__ = ["pareto_series", "draw_pareto", "pareto_plot"]
 
 NAS_MARKERS: tuple[str, ...] = ("^", "v", "o", "h", "p", "<", ">")
 CONTROL_KIND = "rl-control"
-"""The kind of an RL trial's control row (``rlpkd.report.comparison.CONTROL_KIND``)."""
+"""The kind of an RL trial's control row (``rlpkd.report.sweep_rows.CONTROL_KIND``)."""
 CONTROL_MARKERS: tuple[str, ...] = ("v", "^", "<", ">", "P", "X", "d", "*", "8", "H")
 REFERENCE_LABELS = {"none": "no KD", "all": "all levels"}
 

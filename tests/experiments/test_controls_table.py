@@ -12,7 +12,8 @@ from experiments.controls import BUDGET_CONTROLS, Control, control_kind, control
 from experiments.policy_students import student_runs
 from experiments.tune.trials import TrialSpec, trial_fingerprint
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
-from rlpkd.report.comparison import comparison_rows, comparison_summary, summary_sentences
+from rlpkd.report.comparison import summary_sentences
+from rlpkd.report.sweep_rows import comparison_rows, comparison_summary
 from rlpkd.viz.pareto import pareto_series
 
 NEW = Control(

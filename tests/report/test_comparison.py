@@ -11,14 +11,9 @@ import pytest
 
 from rlpkd.errors import DataError
 from rlpkd.levels import all_subsets, format_levels
-from rlpkd.report.comparison import (
-    build_sweep_report,
-    collect_failed_trials,
-    collect_trials,
-    comparison_rows,
-    comparison_summary,
-    summary_sentences,
-)
+from rlpkd.report.comparison import build_sweep_report, summary_sentences
+from rlpkd.report.sweep_layout import collect_failed_trials, collect_trials
+from rlpkd.report.sweep_rows import comparison_rows, comparison_summary
 from tests.report import (
     make_sweep,
     subset_ap,

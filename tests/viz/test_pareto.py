@@ -7,12 +7,8 @@ import math
 import matplotlib.pyplot as plt
 import pytest
 
-from rlpkd.report.comparison import (
-    collect_failed_trials,
-    collect_trials,
-    comparison_rows,
-    comparison_summary,
-)
+from rlpkd.report.sweep_layout import collect_failed_trials, collect_trials
+from rlpkd.report.sweep_rows import comparison_rows, comparison_summary
 from rlpkd.viz.pareto import draw_pareto, pareto_plot, pareto_series
 from tests.report import SEED_NOISE, make_sweep, write_failed_trial
 
