@@ -344,9 +344,15 @@ def control_record(method: str) -> dict[str, str]:
 
 def controls_beside(config: Config) -> list[Control]:
     """The controls that train beside the policy: every entry with ``rl.budget``, the
-    ``at_price`` entries without."""
+    ``at_price`` entries without; of those only the ones ``experiment.controls`` names, if it
+    names any (``[]``: none)."""
     at_budget = config.rl.budget is not None
-    return [control for control in BUDGET_CONTROLS.values() if at_budget or control.at_price]
+    chosen = config.experiment.controls
+    return [
+        control
+        for control in BUDGET_CONTROLS.values()
+        if (at_budget or control.at_price) and (chosen is None or control.name in chosen)
+    ]
 
 
 def control_runs(

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Iterable
 
 from envs.rewards import REWARDS
+from experiments.controls import BUDGET_CONTROLS
 from rlpkd.config import Config
 from rlpkd.data.synthetic import REGIMES
 from rlpkd.distill.losses import KD_LOSSES
@@ -79,6 +80,10 @@ def validate_config_names(config: Config, source: str = "config") -> None:
         _check_level_specs(key, specs, source)
     _check_names("sweep.nas_methods", config.sweep.nas_methods, search_method_names(), source)
     _check_name("data.regime", config.data.regime, REGIMES, source)
+    if config.experiment.controls is not None:
+        _check_names(
+            "experiment.controls", config.experiment.controls, list(BUDGET_CONTROLS), source
+        )
     _check_name("rl.reward", config.rl.reward, REWARDS.names(), source)
     if config.rl.learner == "bank" and not REWARDS.get(config.rl.reward).full_information:
         raise ConfigError(

@@ -186,6 +186,10 @@ class ExperimentConfig:
     FLOPs, the scale rule, ``rl.static_baselines``); empty: ``seeds``. The policy, no KD and all
     levels always run over ``seeds``. Fewer control seeds keep ``make run`` short; each control is
     then compared with the policy on the same (first) seeds."""
+    controls: list[str] | None = ruled(ANY, None)  # names of experiments/controls.py's table
+    """The controls that train beside the policy (``experiments/controls.py``): empty (null)
+    every entry that applies (all of them with ``rl.budget``, the ``at_price`` ones without);
+    a list, those of them; ``[]``, none (the policy and the references alone)."""
     headroom_report: str = ruled(ANY, "")
     """A ``headroom.json`` (``scripts/headroom.py``) on the same data: ``train_rl`` then also
     trains its *oracle* as a verification control (each image distils its regime's best subset,

@@ -24,7 +24,17 @@ def main() -> int:
     parser = config_argument_parser(__doc__, debug_out="runs/debug-budget-study")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="experiment.seeds")
+    parser.add_argument(
+        "--controls",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="train only these controls of experiments/controls.py (experiment.controls); "
+        "--controls alone: none, the policy against no KD and all levels",
+    )
     args = parser.parse_args()
+    if args.controls is not None:
+        args.overrides.append(f"experiment.controls=[{','.join(args.controls)}]")
     config = config_from_args(args)
     bad = [b for b in args.budgets if not 0.0 < b < 1.0]
     if bad:

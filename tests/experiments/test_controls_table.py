@@ -11,7 +11,9 @@ import pytest
 from experiments.controls import BUDGET_CONTROLS, Control, control_kind, control_record
 from experiments.policy_students import student_runs
 from experiments.tune.trials import TrialSpec, trial_fingerprint
+from experiments.validation import validate_config_names
 from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
+from rlpkd.errors import ConfigError
 from rlpkd.report.comparison import summary_sentences
 from rlpkd.report.sweep_rows import comparison_rows, comparison_summary
 from rlpkd.viz.pareto import pareto_series
@@ -73,3 +75,13 @@ def test_the_sweeps_report_and_plot_read_a_new_control_from_the_trials():
     assert "vs every-other (all levels on every other sample) → above by 2.50 points" in text
     series = pareto_series(rows, {"static_front": []})
     assert series["controls"]["every-other"]["description"] == NEW.description
+
+
+def test_experiment_controls_chooses_which_entries_train(tiny_config):
+    config = _with(tiny_config, "rl.budget=0.5", "experiment.controls=[random-samples,late]")
+    planned = [method for method, spec in student_runs(config, 0.4) if spec.startswith("control:")]
+    assert planned == ["random-samples@0.40", "late@0.40"]
+    alone = _with(tiny_config, "rl.budget=0.5", "experiment.controls=[]")
+    assert [method for method, _ in student_runs(alone, 0.4)] == ["rl-policy", "none", "all"]
+    with pytest.raises(ConfigError, match="experiment.controls.*'nope'"):
+        validate_config_names(_with(tiny_config, "experiment.controls=[nope]"))
