@@ -39,7 +39,8 @@ from policies.budget_dual import PIDLagrangian
 from policies.heldout_score import subset_name
 from policies.learning_log import POLICY_LEARNING_FILE, PolicyLearningLog, policy_scalars
 from policies.ppo_checkpoints import latest_checkpoint
-from policies.ppo_setup import ensure_ray, train_policy
+from policies.ppo_setup import train_policy
+from policies.ray_runtime import ensure_ray
 from policies.reptile import adaptation_curve
 from policies.weights import (
     module_state,

@@ -27,7 +27,8 @@ from experiments.policy_environment import (
     policy_environment,
 )
 from experiments.policy_learning import policy_fingerprint
-from policies.ppo_setup import ensure_ray, train_policy
+from policies.ppo_setup import train_policy
+from policies.ray_runtime import ensure_ray
 from policies.weights import module_from_state, read_weights_file
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config

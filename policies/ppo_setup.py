@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.ppo import PPOConfig
@@ -40,6 +39,7 @@ from policies.ppo_checkpoints import (
     save_checkpoint,
     start_over_hint,
 )
+from policies.ray_runtime import ensure_ray
 from policies.weights import load_module_weights, read_weights_file
 from rlpkd.config import Config
 from rlpkd.errors import CheckpointError, divergence_in
@@ -55,7 +55,6 @@ __all__ = [
     "build_ppo_config",
     "log_selection_metrics",
     "SelectionMetricsCallback",
-    "ensure_ray",
     "build_algorithm",
     "collect_env_metrics",
     "set_env_lam",
@@ -251,12 +250,6 @@ class SelectionMetricsCallback(RLlibCallback):
         # the env's counters are cumulative, so its latest value is the one to report
         for key, value in _numeric_items(metrics()).items():
             metrics_logger.log_value((ENV_METRICS, key), value, reduce="mean", window=1)
-
-
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Start a local Ray (no dashboard) unless one is already running."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def _register_env(env_name: str) -> None:

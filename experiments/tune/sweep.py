@@ -22,19 +22,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
 from ray import tune
-from ray.tune.experiment import Trial
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from experiments.resume_checks import changed_keys
+from experiments.tune.scheduler import (
+    TIME_ATTR,
+    # kept importable from here: the tuner.pkl of a sweep started before the scheduler had its
+    # own module names experiments.tune.sweep.RLTrialsASHA, and --resume unpickles it
+    RLTrialsASHA,  # noqa: F401
+    build_scheduler,
+    trial_spec_values,
+)
 from experiments.tune.trials import (
     FAILED_FILE,
     TrialSpec,
@@ -44,19 +48,16 @@ from experiments.tune.trials import (
     run_trial,
     trial_dir,
 )
+from policies.ray_runtime import start_ray
 from rlpkd.config import Config, config_from_dict, config_to_dict, load_config
 from rlpkd.errors import ConfigError, ResourceError, ResumeMismatchError, UserError
 from rlpkd.report.comparison import build_sweep_report
 
 __all__ = [
     "TUNE_DIR_NAME",
-    "POLICY_RETURN",
-    "RLTrialsASHA",
     "sweep_trainable",
-    "build_scheduler",
     "build_tuner",
     "check_resumable",
-    "check_address",
     "check_trial_resources",
     "trial_outcomes",
     "run_sweep",
@@ -64,9 +65,6 @@ __all__ = [
 
 TUNE_DIR_NAME = "tune"
 """Tune's experiment directory inside the sweep directory (what ``--resume`` restores)."""
-POLICY_RETURN = "policy_return"
-"""The metric RL trials report after every PPO iteration (ASHA's metric)."""
-TIME_ATTR = "training_iteration"
 MAX_FAILURES = 1
 """Tune retries a failed trial once: a lost node or an OOM-killed worker is worth one retry (the
 trial continues from its own checkpoints); a deterministic bug fails twice and is reported."""
@@ -109,131 +107,11 @@ def sweep_trainable(params: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The scheduler: ASHA for the RL trials only.
-
-
-def _trial_spec_values(trial: Any) -> dict[str, Any]:
-    return (getattr(trial, "config", None) or {}).get("trial") or {}
-
-
-class RLTrialsASHA(FIFOScheduler):
-    """ASHA (Li et al., 2020) on the RL trials' PPO return; every other trial runs as in FIFO.
-
-    Only RL trials report a training curve, so only they can be stopped early. Their returns
-    include the FLOPs penalty -λ·kd_flops/kd_flops(all), so returns of different λ are not
-    comparable: each λ gets its own ASHA, and a trial competes only with the other seeds of its
-    λ (one ASHA over every λ would stop the high-λ trials and cut the Pareto front short).
-
-    Each λ's ASHA is a plain ``ASHAScheduler`` driven only through its public scheduler hooks
-    (``on_trial_add``, ``on_trial_result``, ``on_trial_complete``, ``on_trial_remove``,
-    ``debug_string``); which RL trials it holds is recorded here, so each trial is added once
-    (also one restored by ``--resume``) and is removed exactly once.
-
-    ASHA's ``stop_last_trials`` is off: with ``max_t = rl.iterations`` it would stop every
-    surviving trial at its last PPO iteration, before its policy-guided student is trained.
-
-    The scheduler itself declares no metric (``self.metric`` is None): Tune's strict metric check
-    would otherwise reject the single final result of a static, baseline or NAS trial for lacking
-    ``policy_return`` and abort the whole experiment (``TuneController._validate_result_metrics``
-    raises, and the controller turns that into a TuneError of ``fit``).
-    """
-
-    def __init__(self, grace_period: int, reduction_factor: float, max_t: int) -> None:
-        super().__init__()
-        self.grace_period = int(grace_period)
-        self.reduction_factor = float(reduction_factor)
-        self.max_t = int(max_t)
-        self._by_lam: dict[float, ASHAScheduler] = {}
-        self._lam_of_trial: dict[str, float] = {}  # the RL trials the ASHAs hold now: their λ
-
-    def asha_for_lam(self, lam: float) -> ASHAScheduler:
-        """The ASHA of the RL trials at ``lam`` (created on first use)."""
-        if lam not in self._by_lam:
-            self._by_lam[lam] = ASHAScheduler(
-                time_attr=TIME_ATTR,
-                metric=POLICY_RETURN,
-                mode="max",
-                max_t=self.max_t,
-                grace_period=self.grace_period,
-                reduction_factor=self.reduction_factor,
-                stop_last_trials=False,
-            )
-        return self._by_lam[lam]
-
-    def _asha(self, tune_controller: Any, trial: Trial) -> ASHAScheduler | None:
-        """The ASHA of an RL trial, which now holds the trial; None for any other trial."""
-        values = _trial_spec_values(trial)
-        if values.get("kind") != "rl":
-            return None
-        lam = float(values["lam"])
-        asha = self.asha_for_lam(lam)
-        if trial.trial_id not in self._lam_of_trial:  # Tune adds a retried trial again
-            asha.on_trial_add(tune_controller, trial)
-            self._lam_of_trial[trial.trial_id] = lam
-        return asha
-
-    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        """An RL trial joins its λ's ASHA."""
-        self._asha(tune_controller, trial)
-
-    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        """Its λ's ASHA decides for an RL trial; any other trial continues."""
-        asha = self._asha(tune_controller, trial)
-        if asha is None:
-            return TrialScheduler.CONTINUE
-        return asha.on_trial_result(tune_controller, trial, result)
-
-    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
-        """An RL trial leaves its λ's ASHA; a last result on the curve is recorded first."""
-        asha = self._asha(tune_controller, trial)
-        if asha is None:
-            return
-        del self._lam_of_trial[trial.trial_id]
-        if TIME_ATTR in result and POLICY_RETURN in result:
-            asha.on_trial_complete(tune_controller, trial, result)
-        else:
-            # ASHA ignores (and keeps holding) a trial whose last result is off its curve, as
-            # the final metrics of a trial that trained its student are: remove it instead.
-            asha.on_trial_remove(tune_controller, trial)
-
-    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
-        """An RL trial leaves its λ's ASHA."""
-        asha = self._asha(tune_controller, trial)
-        if asha is not None:
-            del self._lam_of_trial[trial.trial_id]
-            asha.on_trial_remove(tune_controller, trial)
-
-    def debug_string(self) -> str:
-        """One line per λ: the state of its ASHA."""
-        parts = [f"λ={lam:g}: {asha.debug_string()}" for lam, asha in sorted(self._by_lam.items())]
-        return " ".join(["ASHA on the RL trials, one per λ.", *parts])
-
-
-def build_scheduler(config: Config) -> FIFOScheduler:
-    """FIFO, or ASHA on the RL trials (``RLTrialsASHA``); bad ASHA settings raise ConfigError."""
-    sweep = config.sweep
-    if sweep.scheduler == "fifo":
-        return FIFOScheduler()
-    if sweep.asha_grace_period < 1 or sweep.asha_reduction_factor < 2:
-        raise ConfigError(
-            "sweep: ASHA needs asha_grace_period >= 1 and asha_reduction_factor >= 2, got "
-            f"{sweep.asha_grace_period} and {sweep.asha_reduction_factor}"
-        )
-    if config.sweep.rl_lams and sweep.asha_grace_period > config.rl.iterations:
-        raise ConfigError(
-            f"sweep.asha_grace_period ({sweep.asha_grace_period}) must not exceed "
-            f"rl.iterations ({config.rl.iterations}); lower it or use sweep.scheduler=fifo"
-        )
-    max_t = max(config.rl.iterations, sweep.asha_grace_period)
-    return RLTrialsASHA(sweep.asha_grace_period, sweep.asha_reduction_factor, max_t)
-
-
-# --------------------------------------------------------------------------------------------
 # The Tuner.
 
 
 def _trial_id(trial: Any) -> str:
-    return _trial_spec_values(trial).get("trial_id") or trial.trial_id
+    return trial_spec_values(trial).get("trial_id") or trial.trial_id
 
 
 def build_tuner(
@@ -380,83 +258,6 @@ def trial_outcomes(results: Any, sweep_dir: Path, trial_ids: list[str]) -> dict[
     return outcome
 
 
-ADDRESS_TIMEOUT_S = 3.0
-"""How long the reachability check of ``--address`` waits for a TCP connection."""
-RAY_CLIENT_PORT = 10001
-"""Ray Client's default port (a ``ray://HOST`` address without one)."""
-
-
-def _no_cluster(address: str, why: str) -> ResourceError:
-    return ResourceError(
-        f"--address {address}: {why}; start one with 'ray start --head', check the address, "
-        "or leave --address out for a local Ray"
-    )
-
-
-def _resolve_auto(address: str) -> str:
-    """The host:port (or ray:// address) that Ray would join for 'auto': RAY_ADDRESS if set,
-    else the cluster ``ray start`` recorded on this machine, else a running local GCS."""
-    from_env = os.environ.get("RAY_ADDRESS", "")
-    if from_env and from_env != "auto":
-        return from_env
-    try:
-        from ray._private.services import canonicalize_bootstrap_address
-    except ImportError:  # Ray's private layout changed: let ray.init decide
-        return ""
-    try:
-        resolved = canonicalize_bootstrap_address("auto")
-    except (ConnectionError, ValueError) as error:
-        raise _no_cluster(address, f"no running Ray cluster on this machine ({error})") from None
-    if not resolved:
-        raise _no_cluster(address, "no running Ray cluster on this machine")
-    return resolved
-
-
-def check_address(address: str, timeout_s: float = ADDRESS_TIMEOUT_S) -> None:
-    """Fail within ``timeout_s`` when nothing listens at a Ray ``address`` ('auto',
-    'HOST:PORT' or 'ray://HOST[:PORT]'); ``ray.init`` itself would retry for minutes.
-
-    Raises:
-        ResourceError: one line naming the address.
-    """
-    target = _resolve_auto(address) if address == "auto" else address
-    if not target:
-        return
-    host_port = target.removeprefix("ray://")
-    host, _, port_text = host_port.rpartition(":")
-    if not host:
-        host, port_text = host_port, str(RAY_CLIENT_PORT) if target.startswith("ray://") else ""
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise _no_cluster(address, f"'{target}' is not HOST:PORT or ray://HOST:PORT") from None
-    try:
-        with socket.create_connection((host.strip("[]"), port), timeout=timeout_s):
-            pass
-    except OSError as error:
-        reason = error.strerror or str(error) or type(error).__name__
-        raise _no_cluster(address, f"nothing answers at {host}:{port} ({reason})") from None
-
-
-def _start_ray(address: str | None, progress: bool) -> bool:
-    """Join the cluster at ``address`` or start a local Ray; True when this call connected.
-
-    Without ``progress`` Ray logs only errors, so a bad input stays one line on stderr.
-    """
-    level = logging.INFO if progress else logging.ERROR
-    if address:
-        check_address(address)
-        try:
-            ray.init(address=address, log_to_driver=progress, logging_level=level)
-        except ConnectionError as error:
-            raise _no_cluster(address, f"no Ray cluster to join ({error})") from None
-        return True
-    if ray.is_initialized():
-        return False
-    ray.init(include_dashboard=False, log_to_driver=progress, logging_level=level)
-    return True
-
-
 def _amount(value: float, unit: str) -> str:
     return f"{value:g} {unit}{'' if value == 1 else 's'}"
 
@@ -556,7 +357,9 @@ def run_sweep(
 
     # Nothing in the sweep directory is written or deleted before Ray runs, the cluster can
     # hold a trial and the data is valid (prepare_sweep checks it before its first write).
-    connected = _start_ray(address, progress)
+    # Without progress Ray logs only errors, so a bad input stays one line on stderr.
+    level = logging.INFO if progress else logging.ERROR
+    connected = start_ray(address, log_to_driver=progress, logging_level=level)
     try:
         check_trial_resources(config)
         prepare_sweep(config, sweep_dir, progress)

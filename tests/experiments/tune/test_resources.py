@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.tune.sweep import check_address, check_resumable, run_sweep
+from experiments.tune.sweep import check_resumable, run_sweep
 from experiments.tune.trials import absolute_paths
+from policies.ray_runtime import check_address
 from rlpkd.config import save_config
 from rlpkd.errors import ResourceError, ResumeMismatchError
 from tests.conftest import REPO

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from experiments.tune.sweep import (
-    POLICY_RETURN,
-    RLTrialsASHA,
-    build_scheduler,
-    check_resumable,
-    run_sweep,
-)
+from experiments.tune.scheduler import POLICY_RETURN, RLTrialsASHA, build_scheduler
+from experiments.tune.sweep import check_resumable, run_sweep
 from experiments.tune.trials import absolute_paths
 from rlpkd.config import save_config
 from rlpkd.errors import ConfigError, ResumeMismatchError
