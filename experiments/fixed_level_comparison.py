@@ -10,18 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from experiments.run_setup import open_run, prepare_run, student_inputs
 from rlpkd.config import Config
-from rlpkd.data.build import build_datasets
-from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.report.tables import summarise_methods, write_report
 from rlpkd.rundir import RunDirectory
-from rlpkd.runtime import configure_runtime
 from rlpkd.training.student_phase import (
-    StudentRunInputs,
     run_or_reuse_student,
     selector_from_spec,
 )
-from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 __all__ = ["planned_student_runs", "run_fixed_level_comparison"]
 
@@ -43,17 +39,13 @@ def _run_name(spec: str, seed: int) -> str:
 def run_fixed_level_comparison(config: Config) -> dict[str, Any]:
     """Run the whole comparison into ``config.runtime.out``; returns the report."""
     start = time.perf_counter()
-    progress = config.runtime.progress
-    device = configure_runtime(config.runtime)
-    datasets = build_datasets(config.data, progress)  # validates before anything is written
-    run_dir = RunDirectory(config.runtime.out)
-    check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # a truncated one: before writes
-    run_dir.prepare(config)
+    opened = open_run(config)  # validates the data before anything is written
+    run_dir = opened.run_dir
     print(f"[phase 1] teacher -> {run_dir.checkpoints / 'teacher.pt'}")
-    teacher, teacher_metrics = load_or_train_teacher(config, datasets, device, run_dir, progress)
+    teacher, teacher_metrics = prepare_run(config, opened)
     print(f"[phase 1] teacher val AP = {100 * teacher_metrics['AP']:.1f}")
-    flops = flops_model_from_config(config, datasets.num_classes)
-    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
+    inputs = student_inputs(config, opened, teacher)
+    flops = inputs.flops
     runs = []
     for index, (spec, seed) in enumerate(planned_student_runs(config)):
         student_dir = RunDirectory(run_dir.path / "students" / _run_name(spec, seed))

@@ -27,15 +27,14 @@ from experiments.policy_environment import (
     policy_environment,
 )
 from experiments.policy_learning import policy_fingerprint
+from experiments.run_setup import open_run
 from policies.ppo_setup import train_policy
 from policies.ray_runtime import ensure_ray
 from policies.weights import module_from_state, read_weights_file
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config
-from rlpkd.data.build import build_datasets
 from rlpkd.report.learning_verdict import MAX_ENTROPY, phase2_verdict
 from rlpkd.rundir import RunDirectory, write_json
-from rlpkd.runtime import configure_runtime
 from rlpkd.training.teacher_phase import given_or_run_teacher
 
 __all__ = ["run_policy_seeds", "policy_seeds_markdown"]
@@ -63,9 +62,8 @@ def run_policy_seeds(
     pool and the bank live in ``<out>/checkpoints/snapshots`` (reused by fingerprint).
     """
     progress = config.runtime.progress
-    device = configure_runtime(config.runtime)
-    datasets = build_datasets(config.data, progress)
-    run_dir = RunDirectory(config.runtime.out)
+    opened = open_run(config, progress)
+    device, datasets, run_dir = opened.device, opened.datasets, opened.run_dir
     run_dir.prepare(config)
     teacher, teacher_checkpoint = given_or_run_teacher(
         config, datasets, device, run_dir, teacher_checkpoint, progress

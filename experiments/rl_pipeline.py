@@ -21,15 +21,10 @@ from experiments.policy_learning import (
 from experiments.policy_students import oracle_selector, phase3_students, static_pair_finder
 from experiments.resume_checks import check_inputs_and_checkpoints, check_resume
 from experiments.rl_report import TrainedPhases, write_rl_report
+from experiments.run_setup import open_run, student_inputs
 from rlpkd.config import Config
-from rlpkd.data.build import build_datasets
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS
-from rlpkd.rundir import RunDirectory
-from rlpkd.runtime import configure_runtime
-from rlpkd.training.student_phase import (
-    StudentRunInputs,
-)
 from rlpkd.training.teacher_phase import load_or_train_teacher
 
 __all__ = ["POLICY_METHOD", "run_rl_experiment"]
@@ -55,10 +50,9 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     progress = config.runtime.progress
     if resume:
         check_resume(config)
-    device = configure_runtime(config.runtime)
     _phase("Phase 0: data")
-    datasets = build_datasets(config.data, progress)  # validates before anything is written
-    run_dir = RunDirectory(config.runtime.out)
+    opened = open_run(config)  # validates the data before anything is written
+    device, datasets, run_dir = opened.device, opened.datasets, opened.run_dir
     check_inputs_and_checkpoints(config, run_dir, resume, datasets.num_classes)
     if config.experiment.headroom_report:
         oracle_selector(config, datasets)  # a report that does not fit: before any write
@@ -75,7 +69,7 @@ def run_rl_experiment(config: Config, resume: bool = False) -> dict[str, Any]:
     weights = Path(learning["weights"])
 
     _phase("Phase 3: policy-guided distillation and baselines")
-    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
+    inputs = student_inputs(config, opened, teacher)
     all_flops = flops.kd_flops(LEVELS)
     runs, policy_fraction = phase3_students(
         inputs, weights, all_flops, static_pair_finder(learning, flops)

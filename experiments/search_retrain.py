@@ -6,16 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from experiments.run_setup import open_run, prepare_run, student_inputs
 from rlpkd.config import Config
-from rlpkd.data.build import build_datasets, heldout_split
-from rlpkd.flops.kd_flops import flops_model_from_config
+from rlpkd.data.build import heldout_split
 from rlpkd.rundir import RunDirectory, write_json
-from rlpkd.runtime import configure_runtime
 from rlpkd.search.context import SearchContext
 from rlpkd.search.methods import run_search
 from rlpkd.training.level_selection import FixedLevels
 from rlpkd.training.student_phase import StudentRunInputs, run_student
-from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 __all__ = ["search_and_retrain", "run_search_experiment"]
 
@@ -65,14 +63,10 @@ def run_search_experiment(config: Config, method: str, seed: int | None = None) 
     the retrained pick, all in the run directory ``config.runtime.out``."""
     start = time.perf_counter()
     seed = config.runtime.seed if seed is None else seed
-    device = configure_runtime(config.runtime)
-    datasets = build_datasets(config.data, config.runtime.progress)  # validated before writing
-    run_dir = RunDirectory(config.runtime.out)
-    check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")  # a truncated one: before writes
-    run_dir.prepare(config)
-    teacher, _ = load_or_train_teacher(config, datasets, device, run_dir, config.runtime.progress)
-    flops = flops_model_from_config(config, datasets.num_classes)
-    inputs = StudentRunInputs(config, datasets, teacher, flops, device)
+    opened = open_run(config)  # validates the data before anything is written
+    run_dir = opened.run_dir
+    teacher, _ = prepare_run(config, opened)
+    inputs = student_inputs(config, opened, teacher)
     metrics = search_and_retrain(inputs, method, seed, run_dir)
     metrics["wall_time_s"] = time.perf_counter() - start
     run_dir.write_metrics(metrics)

@@ -22,11 +22,8 @@ from typing import Any
 
 import torch
 
+from experiments.run_setup import open_run, student_inputs
 from rlpkd.config import Config
-from rlpkd.data.build import build_datasets
-from rlpkd.flops.kd_flops import flops_model_from_config
-from rlpkd.rundir import RunDirectory
-from rlpkd.runtime import configure_runtime
 from rlpkd.training.student_phase import StudentRunInputs
 from rlpkd.training.teacher_phase import load_or_train_teacher
 
@@ -66,13 +63,12 @@ _INPUTS: StudentRunInputs | None = None
 
 def _start_worker(config: Config) -> None:
     global _INPUTS
-    device = configure_runtime(config.runtime)
-    datasets = build_datasets(config.data, progress=False)
-    run_dir = RunDirectory(config.runtime.out)
+    opened = open_run(config, progress=False)
     # the main process trained (or checked) the teacher before Phase 3: this only loads it
-    teacher, _ = load_or_train_teacher(config, datasets, device, run_dir, progress=False)
-    flops = flops_model_from_config(config, datasets.num_classes)
-    _INPUTS = StudentRunInputs(config, datasets, teacher, flops, device)
+    teacher, _ = load_or_train_teacher(
+        config, opened.datasets, opened.device, opened.run_dir, progress=False
+    )
+    _INPUTS = student_inputs(config, opened, teacher)
 
 
 def _run_job(

@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 
 from experiments.policy_learning import learn_policy
+from experiments.run_setup import open_run
 from policies.reptile import iterations_to_fraction
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config, config_from_dict, config_to_dict
-from rlpkd.data.build import build_datasets
 from rlpkd.errors import ConfigError
 from rlpkd.rundir import RunDirectory, write_json
-from rlpkd.runtime import configure_runtime
 from rlpkd.training.teacher_phase import given_or_run_teacher
 
 __all__ = ["FRACTION", "run_warm_start_gain", "warm_start_gain_markdown", "curve_gain"]
@@ -78,9 +77,8 @@ def run_warm_start_gain(
     if not seeds:
         raise ConfigError("the warm-start measurement needs at least one seed")
     progress = config.runtime.progress
-    device = configure_runtime(config.runtime)
-    datasets = build_datasets(config.data, progress)
-    run_dir = RunDirectory(config.runtime.out)
+    opened = open_run(config, progress)
+    device, datasets, run_dir = opened.device, opened.datasets, opened.run_dir
     run_dir.prepare(config)
     teacher, teacher_checkpoint = given_or_run_teacher(
         config, datasets, device, run_dir, teacher_checkpoint, progress
