@@ -18,41 +18,42 @@ Writes ``headroom.json`` (every number), ``headroom.md`` and ``plots/headroom*.p
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
-from envs.snapshots import build_snapshot_pool, check_snapshot_files, load_snapshot
+from envs.snapshots import build_snapshot_pool, check_snapshot_files
+from experiments.headroom_students import (
+    best_subsets_by_regime,
+    compare_methods,
+    method_comparison,
+    oracle_plan,
+    static_subset_runs,
+)
+from experiments.headroom_values import (
+    regime_order,
+    snapshot_value_matrices,
+    value_analysis,
+    valued_batches,
+)
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config
-from rlpkd.data.batch import DetectionBatch
-from rlpkd.data.build import DetectionDatasets, build_datasets, heldout_split
-from rlpkd.data.coco import build_dataloader, collate_detection
-from rlpkd.data.synthetic import PER_IMAGE_CHOICES, image_regimes
-from rlpkd.distill.level_value import level_values
-from rlpkd.errors import ConfigError, DataError
+from rlpkd.data.build import DetectionDatasets, build_datasets
+from rlpkd.data.synthetic import image_regimes
+from rlpkd.errors import ConfigError
 from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.evaluation.regime_ap import evaluate_by_regime, regime_image_ids
-from rlpkd.flops.kd_flops import FlopsModel, flops_model_from_config
-from rlpkd.levels import LEVELS, all_subsets, format_levels, parse_levels
+from rlpkd.flops.kd_flops import flops_model_from_config
+from rlpkd.levels import LEVELS, all_subsets, parse_levels
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.headroom import BEST_STATIC, ORACLE, render_headroom_markdown
-from rlpkd.report.interaction_anova import group_by_level_sum_of_squares
-from rlpkd.report.level_value_summary import pool_value_matrices, summarise_value_matrix
-from rlpkd.report.tables import mean_std
 from rlpkd.rundir import RunDirectory, read_json, write_json
 from rlpkd.runtime import configure_runtime
-from rlpkd.training.level_selection import FixedLevels, LevelSelector, ScaleRuleLevels
-from rlpkd.training.regime_table_selection import RegimeTableLevels
-from rlpkd.training.student_phase import StudentRunInputs, run_or_reuse_student
+from rlpkd.training.student_phase import StudentRunInputs
 from rlpkd.training.teacher_phase import (
     check_teacher_checkpoint,
     load_or_train_teacher,
@@ -133,224 +134,6 @@ def check_headroom_inputs(config: Config, options: HeadroomOptions) -> None:
     check_snapshot_files(config, _snapshot_dir(config))
 
 
-def _run_name(name: str, seed: int) -> str:
-    """The student directory name, as ``experiments.fixed_level_comparison`` names its runs."""
-    return f"{name.replace(',', '+').replace(':', '-').replace(' ', '_')}-seed{seed}"
-
-
-def _regime_order(regimes: Sequence[str]) -> list[str]:
-    present = set(regimes)
-    return [r for r in PER_IMAGE_CHOICES if r in present] + sorted(present - set(PER_IMAGE_CHOICES))
-
-
-def _value_batches(
-    config: Config, datasets: DetectionDatasets, options: HeadroomOptions
-) -> tuple[list[DetectionBatch], DetectionBatch]:
-    """The valued training batches (the first ``value_batches`` of a seeded shuffle of
-    ``heldout_split(…).train``) and the held-out batch V (the first images of its ``.val``)."""
-    seed = config.runtime.seed
-    try:
-        split = heldout_split(datasets, config.search.holdout_fraction, seed)
-    except ValueError as error:
-        raise ConfigError(f"search.holdout_fraction: {error}") from None
-    batch_size = config.student_schedule.batch_size
-    loader = build_dataloader(split.train, batch_size, shuffle=True, seed=seed, drop_last=True)
-    if len(loader) < options.value_batches:
-        raise ConfigError(
-            f"--value-batches {options.value_batches}: the {len(split.train)} training images "
-            f"outside the held-out part make only {len(loader)} batches of "
-            f"student_schedule.batch_size={batch_size}"
-        )
-    heldout = collate_detection(
-        [split.val[i] for i in range(min(options.heldout_size, len(split.val)))]
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # the training view's flips
-        batches = []
-        for batch in loader:
-            batches.append(batch)
-            if len(batches) == options.value_batches:
-                break
-    return batches, heldout
-
-
-def _value_matrices(
-    config: Config,
-    datasets: DetectionDatasets,
-    teacher: PyramidDetector,
-    snapshot_paths: Sequence[Path],
-    batches: Sequence[DetectionBatch],
-    heldout: DetectionBatch,
-    device: torch.device,
-) -> list[dict[str, Any]]:
-    """Per snapshot: its fraction, step and the [n, 4] values with each row's image id."""
-    results = []
-    heldout = heldout.to(device)
-    bar = tqdm(
-        total=len(snapshot_paths) * len(batches),
-        desc="level values",
-        disable=not config.runtime.progress,
-    )
-    for fraction, path in zip(config.rl.snapshot_fractions, snapshot_paths, strict=True):
-        state = load_snapshot(path, config, datasets.num_classes, device)
-        rows, ids, heldout_losses = [], [], []
-        for batch in batches:
-            values = level_values(
-                state.student,
-                teacher,
-                state.objective,
-                state.optimizer,
-                batch.to(device),
-                heldout,
-            )
-            rows.append(values.values.double().cpu().numpy())
-            ids += batch.image_ids.tolist()
-            heldout_losses.append(values.heldout_loss)
-            bar.update(1)
-        results.append(
-            {
-                "fraction": float(fraction),
-                "step": state.step,
-                "lr": float(state.optimizer.param_groups[0]["lr"]),
-                "heldout_loss": heldout_losses[0],
-                "values": np.concatenate(rows),
-                "image_ids": ids,
-            }
-        )
-    bar.close()
-    return results
-
-
-def _value_analysis(
-    matrices: list[dict[str, Any]], train_regimes: dict[int, str]
-) -> dict[str, Any]:
-    """ANOVA summaries per snapshot and pooled (each snapshot divided by its std)."""
-    per_snapshot = []
-    all_regimes: list[str] = []
-    for matrix in matrices:
-        regimes = [train_regimes[i] for i in matrix["image_ids"]]
-        all_regimes += regimes
-        order = _regime_order(regimes)
-        summary = summarise_value_matrix(matrix["values"], regimes, order)
-        std = summary["std"]
-        normalised_means = {
-            regime: [m / std if std > 0 else m for m in entry["mean"]]
-            for regime, entry in summary["by_regime"].items()
-        }
-        per_snapshot.append(
-            {
-                "fraction": matrix["fraction"],
-                "step": matrix["step"],
-                "lr": matrix["lr"],
-                "heldout_loss": matrix["heldout_loss"],
-                **summary,
-                "normalised_mean_by_regime": normalised_means,
-                "rows": [
-                    {"image_id": int(i), "regime": r, "values": v.tolist()}
-                    for i, r, v in zip(matrix["image_ids"], regimes, matrix["values"], strict=True)
-                ],
-            }
-        )
-    pooled_values = pool_value_matrices([m["values"] for m in matrices])
-    pooled = summarise_value_matrix(pooled_values, all_regimes, _regime_order(all_regimes))
-    # level preferences that change with the training stage also count as interaction when
-    # pooled: their part, as the regime x level part is for regimes
-    stages = [f"{m['fraction']:g}" for m in matrices for _ in m["image_ids"]]
-    ss_stage = group_by_level_sum_of_squares(pooled_values, stages)
-    total, interaction = pooled["anova"]["ss_total"], pooled["anova"]["ss_interaction"]
-    pooled["snapshot_x_level"] = {
-        "ss": ss_stage,
-        "share_of_total": ss_stage / total if total > 0 else math.nan,
-        "share_of_interaction": ss_stage / interaction if interaction > 0 else math.nan,
-    }
-    return {"snapshots": per_snapshot, "pooled": pooled}
-
-
-def _per_regime_ap(
-    run_dir: RunDirectory, datasets: DetectionDatasets, regime_ids: dict[str, list[int]]
-) -> dict[str, float]:
-    """AP on each regime's val images, from the predictions a student run wrote."""
-    predictions = json.loads((run_dir.path / "predictions.json").read_text())
-    metrics = evaluate_by_regime(datasets.val.coco, predictions, regime_ids)
-    return {regime: values["AP"] for regime, values in metrics.items()}
-
-
-def _student(
-    inputs: StudentRunInputs,
-    selector: LevelSelector,
-    method: str,
-    seed: int,
-    out: Path,
-    regime_ids: dict[str, list[int]],
-    title: str,
-) -> dict[str, Any]:
-    """One student run (reused when finished with the same fingerprint) and its per-regime AP."""
-    run_dir = RunDirectory(out / "students" / _run_name(selector.name, seed))
-    metrics = run_or_reuse_student(inputs, selector, seed, run_dir, title, method=method)
-    return {
-        "method": method,
-        "levels": selector.name,
-        "seed": seed,
-        "AP": metrics["AP"],
-        "AP_by_regime": _per_regime_ap(run_dir, inputs.datasets, regime_ids),
-        "kd_gflops": metrics["kd_gflops"],
-        "wall_time_s": metrics.get("wall_time_s"),
-        "run_dir": str(run_dir.path),
-    }
-
-
-def _best_subsets_by_regime(
-    static_runs: list[dict[str, Any]], flops: FlopsModel, regimes: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """Per regime: the static subset with the highest AP on that regime's val images (ties: the
-    cheaper one)."""
-    best = {}
-    for regime in regimes:
-        scored = [
-            run for run in static_runs if math.isfinite(run["AP_by_regime"].get(regime, math.nan))
-        ]
-        if not scored:
-            raise DataError(f"no static student has a finite AP on the {regime} val images")
-        winner = max(
-            scored,
-            key=lambda run: (run["AP_by_regime"][regime], -flops.kd_gflops(run["subset"])),
-        )
-        best[regime] = {
-            "levels": winner["levels"],
-            "AP": winner["AP_by_regime"][regime],
-            "kd_gflops": flops.kd_gflops(winner["subset"]),
-        }
-    return best
-
-
-def _summarise(runs: list[dict[str, Any]], regimes: Sequence[str]) -> dict[str, Any]:
-    """Mean ± std over seeds of AP, per-regime AP and measured kd GFLOPs of one method."""
-    ap_mean, ap_std = mean_std([r["AP"] for r in runs])
-    gflops_mean, gflops_std = mean_std([r["kd_gflops"] for r in runs])
-    by_regime = {}
-    for regime in regimes:
-        mean, std = mean_std([r["AP_by_regime"].get(regime) for r in runs])
-        by_regime[regime] = {"mean": mean, "std": std}
-    return {
-        "levels": runs[0]["levels"],
-        "seeds": [r["seed"] for r in runs],
-        "AP_mean": ap_mean,
-        "AP_std": ap_std,
-        "AP_by_regime": by_regime,
-        "kd_gflops_mean": gflops_mean,
-        "kd_gflops_std": gflops_std,
-        "runs": runs,
-    }
-
-
-def _paired_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
-    """AP(a) − AP(b) per shared seed, mean ± std."""
-    by_seed = {run["seed"]: run["AP"] for run in b}
-    differences = [run["AP"] - by_seed[run["seed"]] for run in a if run["seed"] in by_seed]
-    mean, std = mean_std(differences)
-    return {"mean": mean, "std": std, "per_seed": differences}
-
-
 def _load_teacher(
     config: Config,
     options: HeadroomOptions,
@@ -362,6 +145,92 @@ def _load_teacher(
         teacher, metrics = load_teacher(options.teacher_path, config, datasets.num_classes)
         return teacher.to(device), metrics
     return load_or_train_teacher(config, datasets, device, run_dir, config.runtime.progress)
+
+
+def _train_regimes_and_val_ids(
+    datasets: DetectionDatasets,
+) -> tuple[dict[int, str], dict[str, list[int]]]:
+    """Each training image's regime, and the val image ids of each regime in ``regime_order``.
+
+    Raises:
+        DataError: the annotation files record no image regimes (the data is not embedded).
+    """
+    train_regimes = image_regimes(datasets.train.annotation_file)
+    val_regimes = image_regimes(datasets.val.annotation_file)
+    regime_ids = regime_image_ids(val_regimes, datasets.val.image_ids)
+    regimes = regime_order(list(regime_ids))
+    return train_regimes, {regime: regime_ids[regime] for regime in regimes}
+
+
+def _teacher_and_scores(
+    config: Config,
+    options: HeadroomOptions,
+    datasets: DetectionDatasets,
+    device: torch.device,
+    run_dir: RunDirectory,
+    regime_ids: dict[str, list[int]],
+) -> tuple[PyramidDetector, dict[str, Any]]:
+    """The teacher (given, reused or trained) and its report entry: val AP overall and per
+    regime, and its training time."""
+    teacher, teacher_metrics = _load_teacher(config, options, datasets, device, run_dir)
+    teacher_eval, teacher_predictions = evaluate_detector(
+        teacher, datasets.val, config.eval, device, config.runtime.amp, config.runtime.progress
+    )
+    teacher_by_regime = evaluate_by_regime(datasets.val.coco, teacher_predictions, regime_ids)
+    return teacher, {
+        "AP": teacher_eval["AP"],
+        "AP_by_regime": {r: m["AP"] for r, m in teacher_by_regime.items()},
+        "train_time_s": teacher_metrics.get("train_time_s"),
+    }
+
+
+def _report_config(
+    config: Config, options: HeadroomOptions, datasets: DetectionDatasets, heldout_size: int
+) -> dict[str, Any]:
+    """The report's ``config`` entry: the data and settings its numbers were measured with."""
+    return {
+        "data_root": config.data.root,
+        "data_regime": config.data.regime,
+        "num_train": len(datasets.train),
+        "num_val": len(datasets.val),
+        "image_size": config.data.image_size,
+        "student_epochs": config.student_schedule.epochs,
+        "seeds": list(config.experiment.seeds),
+        "snapshot_fractions": list(config.rl.snapshot_fractions),
+        "value_batches": options.value_batches,
+        "batch_size": config.student_schedule.batch_size,
+        "heldout_size": heldout_size,
+        "holdout_fraction": config.search.holdout_fraction,
+        "teacher_path": str(options.teacher_path) if options.teacher_path else None,
+    }
+
+
+def _best_static_entry(best_static_run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The report's ``best_static_at_oracle_flops`` entry (None when no subset is that cheap)."""
+    if best_static_run is None:
+        return None
+    return {
+        "levels": best_static_run["levels"],
+        "AP_seed0": best_static_run["AP"],
+        "kd_gflops_model": best_static_run["kd_gflops_model"],
+    }
+
+
+def _write_report(report: dict[str, Any], run_dir: RunDirectory) -> None:
+    """Draw the plots (listed in ``report["plots"]``), then write ``headroom.json`` and
+    ``headroom.md`` into ``run_dir``."""
+    out = run_dir.path
+    plot_paths = [
+        plot_regime_level_values(report["values"], LEVELS, run_dir.plots / "headroom.png"),
+        plot_headroom_methods(
+            report["static_subsets"], report["methods"], run_dir.plots / "headroom_methods.png"
+        ),
+    ]
+    report["plots"] = [str(path.relative_to(out)) for path in plot_paths]
+    write_json(out / "headroom.json", report)
+    atomic_write_text(
+        out / "headroom.md", render_headroom_markdown(read_json(out / "headroom.json"))
+    )
 
 
 def run_headroom(config: Config, options: HeadroomOptions) -> dict[str, Any]:
@@ -376,12 +245,11 @@ def run_headroom(config: Config, options: HeadroomOptions) -> dict[str, Any]:
     check_headroom_inputs(config, options)
     device = configure_runtime(config.runtime)
     datasets = build_datasets(config.data, progress)
-    train_regimes = image_regimes(datasets.train.annotation_file)  # DataError if not embedded
-    val_regimes = image_regimes(datasets.val.annotation_file)
-    regime_ids = regime_image_ids(val_regimes, datasets.val.image_ids)
-    regimes = _regime_order(list(regime_ids))
-    regime_ids = {regime: regime_ids[regime] for regime in regimes}
-    batches, heldout = _value_batches(config, datasets, options)  # fails before any write
+    train_regimes, regime_ids = _train_regimes_and_val_ids(datasets)  # DataError if not embedded
+    regimes = list(regime_ids)
+    batches, heldout = valued_batches(  # fails before any write
+        config, datasets, options.value_batches, options.heldout_size
+    )
     out = Path(config.runtime.out)
     run_dir = RunDirectory(out)
     run_dir.prepare(config)
@@ -389,11 +257,9 @@ def run_headroom(config: Config, options: HeadroomOptions) -> dict[str, Any]:
 
     print(f"[headroom 1] teacher ({options.teacher_path or run_dir.checkpoints / 'teacher.pt'})")
     phase = time.perf_counter()
-    teacher, teacher_metrics = _load_teacher(config, options, datasets, device, run_dir)
-    teacher_eval, teacher_predictions = evaluate_detector(
-        teacher, datasets.val, config.eval, device, config.runtime.amp, progress
+    teacher, teacher_entry = _teacher_and_scores(
+        config, options, datasets, device, run_dir, regime_ids
     )
-    teacher_by_regime = evaluate_by_regime(datasets.val.coco, teacher_predictions, regime_ids)
     timings["teacher_s"] = time.perf_counter() - phase
 
     print(f"[headroom 2] value matrices at snapshots {list(config.rl.snapshot_fractions)}")
@@ -401,127 +267,45 @@ def run_headroom(config: Config, options: HeadroomOptions) -> dict[str, Any]:
     snapshot_paths = build_snapshot_pool(config, datasets, teacher, _snapshot_dir(config), progress)
     timings["snapshot_pool_s"] = time.perf_counter() - phase
     phase = time.perf_counter()
-    matrices = _value_matrices(config, datasets, teacher, snapshot_paths, batches, heldout, device)
-    values = _value_analysis(matrices, train_regimes)
+    matrices = snapshot_value_matrices(
+        config, datasets, teacher, snapshot_paths, batches, heldout, device
+    )
+    values = value_analysis(matrices, train_regimes)
     timings["value_matrices_s"] = time.perf_counter() - phase
 
     print(f"[headroom 3] {len(options.subsets)} static subsets, seed 0")
     phase = time.perf_counter()
     flops = flops_model_from_config(config, datasets.num_classes)
     inputs = StudentRunInputs(config, datasets, teacher, flops, device)
-    static_seed = config.experiment.seeds[0]
-    static_runs = []
-    for index, subset in enumerate(options.subsets):
-        selector = FixedLevels(subset)
-        title = (
-            f"[static {index + 1}/{len(options.subsets)}] levels={selector.name} seed={static_seed}"
-        )
-        run = _student(inputs, selector, selector.name, static_seed, out, regime_ids, title)
-        run["subset"] = list(subset)
-        run["kd_gflops_model"] = flops.kd_gflops(subset)
-        static_runs.append(run)
-    best_by_regime = _best_subsets_by_regime(static_runs, flops, regimes)
+    static_runs = static_subset_runs(inputs, options.subsets, out, regime_ids)
+    best_by_regime = best_subsets_by_regime(static_runs, flops, regimes)
     timings["static_students_s"] = time.perf_counter() - phase
 
     print("[headroom 4] oracle against the best static subset, all levels and the scale rule")
     phase = time.perf_counter()
-    table = {regime: parse_levels(best_by_regime[regime]["levels"]) for regime in regimes}
-    for regime in set(train_regimes.values()) - set(table):
-        raise DataError(f"training images of regime {regime} have no val images to score on")
-    oracle = RegimeTableLevels(table, train_regimes, name=ORACLE)
-    oracle_gflops = oracle.mean_kd_gflops(flops)
-    affordable = [r for r in static_runs if r["kd_gflops_model"] <= oracle_gflops + 1e-9]
-    best_static_run = (
-        max(affordable, key=lambda r: (r["AP"], -r["kd_gflops_model"])) if affordable else None
-    )
-    distinct = set(table.values())
-    # one subset for every regime: the oracle is that static subset, whose runs are reused
-    oracle_selector = FixedLevels(distinct.pop()) if len(distinct) == 1 else oracle
-    candidates: list[tuple[str, LevelSelector]] = [(ORACLE, oracle_selector)]
-    if best_static_run is not None:
-        candidates.append((BEST_STATIC, FixedLevels(tuple(best_static_run["subset"]))))
-    candidates += [
-        ("all levels", FixedLevels(LEVELS)),
-        ("scale rule", ScaleRuleLevels(config.data.level_thresholds)),
-    ]
-    methods: dict[str, dict[str, Any]] = {}
-    total = len(candidates) * len(config.experiment.seeds)
-    count = 0
-    for method, selector in candidates:
-        runs = []
-        for seed in config.experiment.seeds:
-            count += 1
-            title = f"[compare {count}/{total}] {method} ({selector.name}) seed={seed}"
-            runs.append(_student(inputs, selector, method, seed, out, regime_ids, title))
-        methods[method] = _summarise(runs, regimes)
-    methods[ORACLE]["kd_gflops_model"] = oracle_gflops
-    methods[ORACLE]["table"] = {r: format_levels(table[r]) for r in regimes}
-    methods[ORACLE]["levels"] = " / ".join(format_levels(table[r]) for r in regimes)
+    plan = oracle_plan(config, static_runs, best_by_regime, train_regimes, flops, regimes)
+    methods = compare_methods(inputs, plan, out, regime_ids, regimes)
     timings["comparison_students_s"] = time.perf_counter() - phase
-    comparison = {}
-    if best_static_run is not None:
-        comparison["oracle_minus_best_static"] = _paired_difference(
-            methods[ORACLE]["runs"], methods[BEST_STATIC]["runs"]
-        )
-    comparison["oracle_minus_all_levels"] = _paired_difference(
-        methods[ORACLE]["runs"], methods["all levels"]["runs"]
-    )
-    comparison["scale_rule_minus_all_levels"] = _paired_difference(
-        methods["scale rule"]["runs"], methods["all levels"]["runs"]
-    )
+    comparison = method_comparison(methods, plan.best_static_run is not None)
 
     timings["total_s"] = time.perf_counter() - start
     report = {
-        "config": {
-            "data_root": config.data.root,
-            "data_regime": config.data.regime,
-            "num_train": len(datasets.train),
-            "num_val": len(datasets.val),
-            "image_size": config.data.image_size,
-            "student_epochs": config.student_schedule.epochs,
-            "seeds": list(config.experiment.seeds),
-            "snapshot_fractions": list(config.rl.snapshot_fractions),
-            "value_batches": options.value_batches,
-            "batch_size": config.student_schedule.batch_size,
-            "heldout_size": len(heldout),
-            "holdout_fraction": config.search.holdout_fraction,
-            "teacher_path": str(options.teacher_path) if options.teacher_path else None,
-        },
+        "config": _report_config(config, options, datasets, len(heldout)),
         "regimes": regimes,
         "val_images_by_regime": {r: len(regime_ids[r]) for r in regimes},
         "train_images_by_regime": {
             r: sum(1 for v in train_regimes.values() if v == r) for r in regimes
         },
-        "teacher": {
-            "AP": teacher_eval["AP"],
-            "AP_by_regime": {r: m["AP"] for r, m in teacher_by_regime.items()},
-            "train_time_s": teacher_metrics.get("train_time_s"),
-        },
+        "teacher": teacher_entry,
         "kd_gflops_by_subset": flops.table(),
         "values": values,
         "static_subsets": static_runs,
         "best_subset_by_regime": best_by_regime,
-        "oracle_kd_gflops_model": oracle_gflops,
-        "best_static_at_oracle_flops": (
-            None
-            if best_static_run is None
-            else {
-                "levels": best_static_run["levels"],
-                "AP_seed0": best_static_run["AP"],
-                "kd_gflops_model": best_static_run["kd_gflops_model"],
-            }
-        ),
+        "oracle_kd_gflops_model": plan.kd_gflops,
+        "best_static_at_oracle_flops": _best_static_entry(plan.best_static_run),
         "methods": methods,
         "comparison": comparison,
         "wall_time_s": timings,
     }
-    plot_paths = [
-        plot_regime_level_values(values, LEVELS, run_dir.plots / "headroom.png"),
-        plot_headroom_methods(static_runs, methods, run_dir.plots / "headroom_methods.png"),
-    ]
-    report["plots"] = [str(path.relative_to(out)) for path in plot_paths]
-    write_json(out / "headroom.json", report)
-    atomic_write_text(
-        out / "headroom.md", render_headroom_markdown(read_json(out / "headroom.json"))
-    )
+    _write_report(report, run_dir)
     return report

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from envs.rewards import REWARDS
 from envs.snapshots import build_snapshot_pool
@@ -17,13 +18,23 @@ from policies.planted_rule_score import planted_credit_auroc, planted_rule_score
 from policies.weights import module_from_weights_file
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config, config_from_dict, config_to_dict
-from rlpkd.data.build import build_datasets
+from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.errors import ConfigError
+from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory, write_json
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.teacher_phase import given_or_run_teacher
 
 __all__ = ["run_planted_experiment", "planted_rule_markdown"]
+
+_SUMMARY_KEYS = (  # the per-run scores averaged over seeds in the summary
+    "auroc_planted_levels",
+    "auroc_within_level",
+    "auroc_all_pairs",
+    "selection_planted",
+    "selection_clean_same_levels",
+    "selection_other_levels",
+)
 
 
 def _variant(config: Config, reward: str, seed: int, out: Path) -> Config:
@@ -40,6 +51,61 @@ def _variant(config: Config, reward: str, seed: int, out: Path) -> Config:
 def _mean_std(values: list[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     return {"mean": float(array.mean()), "std": float(array.std()), "n": len(array)}
+
+
+def _learn_and_score_variant(
+    config: Config,
+    reward: str,
+    seed: int,
+    run_dir: RunDirectory,
+    datasets: DetectionDatasets,
+    teacher: PyramidDetector,
+    teacher_checkpoint: Path,
+    pool: list[Path],
+    snapshot_dir: Path,
+    device: torch.device,
+) -> dict[str, Any]:
+    """PPO for one (reward, seed) into ``<out>/<reward>-seed<seed>``, scored on ``pool``; its
+    run record."""
+    variant_dir = RunDirectory(run_dir.path / f"{reward}-seed{seed}")
+    variant = _variant(config, reward, seed, variant_dir.path)
+    variant_dir.prepare(variant)
+    print(f"[planted rule] reward={reward} seed={seed}: PPO", flush=True)
+    learning = learn_policy(
+        variant,
+        variant_dir,
+        datasets,
+        teacher,
+        resume=False,
+        teacher_checkpoint=teacher_checkpoint,
+        snapshot_dir=snapshot_dir,
+    )
+    module = module_from_weights_file(Path(learning["weights"]))
+    score = planted_rule_score(variant, datasets, module, pool, device)
+    print(
+        f"[planted rule] reward={reward} seed={seed}: AUROC "
+        f"{score.auroc_planted_levels:.3f} at the planted levels, "
+        f"{score.auroc_within_level:.3f} within level",
+        flush=True,
+    )
+    return {
+        "reward": reward,
+        "seed": seed,
+        "learning_time_s": learning["learning_time_s"],
+        **score.to_dict(),
+    }
+
+
+def _summary_by_reward(
+    runs: list[dict[str, Any]], rewards: list[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per reward, mean ± std over its seeds of each score in ``_SUMMARY_KEYS``."""
+    return {
+        reward: {
+            key: _mean_std([r[key] for r in runs if r["reward"] == reward]) for key in _SUMMARY_KEYS
+        }
+        for reward in rewards
+    }
 
 
 def run_planted_experiment(
@@ -76,50 +142,21 @@ def run_planted_experiment(
         credit[str(seed)] = planted_credit_auroc(seed_config, datasets, teacher, pool, device)
         print(f"[planted rule] seed={seed}: credit AUROC {credit[str(seed)]}", flush=True)
         for reward in rewards:
-            variant_dir = RunDirectory(run_dir.path / f"{reward}-seed{seed}")
-            variant = _variant(config, reward, seed, variant_dir.path)
-            variant_dir.prepare(variant)
-            print(f"[planted rule] reward={reward} seed={seed}: PPO", flush=True)
-            learning = learn_policy(
-                variant,
-                variant_dir,
-                datasets,
-                teacher,
-                resume=False,
-                teacher_checkpoint=teacher_checkpoint,
-                snapshot_dir=snapshot_dir,
-            )
-            module = module_from_weights_file(Path(learning["weights"]))
-            score = planted_rule_score(variant, datasets, module, pool, device)
-            print(
-                f"[planted rule] reward={reward} seed={seed}: AUROC "
-                f"{score.auroc_planted_levels:.3f} at the planted levels, "
-                f"{score.auroc_within_level:.3f} within level",
-                flush=True,
-            )
             runs.append(
-                {
-                    "reward": reward,
-                    "seed": seed,
-                    "learning_time_s": learning["learning_time_s"],
-                    **score.to_dict(),
-                }
+                _learn_and_score_variant(
+                    config,
+                    reward,
+                    seed,
+                    run_dir,
+                    datasets,
+                    teacher,
+                    teacher_checkpoint,
+                    pool,
+                    snapshot_dir,
+                    device,
+                )
             )
             write_json(run_dir.path / "planted_rule.json", {"runs": runs, "credit": credit})
-    summary = {
-        reward: {
-            key: _mean_std([r[key] for r in runs if r["reward"] == reward])
-            for key in (
-                "auroc_planted_levels",
-                "auroc_within_level",
-                "auroc_all_pairs",
-                "selection_planted",
-                "selection_clean_same_levels",
-                "selection_other_levels",
-            )
-        }
-        for reward in rewards
-    }
     record = {
         "planted_class": config.distill.planted_class,
         "planted_class_name": datasets.train.class_names[config.distill.planted_class],
@@ -127,7 +164,7 @@ def run_planted_experiment(
         "planted_corruption": config.distill.planted_corruption,
         "policy_head": config.rl.policy_head,
         "runs": runs,
-        "summary": summary,
+        "summary": _summary_by_reward(runs, rewards),
         "credit_auroc": credit,
     }
     write_json(run_dir.path / "planted_rule.json", record)

@@ -13,6 +13,7 @@ scale rule over experiment.seeds. Students, the teacher and the snapshot pool ar
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from experiments.cli import config_argument_parser, config_from_args, run_cli
@@ -27,6 +28,13 @@ from rlpkd.rundir import run_lock
 
 VALUE_BATCHES = 8
 DEBUG_VALUE_BATCHES = 2
+
+
+def _value_batches(args: argparse.Namespace) -> int:
+    """--value-batches as given (0 too: the run's check says what is wrong), else the default."""
+    if args.value_batches is not None:
+        return args.value_batches
+    return DEBUG_VALUE_BATCHES if args.debug else VALUE_BATCHES
 
 
 def main() -> int:
@@ -50,7 +58,7 @@ def main() -> int:
     teacher_file = [(args.teacher, "--teacher checkpoint")] if args.teacher is not None else []
     config = config_from_args(args, teacher_file)  # the whole config and inputs, before any write
     options = HeadroomOptions(
-        value_batches=args.value_batches or (DEBUG_VALUE_BATCHES if args.debug else VALUE_BATCHES),
+        value_batches=_value_batches(args),
         heldout_size=args.heldout_size,
         subsets=parse_subsets(args.subsets),
         teacher_path=args.teacher,

@@ -101,77 +101,25 @@ def generate_embedded_dataset(
         ConfigError: unknown ``regime``, a single-band regime whose band does not fit in
             ``size``, or non-positive sizes/counts.
     """
-    if regime not in REGIMES:
-        raise ConfigError(f"unknown dataset regime {regime!r}; valid: {', '.join(REGIMES)}")
-    if size < 32:
-        raise ConfigError(f"embedded dataset size {size} is too small; use at least 32")
-    if regime in SIZE_MIXES and not _fits(SIZE_MIXES[regime], size):
-        raise ConfigError(
-            f"dataset regime {regime!r} draws only {SIZE_BINS[SIZE_MIXES[regime].index(1.0)]} "
-            f"objects, which do not fit in {size}px images; use a larger size or another regime"
-        )
+    _check_generation_args(regime, size, num_train, num_val)
     choices = [name for name in PER_IMAGE_CHOICES if _fits(SIZE_MIXES[name], size)]
-    if num_train < 1 or num_val < 1:
-        raise ConfigError(
-            f"embedded dataset needs at least one train and one val image "
-            f"(got num_train={num_train}, num_val={num_val})"
-        )
     out_dir = Path(out_dir)
     counts = {"train": num_train, "val": num_val}
     first_id = {"train": 1, "val": num_train + 1}
-    documents = {}
-    for split_index, split in enumerate(_SPLITS):
-        image_dir = out_dir / "images" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
-        regime_counts = dict.fromkeys(choices, 0)
-        indices = range(counts[split])
-        if progress:
-            indices = tqdm(indices, desc=f"embedded {split}", unit="img")
-        for index in indices:
-            rng = np.random.default_rng((seed, split_index, index))
-            entry: dict = {}
-            if regime == PER_IMAGE:
-                image_regime = choices[int(rng.integers(len(choices)))]
-                regime_counts[image_regime] += 1
-                band_probs = SIZE_MIXES[image_regime]
-                entry["rlpkd_regime"] = image_regime
-            else:
-                band_probs = SIZE_MIXES[regime]
-            image, objects = _draw_image(rng, size, band_probs)
-            image_id = first_id[split] + index
-            file_name = f"{index:06d}.png"
-            image.save(image_dir / file_name, format="PNG")
-            images.append(
-                {"id": image_id, "file_name": file_name, "width": size, "height": size, **entry}
-            )
-            for category_index, (x, y, w, h) in objects:
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": category_index + 1,
-                        "bbox": [x, y, w, h],
-                        "area": w * h,
-                        "iscrowd": 0,
-                    }
-                )
-        info = {
-            "description": "RL-PyramidKD embedded synthetic shapes",
-            "regime": regime,
-            "seed": seed,
-            "generator_version": GENERATOR_VERSION,
-        }
-        if regime == PER_IMAGE:
-            info["image_regimes"] = regime_counts
-        documents[split] = {
-            "info": info,
-            "images": images,
-            "annotations": annotations,
-            "categories": [
-                {"id": i + 1, "name": name} for i, name in enumerate(EMBEDDED_CLASS_NAMES)
-            ],
-        }
+    documents = {
+        split: _draw_split(
+            out_dir,
+            split_index,
+            counts[split],
+            first_id[split],
+            size,
+            seed,
+            regime,
+            choices,
+            progress,
+        )
+        for split_index, split in enumerate(_SPLITS)
+    }
     annotation_dir = out_dir / "annotations"
     annotation_dir.mkdir(parents=True, exist_ok=True)
     for split in _SPLITS:
@@ -237,6 +185,105 @@ def _band_edges(size: int) -> list[tuple[float, float]]:
 def _fits(band_probs: tuple[float, float, float], size: int) -> bool:
     """True when some band with positive probability is non-empty at image side ``size``."""
     return any(p > 0 and hi > lo for p, (lo, hi) in zip(band_probs, _band_edges(size), strict=True))
+
+
+# --------------------------------------------------------------------------- one split
+
+
+def _check_generation_args(regime: str, size: int, num_train: int, num_val: int) -> None:
+    """Raise ConfigError for an unknown ``regime``, a single-band regime that does not fit in
+    ``size``, or non-positive sizes/counts (as ``generate_embedded_dataset`` documents)."""
+    if regime not in REGIMES:
+        raise ConfigError(f"unknown dataset regime {regime!r}; valid: {', '.join(REGIMES)}")
+    if size < 32:
+        raise ConfigError(f"embedded dataset size {size} is too small; use at least 32")
+    if regime in SIZE_MIXES and not _fits(SIZE_MIXES[regime], size):
+        raise ConfigError(
+            f"dataset regime {regime!r} draws only {SIZE_BINS[SIZE_MIXES[regime].index(1.0)]} "
+            f"objects, which do not fit in {size}px images; use a larger size or another regime"
+        )
+    if num_train < 1 or num_val < 1:
+        raise ConfigError(
+            f"embedded dataset needs at least one train and one val image "
+            f"(got num_train={num_train}, num_val={num_val})"
+        )
+
+
+def _draw_split(
+    out_dir: Path,
+    split_index: int,
+    count: int,
+    first_id: int,
+    size: int,
+    seed: int,
+    regime: str,
+    choices: list[str],
+    progress: bool,
+) -> dict:
+    """Draw and save the ``count`` PNGs of split ``_SPLITS[split_index]``; returns its COCO
+    document (info, images, annotations, categories)."""
+    split = _SPLITS[split_index]
+    image_dir = out_dir / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    regime_counts = dict.fromkeys(choices, 0)
+    indices = range(count)
+    if progress:
+        indices = tqdm(indices, desc=f"embedded {split}", unit="img")
+    for index in indices:
+        rng = np.random.default_rng((seed, split_index, index))
+        entry: dict = {}
+        if regime == PER_IMAGE:
+            image_regime = choices[int(rng.integers(len(choices)))]
+            regime_counts[image_regime] += 1
+            band_probs = SIZE_MIXES[image_regime]
+            entry["rlpkd_regime"] = image_regime
+        else:
+            band_probs = SIZE_MIXES[regime]
+        image, objects = _draw_image(rng, size, band_probs)
+        image_id = first_id + index
+        file_name = f"{index:06d}.png"
+        image.save(image_dir / file_name, format="PNG")
+        images.append(
+            {"id": image_id, "file_name": file_name, "width": size, "height": size, **entry}
+        )
+        annotations += _object_annotations(objects, image_id, len(annotations) + 1)
+    return {
+        "info": _split_info(regime, seed, regime_counts),
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(EMBEDDED_CLASS_NAMES)],
+    }
+
+
+def _object_annotations(
+    objects: list[tuple[int, tuple[int, int, int, int]]], image_id: int, first_id: int
+) -> list[dict]:
+    """COCO annotation entries of one image's objects, numbered from ``first_id``."""
+    return [
+        {
+            "id": first_id + k,
+            "image_id": image_id,
+            "category_id": category_index + 1,
+            "bbox": [x, y, w, h],
+            "area": w * h,
+            "iscrowd": 0,
+        }
+        for k, (category_index, (x, y, w, h)) in enumerate(objects)
+    ]
+
+
+def _split_info(regime: str, seed: int, regime_counts: dict[str, int]) -> dict:
+    """A split's ``info`` entry; a ``per-image`` one also counts the images of each regime."""
+    info = {
+        "description": "RL-PyramidKD embedded synthetic shapes",
+        "regime": regime,
+        "seed": seed,
+        "generator_version": GENERATOR_VERSION,
+    }
+    if regime == PER_IMAGE:
+        info["image_regimes"] = regime_counts
+    return info
 
 
 # --------------------------------------------------------------------------- one image

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -19,7 +20,7 @@ from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
 from rlpkd.errors import CheckpointError
 from rlpkd.levels import LEVELS, NUM_LEVELS, masks_to_subsets
-from rlpkd.models.detector import PyramidDetector
+from rlpkd.models.detector import DetectorOutput, PyramidDetector
 from rlpkd.models.factory import build_student
 from rlpkd.models.teacher_cache import TeacherFeatureCache
 from rlpkd.runtime import seed_everything
@@ -98,6 +99,22 @@ class StudentTraining:
     scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
+@dataclass(frozen=True)
+class _StepContext:
+    """What every training step of one run reads besides the batch, fixed for the run."""
+
+    teacher: PyramidDetector
+    selector: LevelSelector
+    device: torch.device
+    amp: bool
+    grad_clip: float
+    phase: str
+    subset_kd_flops: torch.Tensor
+    writer: SummaryWriter | None
+    on_step: StepHook | None
+    teacher_cache: TeacherFeatureCache | None
+
+
 def new_student_training(
     config: Config, num_classes: int, total_steps: int, device: torch.device
 ) -> StudentTraining:
@@ -161,111 +178,181 @@ def distill_student(
     )
     total_steps = schedule.epochs * len(loader)
     training = new_student_training(config, datasets.num_classes, total_steps, device)
-    student, objective = training.student, training.objective
-    optimizer, scheduler = training.optimizer, training.scheduler
-    if isinstance(selector, StudentObservingSelector):
-        selector.set_student(student)  # a policy observes the student's own pyramid
-    if isinstance(selector, TrainingObservingSelector):
-        selector.set_training(student, teacher, objective, optimizer)  # value-greedy probes
+    _connect_selector(selector, training, teacher)
     stats = DistillationStats()
-    amp = config.runtime.amp
     start = time.perf_counter()
     step, first_epoch = 0, 0
     if checkpoint_path is not None and checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, "student resume file", _RESUME_KEYS)
-        try:
-            student.load_state_dict(state["student"])
-            objective.load_state_dict(state["objective"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            loader.generator.set_state(state["loader_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            if isinstance(selector, StatefulSelector):
-                selector.load_state_dict(state["selector"])
-            stats = DistillationStats(**state["stats"])
-            step, first_epoch = int(state["step"]), int(state["epoch"]) + 1
-        except (RuntimeError, KeyError, TypeError, ValueError) as error:
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise CheckpointError(
-                f"student resume file {checkpoint_path} does not fit this run ({first_line}); "
-                "delete it to train the student from the start"
-            ) from None
-    phase = student_phase_name(selector, seed) if phase is None else phase
+        stats, step, first_epoch = _resume(checkpoint_path, training, loader, selector)
+    run = _StepContext(
+        teacher=teacher,
+        selector=selector,
+        device=device,
+        amp=config.runtime.amp,
+        grad_clip=schedule.grad_clip,
+        phase=student_phase_name(selector, seed) if phase is None else phase,
+        subset_kd_flops=subset_kd_flops,
+        writer=writer,
+        on_step=on_step,
+        teacher_cache=teacher_cache,
+    )
     bar = tqdm(
         total=total_steps, initial=step, desc=f"student {selector.name}", disable=not progress
     )
     for epoch in range(first_epoch, schedule.epochs):
-        for batch in loader:
-            batch = batch.to(device, non_blocking=True)
-            progress_now = step / max(total_steps, 1)
-            output = None
-            if isinstance(selector, OutputObservingSelector):
-                output = student_forward(student, batch, amp)
-                mask = selector.select_from_output(batch, detached_output(output), progress_now)
-                mask = mask.cpu()
-            elif isinstance(selector, FeatureObservingSelector):
-                # the policy reads the step's own student forward: no second forward
-                output = student_forward(student, batch, amp)
-                features = detached_features(output)
-                mask = selector.select_from_features(batch, features, progress_now).cpu()
-            else:
-                mask = selector.select(batch, progress_now).cpu()
-            terms = kd_training_step(
-                student,
-                teacher,
-                objective,
-                optimizer,
-                batch,
-                mask,
-                schedule.grad_clip,
-                amp,
-                phase=phase,
-                step=step + 1,
-                output=output,
-                teacher_cache=teacher_cache,
-            )
-            scheduler.step()
-            step += 1
-            stats.kd_flops += float(subset_kd_flops[masks_to_subsets(mask)].sum())
-            stats.images += len(batch)
-            for i, count in enumerate(mask.sum(dim=0).tolist()):
-                stats.level_counts[i] += int(count)
-            if writer is not None and step % 10 == 0:
-                writer.add_scalar("losses/detection", float(terms.detection), step)
-                kd_means = terms.kd_raw.sum(0) / mask.sum(0).clamp(min=1)
-                for i, level in enumerate(LEVELS):
-                    writer.add_scalar(f"losses/kd_{level}", float(kd_means[i]), step)
-                    writer.add_scalar(
-                        f"gradnorm/weight_{level}", float(terms.level_weights[i + 1]), step
-                    )
-                writer.add_scalar("gradnorm/weight_detection", float(terms.level_weights[0]), step)
-                writer.add_scalar("charts/lr", scheduler.get_last_lr()[0], step)
-            if isinstance(selector, StepObservingSelector):
-                selector.observe_step(batch, mask, terms)
-            if on_step is not None:
-                on_step(step, batch, mask, terms)
-            bar.update(1)
-            bar.set_postfix(det=f"{float(terms.detection):.3f}")
+        step = _train_epoch(run, training, loader, stats, step, total_steps, bar)
         if checkpoint_path is not None:
             stats.train_time_s += time.perf_counter() - start
             start = time.perf_counter()
-            save_checkpoint_atomic(
-                checkpoint_path,
-                {
-                    "student": student.state_dict(),
-                    "objective": objective.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "loader_rng": loader.generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "selector": (
-                        selector.state_dict() if isinstance(selector, StatefulSelector) else {}
-                    ),
-                    "stats": asdict(stats),
-                    "step": step,
-                    "epoch": epoch,
-                },
-            )
+            _save_resume_file(checkpoint_path, training, loader, selector, stats, step, epoch)
     bar.close()
     stats.train_time_s += time.perf_counter() - start
-    return student, objective, stats
+    return training.student, training.objective, stats
+
+
+def _connect_selector(
+    selector: LevelSelector, training: StudentTraining, teacher: PyramidDetector
+) -> None:
+    """Give a selector that observes the student (or probes training) what it observes."""
+    if isinstance(selector, StudentObservingSelector):
+        selector.set_student(training.student)  # a policy observes the student's own pyramid
+    if isinstance(selector, TrainingObservingSelector):
+        # value-greedy probes
+        selector.set_training(training.student, teacher, training.objective, training.optimizer)
+
+
+def _resume(
+    checkpoint_path: Path,
+    training: StudentTraining,
+    loader: DataLoader,
+    selector: LevelSelector,
+) -> tuple[DistillationStats, int, int]:
+    """Restore a run from its resume file; returns its stats, step and the epoch to start at.
+
+    Raises:
+        CheckpointError: the file cannot be read or does not fit this run.
+    """
+    state = load_checkpoint(checkpoint_path, "student resume file", _RESUME_KEYS)
+    try:
+        training.student.load_state_dict(state["student"])
+        training.objective.load_state_dict(state["objective"])
+        training.optimizer.load_state_dict(state["optimizer"])
+        training.scheduler.load_state_dict(state["scheduler"])
+        loader.generator.set_state(state["loader_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if isinstance(selector, StatefulSelector):
+            selector.load_state_dict(state["selector"])
+        stats = DistillationStats(**state["stats"])
+        return stats, int(state["step"]), int(state["epoch"]) + 1
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(
+            f"student resume file {checkpoint_path} does not fit this run ({first_line}); "
+            "delete it to train the student from the start"
+        ) from None
+
+
+def _select_mask(
+    run: _StepContext, student: PyramidDetector, batch: DetectionBatch, progress: float
+) -> tuple[torch.Tensor, DetectorOutput | None]:
+    """The step's [B, 4] level mask (on the CPU) and, when the selector read it, the student's
+    forward for the update to reuse."""
+    selector = run.selector
+    if isinstance(selector, OutputObservingSelector):
+        output = student_forward(student, batch, run.amp)
+        mask = selector.select_from_output(batch, detached_output(output), progress)
+        return mask.cpu(), output
+    if isinstance(selector, FeatureObservingSelector):
+        # the policy reads the step's own student forward: no second forward
+        output = student_forward(student, batch, run.amp)
+        features = detached_features(output)
+        return selector.select_from_features(batch, features, progress).cpu(), output
+    return selector.select(batch, progress).cpu(), None
+
+
+def _train_epoch(
+    run: _StepContext,
+    training: StudentTraining,
+    loader: DataLoader,
+    stats: DistillationStats,
+    step: int,
+    total_steps: int,
+    bar: tqdm,
+) -> int:
+    """One pass over ``loader``: select, update, count and log each batch; returns the step."""
+    for batch in loader:
+        batch = batch.to(run.device, non_blocking=True)
+        mask, output = _select_mask(run, training.student, batch, step / max(total_steps, 1))
+        terms = kd_training_step(
+            training.student,
+            run.teacher,
+            training.objective,
+            training.optimizer,
+            batch,
+            mask,
+            run.grad_clip,
+            run.amp,
+            phase=run.phase,
+            step=step + 1,
+            output=output,
+            teacher_cache=run.teacher_cache,
+        )
+        training.scheduler.step()
+        step += 1
+        stats.kd_flops += float(run.subset_kd_flops[masks_to_subsets(mask)].sum())
+        stats.images += len(batch)
+        for i, count in enumerate(mask.sum(dim=0).tolist()):
+            stats.level_counts[i] += int(count)
+        if run.writer is not None and step % 10 == 0:
+            _log_step(run.writer, step, mask, terms, training.scheduler)
+        if isinstance(run.selector, StepObservingSelector):
+            run.selector.observe_step(batch, mask, terms)
+        if run.on_step is not None:
+            run.on_step(step, batch, mask, terms)
+        bar.update(1)
+        bar.set_postfix(det=f"{float(terms.detection):.3f}")
+    return step
+
+
+def _log_step(
+    writer: SummaryWriter,
+    step: int,
+    mask: torch.Tensor,
+    terms: ObjectiveTerms,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """Write the step's losses, GradNorm weights and learning rate to TensorBoard."""
+    writer.add_scalar("losses/detection", float(terms.detection), step)
+    kd_means = terms.kd_raw.sum(0) / mask.sum(0).clamp(min=1)
+    for i, level in enumerate(LEVELS):
+        writer.add_scalar(f"losses/kd_{level}", float(kd_means[i]), step)
+        writer.add_scalar(f"gradnorm/weight_{level}", float(terms.level_weights[i + 1]), step)
+    writer.add_scalar("gradnorm/weight_detection", float(terms.level_weights[0]), step)
+    writer.add_scalar("charts/lr", scheduler.get_last_lr()[0], step)
+
+
+def _save_resume_file(
+    checkpoint_path: Path,
+    training: StudentTraining,
+    loader: DataLoader,
+    selector: LevelSelector,
+    stats: DistillationStats,
+    step: int,
+    epoch: int,
+) -> None:
+    """Atomically write everything ``_resume`` needs to go on after ``epoch``."""
+    save_checkpoint_atomic(
+        checkpoint_path,
+        {
+            "student": training.student.state_dict(),
+            "objective": training.objective.state_dict(),
+            "optimizer": training.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict(),
+            "loader_rng": loader.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "selector": selector.state_dict() if isinstance(selector, StatefulSelector) else {},
+            "stats": asdict(stats),
+            "step": step,
+            "epoch": epoch,
+        },
+    )
