@@ -29,13 +29,12 @@ from rlpkd.config import Config
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
 from rlpkd.distill.normalise import RunningLevelScale
-from rlpkd.distill.objective import DistillationObjective
 from rlpkd.distill.planted import PlantedCorruptionKD, planted_objective_state
 from rlpkd.errors import CheckpointError, ConfigError
 from rlpkd.fingerprint import fingerprint
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
-from rlpkd.training.distill_run import new_student_training
+from rlpkd.training.distill_run import StudentTraining, new_student_training
 from rlpkd.training.kd_step import kd_training_step
 
 __all__ = [
@@ -50,13 +49,10 @@ __all__ = [
 
 
 @dataclass
-class StudentTrainingState:
-    """A student in the middle of its KD run: everything an episode continues from."""
+class StudentTrainingState(StudentTraining):
+    """A student in the middle of its KD run: what trains it (``StudentTraining``: student, KD
+    objective, optimiser, LR schedule) and what an episode continues from besides."""
 
-    student: PyramidDetector
-    objective: DistillationObjective
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
     running_gap: RunningLevelScale
     """EMA of the raw per-level KD loss (the observation's running gap)."""
     step: int
@@ -80,15 +76,9 @@ def new_training_state(
     config: Config, num_classes: int, total_steps: int, device: torch.device
 ) -> StudentTrainingState:
     """A fresh student, KD objective, optimiser and LR schedule, as ``distill_student`` builds them."""
-    t = new_student_training(config, num_classes, total_steps, device)
+    training = new_student_training(config, num_classes, total_steps, device)
     return StudentTrainingState(
-        t.student,
-        t.objective,
-        t.optimizer,
-        t.scheduler,
-        new_running_gap().to(device),
-        0,
-        total_steps,
+        **vars(training), running_gap=new_running_gap().to(device), step=0, total_steps=total_steps
     )
 
 
