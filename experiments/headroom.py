@@ -40,9 +40,10 @@ from experiments.headroom_values import (
     value_analysis,
     valued_batches,
 )
+from experiments.run_setup import open_run
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config
-from rlpkd.data.build import DetectionDatasets, build_datasets
+from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.synthetic import image_regimes
 from rlpkd.errors import ConfigError
 from rlpkd.evaluation.evaluate import evaluate_detector
@@ -52,7 +53,6 @@ from rlpkd.levels import LEVELS, all_subsets, parse_levels
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.report.headroom import BEST_STATIC, ORACLE, render_headroom_markdown
 from rlpkd.rundir import RunDirectory, read_json, write_json
-from rlpkd.runtime import configure_runtime
 from rlpkd.training.student_phase import StudentRunInputs
 from rlpkd.training.teacher_phase import (
     check_teacher_checkpoint,
@@ -243,8 +243,8 @@ def run_headroom(config: Config, options: HeadroomOptions) -> dict[str, Any]:
     start = time.perf_counter()
     progress = config.runtime.progress
     check_headroom_inputs(config, options)
-    device = configure_runtime(config.runtime)
-    datasets = build_datasets(config.data, progress)
+    opened = open_run(config, progress)
+    device, datasets = opened.device, opened.datasets
     train_regimes, regime_ids = _train_regimes_and_val_ids(datasets)  # DataError if not embedded
     regimes = list(regime_ids)
     batches, heldout = valued_batches(  # fails before any write

@@ -14,15 +14,15 @@ import torch
 from envs.rewards import REWARDS
 from envs.snapshots import build_snapshot_pool
 from experiments.policy_learning import learn_policy
+from experiments.run_setup import open_run
 from policies.planted_rule_score import planted_credit_auroc, planted_rule_score
 from policies.weights import module_from_weights_file
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config, config_from_dict, config_to_dict
-from rlpkd.data.build import DetectionDatasets, build_datasets
+from rlpkd.data.build import DetectionDatasets
 from rlpkd.errors import ConfigError
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory, write_json
-from rlpkd.runtime import configure_runtime
 from rlpkd.training.teacher_phase import given_or_run_teacher
 
 __all__ = ["run_planted_experiment", "planted_rule_markdown"]
@@ -125,9 +125,8 @@ def run_planted_experiment(
     if config.distill.planted_class < 0:
         raise ConfigError("the planted-rule experiment needs distill.planted_class >= 0")
     progress = config.runtime.progress
-    device = configure_runtime(config.runtime)
-    datasets = build_datasets(config.data, progress)
-    run_dir = RunDirectory(config.runtime.out)
+    opened = open_run(config, progress)
+    device, datasets, run_dir = opened.device, opened.datasets, opened.run_dir
     run_dir.prepare(config)
     teacher, teacher_checkpoint = given_or_run_teacher(
         config, datasets, device, run_dir, teacher_checkpoint, progress

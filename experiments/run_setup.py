@@ -14,6 +14,7 @@ import torch
 
 from rlpkd.config import Config
 from rlpkd.data.build import DetectionDatasets, build_datasets
+from rlpkd.errors import DataError
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory
@@ -21,7 +22,7 @@ from rlpkd.runtime import configure_runtime
 from rlpkd.training.student_phase import StudentRunInputs
 from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
-__all__ = ["OpenedRun", "open_run", "prepare_run", "student_inputs"]
+__all__ = ["OpenedRun", "check_trainable", "open_run", "prepare_run", "student_inputs"]
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,30 @@ class OpenedRun:
     run_dir: RunDirectory
 
 
+def check_trainable(config: Config, datasets: DetectionDatasets) -> None:
+    """Raise a one-line DataError when the training split cannot fill one batch of a schedule
+    (every epoch would drop its only, partial batch: the run would train on nothing and report
+    AP 0) or the validation split is empty."""
+    images = len(datasets.train)
+    for name in ("teacher_schedule", "student_schedule"):
+        batch = getattr(config, name).batch_size
+        if images < batch:
+            raise DataError(
+                f"the training split has {images} images, fewer than {name}.batch_size {batch}: "
+                f"nothing would train; use more images (data.num_train) or a smaller batch"
+            )
+    if len(datasets.val) == 0:
+        raise DataError("the validation split has no images: nothing to evaluate on")
+
+
 def open_run(config: Config, progress: bool | None = None) -> OpenedRun:
     """Configure the runtime (device, threads, seeds), build the datasets, which validates them
-    before anything is written, and name the run directory ``runtime.out``."""
+    before anything is written (``check_trainable`` too), and name the run directory
+    ``runtime.out``."""
     progress = config.runtime.progress if progress is None else progress
     device = configure_runtime(config.runtime)
     datasets = build_datasets(config.data, progress)
+    check_trainable(config, datasets)
     return OpenedRun(device, datasets, RunDirectory(config.runtime.out))
 
 

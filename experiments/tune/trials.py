@@ -29,6 +29,7 @@ from typing import Any
 from experiments.controls import control_record, control_runs, controls_beside
 from experiments.policy_learning import learn_policy
 from experiments.policy_students import decision_log_hook, phase3_selector, static_pair_finder
+from experiments.run_setup import check_trainable
 from experiments.search_retrain import search_and_retrain
 from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets
@@ -189,6 +190,7 @@ def prepare_sweep(config: Config, sweep_dir: Path, progress: bool = True) -> dic
     """Validate the data (nothing is written if it is bad), write ``<sweep>/config.yaml`` and the
     trial manifest, and train or reuse the shared teacher. Returns the teacher's metrics."""
     datasets = build_datasets(config.data, progress)
+    check_trainable(config, datasets)
     device = configure_runtime(config.runtime)
     sweep_dir = Path(sweep_dir)
     check_teacher_checkpoint(teacher_path(sweep_dir))  # a damaged shared teacher: before writes

@@ -87,3 +87,19 @@ def test_corrupt_image_is_a_clear_error(tmp_path, tiny_data_root):
 def test_bad_level_spec_exits_nonzero():
     result = _run("scripts/distill.py", "--debug", "--levels", "P7")
     assert result.returncode == 2 and "P7" in result.stderr
+
+
+def test_data_smaller_than_one_batch_is_one_line_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.md").write_text("an earlier report\n")
+    data = tmp_path / "data"
+    args = ["--debug", "--out", str(out), "--set", f"data.root={data}", "--set"]
+    result = _run("scripts/train_rl.py", *args, "data.num_train=8")
+    assert result.returncode == 2, result.stderr[-2000:]
+    # (the embedded data's generation bar comes before it)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert errors[0].startswith("error: the training split has 8 images")
+    assert "teacher_schedule.batch_size 16" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]  # nothing written
