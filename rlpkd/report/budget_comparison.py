@@ -82,10 +82,23 @@ def budget_report_lines(comparison: dict[str, Any]) -> list[str]:
     level = [r["method"] for r in controls if r["method"] not in above + below]
     sentence = (
         f"**At budget {budget:.2f}** the policy spent {spent:.3f} of all-level kd FLOPs "
-        f"({held}, ±{100 * COST_TOLERANCE:.0f}%). Against the controls at its cost, beyond "
-        f"the 95% interval of the paired difference, it is above {', '.join(above) or 'no control'} and below "
-        f"{', '.join(below) or 'no control'}; level with {', '.join(level) or 'none'}."
+        f"({held}, ±{100 * COST_TOLERANCE:.0f}%). "
     )
+    if controls:
+        sentence += (
+            "Against the controls at its cost, beyond the 95% interval of the paired difference, "
+            f"it is above {', '.join(above) or 'no control'} and below "
+            f"{', '.join(below) or 'no control'}; level with {', '.join(level) or 'none'}."
+        )
+    else:
+        sentence += "No control trained at its cost (experiment.controls)."
+    every_level = next((r for r in comparison["controls"] if r["method"] == "all"), None)
+    if every_level is not None and every_level.get("policy_minus_n"):
+        sentence += (
+            f" Against all levels: {_signed(every_level['policy_minus_mean'])} AP points, 95% CI "
+            f"[{_signed(every_level['policy_minus_low'])}, "
+            f"{_signed(every_level['policy_minus_high'])}]."
+        )
     lines = [
         "## At the budget",
         "",

@@ -42,3 +42,13 @@ def test_the_sentence_names_only_controls_at_the_policys_cost():
     assert rows["same@0.50"]["holds_policy_cost"] and not rows["cheap"]["holds_policy_cost"]
     sentence = budget_report_lines(comparison)[2]
     assert "above same@0.50" in sentence and "cheap" not in sentence
+
+
+def test_the_sentence_compares_with_all_levels_and_says_when_no_control_ran():
+    runs = []
+    for seed, (p, every) in enumerate([(0.10, 0.12), (0.11, 0.12), (0.10, 0.13)]):
+        runs += [_run("rl-policy", seed, p, 0.65), _run("all", seed, every, 1.0)]
+    kinds = {"rl-policy": "policy", "all": "reference"}
+    sentence = budget_report_lines(budget_comparison(runs, 0.65, "rl-policy", kinds, 1.0))[2]
+    assert "No control trained at its cost" in sentence
+    assert "Against all levels: -2.0 AP points, 95% CI [" in sentence
