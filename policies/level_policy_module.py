@@ -17,6 +17,7 @@ Two policy heads (``rl.policy_head``):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,22 @@ __all__ = [
     "LevelSelectionModule",
     "build_level_module",
 ]
+
+
+class RLModuleConfigNotice(logging.Filter):
+    """Drops RLlib 2.60's "`RLModule(config=[RLModuleConfig object])` has been deprecated"
+    warning. This module is built the new way (``observation_space``, ``action_space``,
+    ``inference_only``, ``model_config``); the warning comes from ``RLModule.__init__`` itself,
+    which builds an ``RLModuleConfig`` for every module however it is constructed
+    (ray/rllib/core/rl_module/rl_module.py, "TODO (sven): Deprecate this"). Any other RLlib
+    deprecation still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for exactly that warning."""
+        return "RLModule(config=[RLModuleConfig" not in record.getMessage()
+
+
+logging.getLogger("ray._common.deprecation").addFilter(RLModuleConfigNotice())
 
 SHARED_MODULE_ID = "shared_level_policy"
 """The one RLModule id every agent slot maps to."""
