@@ -15,15 +15,34 @@ from pathlib import Path
 
 from experiments.cli import config_argument_parser, config_from_args, run_cli
 from experiments.warm_start_gain import run_warm_start_gain
+from rlpkd.errors import UserError
 from rlpkd.rundir import run_lock
+
+DEBUG_META_WEIGHTS = Path("runs/debug-meta-train/checkpoints/meta_policy.pt")
+"""What ``scripts/meta_train.py --debug`` writes."""
 
 
 def main() -> int:
     parser = config_argument_parser(__doc__, debug_out="runs/debug-warm-start-gain")
-    parser.add_argument("--meta-weights", type=Path, required=True, help="meta-policy weights")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--meta-weights",
+        type=Path,
+        default=None,
+        help=f"meta-policy weights (with --debug default {DEBUG_META_WEIGHTS})",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
     parser.add_argument("--teacher", type=Path, default=None, help="reuse this teacher.pt")
     args = parser.parse_args()
+    if args.meta_weights is None and not args.debug:
+        parser.error("the following arguments are required: --meta-weights (or --debug)")
+    if args.debug:  # meta_train --debug's weights, one seed
+        args.meta_weights = args.meta_weights or DEBUG_META_WEIGHTS
+        args.seeds = args.seeds or [0]
+        if not args.meta_weights.is_file():
+            raise UserError(
+                f"no meta-policy weights at {args.meta_weights}; run scripts/meta_train.py --debug first"
+            )
+    args.seeds = args.seeds or [0, 1, 2]
     inputs = [(args.meta_weights, "--meta-weights")]
     if args.teacher is not None:
         inputs.append((args.teacher, "--teacher"))
