@@ -48,18 +48,23 @@ def tiny_data_root(tmp_path_factory) -> Path:
     return root
 
 
+def tiny_overrides(data_root) -> list[str]:
+    """``--set`` overrides of debug.yaml for the tiny data: 24/12 images, batches of 8, one
+    teacher epoch, no progress bars (every tiny config and tiny script run starts from these)."""
+    return [
+        f"data.root={data_root}",
+        "data.num_train=24",
+        "data.num_val=12",
+        "student_schedule.batch_size=8",
+        "teacher_schedule.batch_size=8",
+        "teacher_schedule.epochs=1",
+        "runtime.progress=false",
+    ]
+
+
 @pytest.fixture
 def tiny_config(tiny_data_root, tmp_path):
     return load_config(
         REPO / "configs" / "debug.yaml",
-        [
-            f"data.root={tiny_data_root}",
-            "data.num_train=24",
-            "data.num_val=12",
-            "student_schedule.batch_size=8",
-            "teacher_schedule.batch_size=8",
-            "teacher_schedule.epochs=1",
-            "runtime.progress=false",
-            f"runtime.out={tmp_path / 'run'}",
-        ],
+        [*tiny_overrides(tiny_data_root), f"runtime.out={tmp_path / 'run'}"],
     )

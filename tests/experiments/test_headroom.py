@@ -13,7 +13,7 @@ from rlpkd.config import load_config
 from rlpkd.data.embedded import ensure_embedded_dataset
 from rlpkd.errors import ConfigError, UserError
 from rlpkd.levels import LEVELS
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_overrides
 from tests.dir_snapshot import directory_snapshot
 
 
@@ -28,14 +28,8 @@ def _config(root: Path, out: Path, *overrides: str):
     return load_config(
         REPO / "configs" / "debug.yaml",
         [
-            f"data.root={root}",
+            *tiny_overrides(root),
             "data.regime=per-image",
-            "data.num_train=24",
-            "data.num_val=12",
-            "student_schedule.batch_size=8",
-            "teacher_schedule.batch_size=8",
-            "teacher_schedule.epochs=1",
-            "runtime.progress=false",
             "runtime.num_threads=1",
             f"runtime.out={out}",
             "rl.snapshot_fractions=[0.0,0.5]",

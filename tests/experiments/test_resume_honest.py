@@ -21,7 +21,7 @@ from experiments.rl_pipeline import POLICY_METHOD, run_rl_experiment
 from rlpkd.config import load_config, save_config
 from rlpkd.errors import ResumeMismatchError
 from rlpkd.rundir import read_json, write_json
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_overrides
 from tests.dir_snapshot import directory_snapshot
 
 DEBUG_CONFIG = REPO / "configs" / "debug.yaml"
@@ -32,13 +32,7 @@ def _overrides(data_root: Path) -> list[str]:
     """The smallest whole train_rl run: 24 images, one PPO iteration of 8 decisions, one snapshot,
     four students (policy, none, all, random)."""
     return [
-        f"data.root={data_root}",
-        "data.num_train=24",
-        "data.num_val=12",
-        "student_schedule.batch_size=8",
-        "teacher_schedule.batch_size=8",
-        "teacher_schedule.epochs=1",
-        "runtime.progress=false",
+        *tiny_overrides(data_root),
         "runtime.device=cpu",
         "rl.iterations=1",
         "rl.slots=4",

@@ -27,7 +27,7 @@ from rlpkd.training.detector_training import train_detector
 from rlpkd.training.distill_run import distill_student
 from rlpkd.training.kd_step import GRADIENT_NORM, kd_training_step, raise_if_diverged
 from rlpkd.training.level_selection import FixedLevels
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_overrides
 from tests.dir_snapshot import directory_snapshot
 
 KD_TERMS = {"detection", "total", GRADIENT_NORM, *(f"kd_{level}" for level in LEVELS)}
@@ -200,13 +200,7 @@ def _distill_cli(data_root, out, *extra):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [sys.executable, "scripts/distill.py", "--debug", "--out", str(out), "--levels", "all"]
     for override in (
-        f"data.root={data_root}",
-        "data.num_train=24",
-        "data.num_val=12",
-        "student_schedule.batch_size=8",
-        "teacher_schedule.batch_size=8",
-        "teacher_schedule.epochs=1",
-        "runtime.progress=false",
+        *tiny_overrides(data_root),
         *extra,
     ):
         args += ["--set", override]

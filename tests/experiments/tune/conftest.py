@@ -6,7 +6,7 @@ import pytest
 import ray
 
 from rlpkd.config import load_config
-from tests.conftest import REPO, fresh_local_ray
+from tests.conftest import REPO, fresh_local_ray, tiny_overrides
 
 DEBUG_CONFIG = REPO / "configs" / "debug.yaml"
 
@@ -14,13 +14,7 @@ DEBUG_CONFIG = REPO / "configs" / "debug.yaml"
 def tiny_sweep_overrides(data_root, out, *extra: str) -> list[str]:
     """``--set`` overrides of a tiny sweep: two static baselines ('none', 'all'), seed 0."""
     return [
-        f"data.root={data_root}",
-        "data.num_train=24",
-        "data.num_val=12",
-        "student_schedule.batch_size=8",
-        "teacher_schedule.batch_size=8",
-        "teacher_schedule.epochs=1",
-        "runtime.progress=false",
+        *tiny_overrides(data_root),
         f"runtime.out={out}",
         "sweep.rl_lams=[]",
         "sweep.nas_methods=[]",
