@@ -11,6 +11,7 @@ import torch
 from rlpkd.config import ModelConfig, load_config
 from rlpkd.data.embedded import ensure_embedded_dataset
 from rlpkd.models.detector import build_detector
+from rlpkd.training.distill_run import distill_student
 
 REPO = Path(__file__).resolve().parent.parent
 THRESHOLDS = (4.0, 8.0, 16.0)
@@ -67,4 +68,20 @@ def tiny_config(tiny_data_root, tmp_path):
     return load_config(
         REPO / "configs" / "debug.yaml",
         [*tiny_overrides(tiny_data_root), f"runtime.out={tmp_path / 'run'}"],
+    )
+
+
+def distil_on_cpu(config, datasets, teacher, selector, flops, **options):
+    """``distill_student`` of a fresh student on the CPU with seed 0, no progress bar and the
+    FLOPs model's subset costs; returns what it returns (``options``: e.g. ``on_step``)."""
+    return distill_student(
+        config,
+        datasets,
+        teacher,
+        selector,
+        seed=0,
+        device=torch.device("cpu"),
+        subset_kd_flops=flops.subset_kd_flops(),
+        progress=False,
+        **options,
     )

@@ -14,8 +14,8 @@ from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import mask_to_levels
 from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
-from rlpkd.training.distill_run import distill_student
 from rlpkd.training.level_selection import RandomLevels
+from tests.conftest import distil_on_cpu
 
 pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
@@ -36,16 +36,7 @@ def test_counted_kd_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_confi
     teacher = freeze_teacher(build_teacher(tiny_config, datasets.num_classes))
     flops = flops_model_from_config(tiny_config, datasets.num_classes)
     selector = RecordingSelector()
-    _, _, stats = distill_student(
-        tiny_config,
-        datasets,
-        teacher,
-        selector,
-        seed=0,
-        device=torch.device("cpu"),
-        subset_kd_flops=flops.subset_kd_flops(),
-        progress=False,
-    )
+    _, _, stats = distil_on_cpu(tiny_config, datasets, teacher, selector, flops)
     masks = torch.cat(selector.masks)
     expected = sum(flops.kd_flops(mask_to_levels(row)) for row in masks)
     assert stats.images == len(masks)

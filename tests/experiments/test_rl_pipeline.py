@@ -23,8 +23,8 @@ from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.report.verification import SAME_FLOPS_TOLERANCE
-from rlpkd.training.distill_run import distill_student
 from rlpkd.training.student_phase import selector_key
+from tests.conftest import distil_on_cpu
 
 
 def _rl_config(tiny_config):
@@ -57,15 +57,12 @@ def test_policy_guided_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_co
         greedy=False,
     )
     masks = []
-    _, _, stats = distill_student(
+    _, _, stats = distil_on_cpu(
         tiny_config,
         datasets,
         teacher,
         selector,
-        seed=0,
-        device=torch.device("cpu"),
-        subset_kd_flops=flops.subset_kd_flops(),
-        progress=False,
+        flops,
         on_step=lambda step, batch, mask, terms: masks.append(mask),
     )
     expected = sum(flops.kd_flops(mask_to_levels(row)) for row in torch.cat(masks))

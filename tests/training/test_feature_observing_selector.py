@@ -10,8 +10,8 @@ from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
-from rlpkd.training.distill_run import distill_student
 from rlpkd.training.level_selection import FeatureObservingSelector
+from tests.conftest import distil_on_cpu
 
 
 class RecordingSelector:
@@ -52,16 +52,7 @@ def test_the_loop_hands_the_steps_own_features_and_runs_one_forward_per_step(tin
     flops = flops_model_from_config(tiny_config, datasets.num_classes)
     selector = RecordingSelector()
     assert isinstance(selector, FeatureObservingSelector)
-    _, _, stats = distill_student(
-        tiny_config,
-        datasets,
-        teacher,
-        selector,
-        seed=0,
-        device=torch.device("cpu"),
-        subset_kd_flops=flops.subset_kd_flops(),
-        progress=False,
-    )
+    _, _, stats = distil_on_cpu(tiny_config, datasets, teacher, selector, flops)
     steps = len(selector.calls)
     assert steps > 0 and selector.forwards == steps  # one student forward per step, not two
     assert [progress for _, progress in selector.calls] == sorted(p for _, p in selector.calls)
