@@ -314,11 +314,16 @@ def control_method(name: str, fraction: float) -> str:
     return f"{name}@{fraction:.2f}"
 
 
+def _control_of(method: str) -> Control | None:
+    """The table entry a method name belongs to ('gap-ranked@0.50', 'best-static:P3'), if any."""
+    return BUDGET_CONTROLS.get(method.partition("@")[0].partition(":")[0])
+
+
 def control_kind(method: str) -> str:
     """The kind of a method name: a control's kind, 'policy', or 'reference' (none, all)."""
     if method == POLICY_METHOD:
         return "policy"
-    control = BUDGET_CONTROLS.get(method.partition("@")[0].partition(":")[0])
+    control = _control_of(method)
     return control.kind if control is not None else "reference"
 
 
@@ -332,7 +337,7 @@ def control_record(method: str) -> dict[str, str]:
     """What a control's student record carries so that a report can group and describe it
     without knowing the control: {"control", "control_kind", "description"} (empty for a
     method that is no control of the table)."""
-    control = BUDGET_CONTROLS.get(method.partition("@")[0].partition(":")[0])
+    control = _control_of(method)
     if control is None:
         return {}
     return {

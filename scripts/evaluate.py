@@ -19,6 +19,7 @@ from experiments.cli import (
     config_from_args,
     run_cli,
 )
+from experiments.run_setup import open_run, prepare_run
 from rlpkd.config import Config
 from rlpkd.data.build import build_datasets
 from rlpkd.errors import UserError
@@ -26,7 +27,6 @@ from rlpkd.evaluation.evaluate import evaluate_detector
 from rlpkd.rundir import RunDirectory, run_lock
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.checkpoints import load_detector_checkpoint
-from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
 
 DEBUG_OUT = Path("runs/debug-evaluate")
 
@@ -58,13 +58,9 @@ def _debug_teacher(args: argparse.Namespace) -> Path:
     """The debug config's teacher checkpoint, trained (or reused) in its run directory."""
     config = config_from_args(args)
     with run_lock(config.runtime.out):
-        device = configure_runtime(config.runtime)
-        datasets = build_datasets(config.data, config.runtime.progress)
-        run_dir = RunDirectory(config.runtime.out)
-        check_teacher_checkpoint(run_dir.checkpoints / "teacher.pt")
-        run_dir.prepare(config)
-        load_or_train_teacher(config, datasets, device, run_dir, config.runtime.progress)
-    return run_dir.checkpoints / "teacher.pt"
+        opened = open_run(config)
+        prepare_run(config, opened)
+    return opened.run_dir.checkpoints / "teacher.pt"
 
 
 def _evaluate(config: Config, checkpoint: Path, role: str) -> dict[str, float]:
