@@ -94,6 +94,11 @@ class ModelConfig:
     """3x3 convs in each of the head's two towers."""
     pretrained: bool = ruled(ANY, False)
     """Load ImageNet weights for the ResNet from the local torch hub cache (never downloaded)."""
+    init: str = ruled(ANY, "")  # teacher only, on torchvision's architecture: config_validation
+    """Teacher only: a state dict of torchvision's COCO-trained ``fcos_resnet50_fpn`` (the torch
+    hub cache's ``fcos_resnet50_fpn_coco-99b0c9b7.pth``; never downloaded) that Phase 1 starts
+    from, frozen, training only what it lacks (the P2 lateral and output) with teacher_schedule.
+    Needs depth 50, width 1.0, fpn_channels 256, head_convs 4, pretrained false; '' = none."""
 
 
 @dataclass

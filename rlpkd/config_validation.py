@@ -8,13 +8,38 @@ import dataclasses
 from typing import Any
 
 from rlpkd.config_rules import check_value
-from rlpkd.config_schema import FIELD_RULES, Config
+from rlpkd.config_schema import FIELD_RULES, Config, ModelConfig
 from rlpkd.errors import ConfigError
 
-__all__ = ["NON_EMPTY_LISTS", "validate_config"]
+__all__ = [
+    "NON_EMPTY_LISTS",
+    "TORCHVISION_FCOS_ARCHITECTURE",
+    "check_init_architecture",
+    "validate_config",
+]
 
 NON_EMPTY_LISTS = ("meta.regimes", "meta.lambdas", "meta.student_depths", "rl.snapshot_fractions")
 """List fields that must hold at least one item."""
+
+TORCHVISION_FCOS_ARCHITECTURE = {"depth": 50, "width": 1.0, "fpn_channels": 256, "head_convs": 4}
+"""The ``ModelConfig`` that torchvision's ``fcos_resnet50_fpn`` (a ``teacher.init`` file) fits."""
+
+
+def check_init_architecture(spec: ModelConfig, section: str, source: str) -> None:
+    """Raise a one-line ConfigError unless ``spec`` (the config's ``section``) is the architecture
+    of torchvision's ``fcos_resnet50_fpn`` with no ImageNet weights to load first."""
+    for name, needed in TORCHVISION_FCOS_ARCHITECTURE.items():
+        value = getattr(spec, name)
+        if value != needed:
+            raise ConfigError(
+                f"{source}: '{section}.{name}' is {value!r}; {section}.init (torchvision's "
+                f"fcos_resnet50_fpn) needs {needed}"
+            )
+    if spec.pretrained:
+        raise ConfigError(
+            f"{source}: '{section}.pretrained' is true; {section}.init replaces the ImageNet "
+            "weights, set pretrained: false"
+        )
 
 
 def _check_fields(section: Any, prefix: str, source: str) -> None:
@@ -49,6 +74,13 @@ def validate_config(config: Config, source: str = "config") -> None:
                 raise ConfigError(
                     f"{source}: 'data.{name}' is empty; data.source 'coco' needs all four paths"
                 )
+    if config.student.init:
+        raise ConfigError(
+            f"{source}: 'student.init' is {config.student.init!r}; allowed: '' (only the "
+            "teacher starts from torchvision's FCOS)"
+        )
+    if config.teacher.init:
+        check_init_architecture(config.teacher, "teacher", source)
     search = config.search
     if search.sample_size > search.population:
         raise ConfigError(

@@ -35,6 +35,8 @@ PLANTED_RULE_KEYS = ("planted_class", "planted_levels", "planted_corruption")
 LATER_FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
     "distill": {"planted_corruption": "rotate"},
     "rl": {"policy_head": "joint", "budget": None},
+    "teacher": {"init": ""},
+    "student": {"init": ""},
 }
 """{section: {field: value}} of fields added after runs were stored, with the value every earlier
 run had: hashed only when a config differs from it, so earlier runs keep their fingerprints."""

@@ -90,6 +90,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("meta.regimes=[]", "meta.regimes", "at least one"),
         ("rl.minibatch_size=512", "rl.minibatch_size", "rl.train_batch_size"),
         ("sweep.asha_reduction_factor=1", "sweep.asha_reduction_factor", ">= 2"),
+        ("student.init=fcos.pth", "student.init", "only the teacher"),
     ],
 )
 def test_bad_value_is_one_line_naming_key_value_and_allowed(override, key, allowed):

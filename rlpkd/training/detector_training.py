@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -13,7 +14,17 @@ from rlpkd.runtime import autocast_for
 from rlpkd.training.kd_step import clip_and_measure_gradients, raise_if_diverged
 from rlpkd.training.optim import build_optimizer, warmup_cosine_schedule
 
-__all__ = ["train_detector"]
+__all__ = ["train_detector", "frozen_batchnorm_to_eval"]
+
+
+def frozen_batchnorm_to_eval(model: nn.Module) -> None:
+    """Put every BatchNorm whose affine parameters are all frozen in eval mode: its running
+    statistics were frozen with them (a teacher started from torchvision's FCOS, ``teacher.init``)
+    and must neither drift nor be replaced by batch statistics."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
 
 
 def train_detector(
@@ -34,6 +45,7 @@ def train_detector(
             before that step's update, with ``desc`` as the phase.
     """
     model.to(device).train()
+    frozen_batchnorm_to_eval(model)
     loader = build_dataloader(dataset, schedule.batch_size, shuffle=True, seed=seed, drop_last=True)
     total_steps = schedule.epochs * len(loader)
     optimizer = build_optimizer(model.parameters(), schedule)

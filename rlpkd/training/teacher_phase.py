@@ -12,10 +12,11 @@ from rlpkd.checkpoint_io import load_checkpoint
 from rlpkd.config import Config
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.evaluation.evaluate import evaluate_detector
-from rlpkd.fingerprint import fingerprint
+from rlpkd.fingerprint import file_digest, fingerprint
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
+from rlpkd.models.torchvision_fcos import freeze_mapped, load_torchvision_fcos
 from rlpkd.rundir import RunDirectory
 from rlpkd.runtime import seed_everything
 from rlpkd.training.checkpoints import detector_from_checkpoint_state
@@ -31,11 +32,13 @@ __all__ = [
 
 
 def teacher_fingerprint(config: Config) -> str:
-    """A hash of everything that determines the trained teacher."""
+    """A hash of everything that determines the trained teacher (with ``teacher.init``, the
+    bytes of its file too)."""
+    extra = {"seed": config.runtime.seed}
+    if config.teacher.init:
+        extra["init"] = file_digest(str(Path(config.teacher.init).expanduser()))
     return fingerprint(
-        config,
-        {"data": "data", "teacher": "teacher", "schedule": "teacher_schedule"},
-        {"seed": config.runtime.seed},
+        config, {"data": "data", "teacher": "teacher", "schedule": "teacher_schedule"}, extra
     )
 
 
@@ -91,6 +94,8 @@ def load_or_train_teacher(
             return teacher.to(device), metrics
     seed_everything(config.runtime.seed)
     teacher = build_teacher(config, datasets.num_classes)
+    if config.teacher.init:
+        _start_from_torchvision_fcos(teacher, config, datasets)
     writer = SummaryWriter(str(run_dir.tensorboard / "teacher"))
     start = time.perf_counter()
     train_detector(
@@ -116,6 +121,27 @@ def load_or_train_teacher(
         {"model": teacher.state_dict(), "fingerprint": fingerprint, "metrics": metrics},
     )
     return freeze_teacher(teacher), metrics
+
+
+def _start_from_torchvision_fcos(
+    teacher: PyramidDetector, config: Config, datasets: DetectionDatasets
+) -> None:
+    """Copy ``teacher.init`` into ``teacher`` and freeze what it copied, so teacher_schedule
+    trains only the rest; one line says what that is.
+
+    Raises:
+        CheckpointError: the file is missing or not torchvision's fcos_resnet50_fpn state dict.
+    """
+    train = datasets.train
+    categories = list(zip(train.category_ids, train.class_names, strict=True))
+    init = load_torchvision_fcos(teacher, config.teacher.init, categories)
+    trainable = freeze_mapped(teacher, init)
+    modules = dict.fromkeys(name.rsplit(".", 1)[0] for name in trainable)
+    print(
+        f"teacher.init: {len(init.mapped)} tensors from {config.teacher.init}, frozen; "
+        f"teacher_schedule trains {', '.join(modules) or 'nothing'}",
+        flush=True,
+    )
 
 
 def given_or_run_teacher(
