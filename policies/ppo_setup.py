@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from envs.bank_bandit_env import BANK_EPISODE_STEPS, BANK_SLOTS
 from envs.registration import BANK_ENV_NAME, ENV_NAME, register_envs
+from policies.learner_gpus import check_learner_gpus
 from policies.level_policy_module import SHARED_MODULE_ID, LevelSelectionModule
 from policies.ppo_checkpoints import (
     latest_checkpoint,
@@ -260,8 +261,15 @@ def _register_env(env_name: str) -> None:
 def build_algorithm(
     config: Config, env_config: dict[str, Any], env_name: str = ENV_NAME
 ) -> Algorithm:
-    """A PPO Algorithm built from ``build_ppo_config`` (starts Ray and registers the env if needed)."""
+    """A PPO Algorithm built from ``build_ppo_config`` (starts Ray and registers the env if needed).
+
+    Raises:
+        ConfigError: ``rl.num_gpus_per_learner`` > 0 where the learner sees no CUDA device, one
+            line before RLlib starts anything (``policies.learner_gpus``: RLlib has no CPU
+            fallback for it).
+    """
     ensure_ray()
+    check_learner_gpus(config)
     _register_env(env_name)
     return build_ppo_config(config, env_config, env_name).build_algo()
 

@@ -48,6 +48,7 @@ from experiments.tune.trials import (
     run_trial,
     trial_dir,
 )
+from policies.learner_gpus import CudaSight, learner_gpu_problem
 from policies.ray_runtime import start_ray
 from rlpkd.config import Config, config_from_dict, config_to_dict, load_config
 from rlpkd.errors import ConfigError, ResourceError, ResumeMismatchError, UserError
@@ -269,6 +270,8 @@ def check_trial_resources(config: Config) -> None:
 
     Raises:
         ResourceError: one line with what a trial asks and what the nodes have.
+        ConfigError: RL trials hold no GPU (``sweep.trial_gpus`` 0) but their local learner
+            (``rl.num_learners`` 0) is to learn on ``rl.num_gpus_per_learner`` GPUs.
     """
     sweep = config.sweep
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
@@ -293,6 +296,12 @@ def check_trial_resources(config: Config) -> None:
             f"(rl.num_gpus_per_learner) but the Ray cluster has "
             f"{_amount(sum(gpus for _, gpus in have), 'GPU')}; --set rl.num_gpus_per_learner=0"
         )
+    if sweep.rl_lams and sweep.trial_gpus <= 0 and config.rl.num_learners == 0:
+        # the local learner runs in the trial, which holds no GPU: RLlib would ignore the setting
+        no_gpu = CudaSight(gpu_ids=(), cuda_visible_devices=None, cuda_available=False)
+        problem = learner_gpu_problem(0, config.rl.num_gpus_per_learner, no_gpu, True)
+        if problem:
+            raise ConfigError(f"sweep: {problem}")
 
 
 def _summary_lines(outcome: dict[str, Any], total: int, report: Path | None) -> list[str]:

@@ -19,12 +19,16 @@ Four kinds share one schedule, seeds and teacher, so the report compares them on
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from experiments.controls import control_record, control_runs, controls_beside
 from experiments.policy_learning import learn_policy
@@ -33,6 +37,7 @@ from experiments.run_setup import check_trainable
 from experiments.search_retrain import search_and_retrain
 from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets
+from rlpkd.device_placement import DevicePlacement, placed_device
 from rlpkd.errors import ConfigError, DivergenceError, divergence_in
 from rlpkd.fingerprint import file_digest, fingerprint
 from rlpkd.flops.kd_flops import flops_model_from_config
@@ -69,6 +74,7 @@ __all__ = [
     "teacher_path",
     "trial_dir",
     "trial_fingerprint",
+    "trial_device",
     "run_trial",
 ]
 
@@ -290,6 +296,25 @@ def _node_id() -> str:
         return ""
 
 
+def _ray_gpu_ids() -> list[int | str]:
+    """The GPU ids Ray assigned to this process (none outside Ray)."""
+    try:
+        import ray
+
+        ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:  # a trial outside Ray holds no GPU
+        return []
+    return [int(i) if str(i).isdigit() else str(i) for i in ids]
+
+
+def trial_device(config: Config, gpu_ids: list[int | str]) -> DevicePlacement:
+    """Where a trial trains: on no GPU when it asked for none (``sweep.trial_gpus`` 0), else
+    where Ray's assignment ``gpu_ids`` and ``runtime.device`` put it (``placed_device``: with
+    a GPU assigned and no CUDA visible, the CPU, and a note saying so)."""
+    requested = config.runtime.device if config.sweep.trial_gpus > 0 else "cpu"
+    return placed_device(requested, gpu_ids, torch.cuda.is_available())
+
+
 def run_trial(
     spec: TrialSpec,
     config: Config,
@@ -302,6 +327,12 @@ def run_trial(
     not retrained. RL trials call ``report`` after every PPO iteration with
     ``{'training_iteration', 'policy_return'}``; the other kinds never call it.
 
+    The metrics say where the trial ran: ``node_id``, ``gpu_ids`` (``ray.get_gpu_ids()`` in the
+    trial), ``cuda_visible_devices`` (as Ray set it; None when unset), ``device`` (what it
+    trained on, ``trial_device``), ``device_note`` (why that is not Ray's GPU; '' when it is,
+    also printed once as a warning) and ``trial_start_unix_s`` / ``trial_end_unix_s``
+    (``time.time()``, comparable across the trials of one machine).
+
     Raises:
         TrialDivergedError: the trial diverged (a non-finite loss, gradient, reward or fitness,
             also one RLlib or Ray wrapped in another error). It is marked failed:
@@ -312,7 +343,7 @@ def run_trial(
     """
     if spec.kind not in TRIAL_KINDS:
         raise ValueError(f"trial {spec.trial_id}: unknown kind {spec.kind!r}")
-    start = time.perf_counter()
+    start, start_unix_s = time.perf_counter(), time.time()
     run_dir = RunDirectory(trial_dir(sweep_dir, spec.trial_id))
     fingerprint = trial_fingerprint(spec, config)
     attempts = _count_attempt(run_dir.path)
@@ -325,10 +356,14 @@ def run_trial(
     if failure is not None:
         raise failure  # deterministic: training again would diverge again
     _forget_other_inputs(run_dir, fingerprint)
-    if config.sweep.trial_gpus <= 0:
-        config = dataclasses.replace(
-            config, runtime=dataclasses.replace(config.runtime, device="cpu")
-        )
+    gpu_ids = _ray_gpu_ids()
+    placement = trial_device(config, gpu_ids)
+    if placement.note:
+        print(f"warning: trial {spec.trial_id}: {placement.note}", file=sys.stderr, flush=True)
+    # every phase of the trial (the RL env too) reads the device from the config
+    config = dataclasses.replace(
+        config, runtime=dataclasses.replace(config.runtime, device=str(placement.device))
+    )
     device = configure_runtime(config.runtime)
     progress = config.runtime.progress
     datasets = build_datasets(config.data, progress)
@@ -353,8 +388,14 @@ def run_trial(
         "method": spec.method,
         "seed": spec.seed,
         "node_id": _node_id(),
+        "gpu_ids": gpu_ids,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "device": str(device),
+        "device_note": placement.note,
         "trial_attempts": attempts,
         "trial_wall_time_s": time.perf_counter() - start,
+        "trial_start_unix_s": start_unix_s,
+        "trial_end_unix_s": time.time(),
         "trial_fingerprint": fingerprint,
     }
     run_dir.write_metrics(metrics)
