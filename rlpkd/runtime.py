@@ -12,7 +12,17 @@ import torch
 from rlpkd.config import RuntimeConfig
 from rlpkd.errors import ConfigError
 
-__all__ = ["resolve_device", "seed_everything", "configure_runtime", "autocast_for", "eval_mode"]
+__all__ = [
+    "resolve_device",
+    "seed_everything",
+    "configure_runtime",
+    "autocast_for",
+    "cpu_autocast",
+    "eval_mode",
+]
+
+_CPU_AUTOCAST = False
+"""Whether ``autocast_for`` also autocasts on CPU (only inside ``cpu_autocast``)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,10 +57,24 @@ def configure_runtime(runtime: RuntimeConfig) -> torch.device:
 
 
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op context on CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on CUDA when enabled; a no-op context on CPU (except inside
+    ``cpu_autocast``)."""
+    if enabled and (device.type == "cuda" or _CPU_AUTOCAST):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def cpu_autocast() -> Iterator[None]:
+    """Inside, ``runtime.amp`` autocasts to bf16 on CPU too, exactly where it would on CUDA: a
+    check of the bf16 path on a machine without a GPU (``experiments.full_size_path``). Runs
+    never enter it: bf16 on most CPUs is slower than fp32."""
+    global _CPU_AUTOCAST
+    previous, _CPU_AUTOCAST = _CPU_AUTOCAST, True
+    try:
+        yield
+    finally:
+        _CPU_AUTOCAST = previous
 
 
 @contextlib.contextmanager
