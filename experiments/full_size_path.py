@@ -39,12 +39,12 @@ from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.data.coco import collate_detection
 from rlpkd.levels import LEVELS, levels_to_mask, subset_to_index
-from rlpkd.models.detector import PyramidDetector
+from rlpkd.models.detector import DetectorOutput, PyramidDetector
 from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.rundir import write_json
 from rlpkd.runtime import autocast_for, configure_runtime, cpu_autocast, seed_everything
-from rlpkd.training.distill_run import new_student_training
+from rlpkd.training.distill_run import StudentTraining, new_student_training
 from rlpkd.training.kd_step import detached_features, kd_training_step, student_forward
 
 __all__ = [
@@ -166,24 +166,36 @@ def _teacher_forward(inputs: _PathInputs) -> StepRun:
     return run
 
 
+def _kd_update(
+    inputs: _PathInputs,
+    training: StudentTraining,
+    mask: torch.Tensor,
+    phase: str,
+    output: DetectorOutput | None = None,
+) -> dict[str, float]:
+    """One ``kd_training_step`` of a fresh student at ``mask``; its loss values."""
+    terms = kd_training_step(
+        training.student,
+        inputs.teacher,
+        training.objective,
+        training.optimizer,
+        inputs.batch,
+        mask,
+        amp=inputs.amp,
+        phase=phase,
+        step=1,
+        output=output,
+    )
+    return _kd_values(terms)
+
+
 def _kd_step(inputs: _PathInputs) -> StepRun:
     seed_everything(inputs.config.runtime.seed)
     training = new_student_training(inputs.config, inputs.num_classes, 1, inputs.device)
     all_levels = levels_to_mask(LEVELS).expand(len(inputs.batch), len(LEVELS)).clone()
 
     def run(values: dict[str, float]) -> None:
-        terms = kd_training_step(
-            training.student,
-            inputs.teacher,
-            training.objective,
-            training.optimizer,
-            inputs.batch,
-            all_levels,
-            amp=inputs.amp,
-            phase="full-size KD step",
-            step=1,
-        )
-        values |= _kd_values(terms)
+        values |= _kd_update(inputs, training, all_levels, "full-size KD step")
 
     return run
 
@@ -227,19 +239,8 @@ def _policy_guided_step(inputs: _PathInputs) -> StepRun:
     def run(values: dict[str, float]) -> None:
         output = student_forward(training.student, inputs.batch, inputs.amp)
         mask = policy.select_from_features(inputs.batch, detached_features(output), 0.0)
-        terms = kd_training_step(
-            training.student,
-            inputs.teacher,
-            training.objective,
-            training.optimizer,
-            inputs.batch,
-            mask,
-            amp=inputs.amp,
-            phase="full-size policy-guided step",
-            step=1,
-            output=output,
-        )
-        values |= _kd_values(terms) | {"levels_per_sample": float(mask.float().sum(1).mean())}
+        values |= _kd_update(inputs, training, mask, "full-size policy-guided step", output)
+        values["levels_per_sample"] = float(mask.float().sum(1).mean())
 
     return run
 

@@ -30,7 +30,7 @@ DEBUG_OVERRIDES = ["data.image_size=128"]
 
 def main() -> int:
     """Run the check and print one line per step and per disagreeing value."""
-    parser = config_argument_parser(__doc__.splitlines()[0], "runs/debug-full_size_check")
+    parser = config_argument_parser(__doc__.splitlines()[0], debug_out="runs/debug-full-size-check")
     parser.add_argument("--photos", type=int, default=8, help="photos to write (0: real data)")
     parser.add_argument("--batch-size", type=int, default=2, help="images per step")
     args = parser.parse_args()

@@ -33,7 +33,7 @@ SWEEP_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sweep.yaml"
 
 def main() -> int:
     """Run every part, print one line each, write ``<out>/gpu_check.json``."""
-    parser = config_argument_parser(__doc__.splitlines()[0], "runs/debug-gpu_check")
+    parser = config_argument_parser(__doc__.splitlines()[0], debug_out="runs/debug-gpu-check")
     parser.add_argument("--skip-sweep", action="store_true", help="leave out the sweep part")
     parser.set_defaults(config=SWEEP_CONFIG)
     args = parser.parse_args()
