@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,14 @@ from experiments.validation import validate_config_names
 from rlpkd.checkpoint_io import load_checkpoint
 from rlpkd.config import Config, load_config
 from rlpkd.errors import CheckpointError, ConfigError, DataError, UserError
+from rlpkd.models.torchvision_fcos import check_torchvision_fcos_file
+from rlpkd.stop_signals import (
+    RESUME_HINT,
+    RunStopped,
+    finish_stop,
+    install_stop_handlers,
+    stop_message,
+)
 
 __all__ = [
     "config_argument_parser",
@@ -113,7 +122,8 @@ def check_run_inputs(
     """Check what a run reads and where it writes before any phase starts.
 
     Args:
-        config: the validated config (``runtime.out``, ``data`` COCO paths, ``meta.warm_start``).
+        config: the validated config (``runtime.out``, ``data`` COCO paths, ``meta.warm_start``,
+            ``teacher.init``).
         input_files: (path, what) of files given as script arguments (e.g. a --teacher checkpoint).
         access: ``os.access`` (tests inject a stricter one).
 
@@ -129,6 +139,8 @@ def check_run_inputs(
         check_input_file(data.val_annotations, "data.val_annotations (COCO annotation JSON)")
     for path, what in input_files:
         check_input_file(path, what)
+    if config.teacher.init:
+        check_torchvision_fcos_file(config.teacher, config.teacher.init, "teacher.init")
     if config.meta.warm_start:
         state = load_checkpoint(
             config.meta.warm_start,
@@ -185,14 +197,24 @@ def config_from_args(
     return checked_config(path, overrides, input_files, check_inputs)
 
 
-def run_cli(main: Callable[[], int | None]) -> None:
-    """Run ``main``; a UserError becomes ``error: <message>`` on stderr and exit status 2."""
+def run_cli(main: Callable[[], int | None], resumable: bool = False) -> None:
+    """Run ``main``; a UserError becomes ``error: <message>`` on stderr and exit status 2.
+
+    SIGTERM (a scheduler's time limit or preemption) and Ctrl-C stop the run the same way
+    (``rlpkd.stop_signals``): the clean-up runs (run lock, PPO, student workers, the Ray this
+    process started), then one line ``stopped by SIGTERM in <phase>`` on stderr, with
+    ``resumable`` (scripts with ``--resume``) followed by how to continue, and exit status 143
+    (SIGTERM) or 130 (Ctrl-C).
+    """
+    install_stop_handlers()
     try:
         code = main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:
+        stop = interrupt if isinstance(interrupt, RunStopped) else RunStopped(signal.SIGINT)
+        finish_stop(stop)
+        print(stop_message(stop, RESUME_HINT if resumable else None), file=sys.stderr)
+        sys.exit(stop.exit_status)
     sys.exit(code or 0)

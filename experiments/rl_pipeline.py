@@ -25,12 +25,14 @@ from experiments.run_setup import open_run, student_inputs
 from rlpkd.config import Config
 from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS
+from rlpkd.stop_signals import set_phase
 from rlpkd.training.teacher_phase import load_or_train_teacher
 
 __all__ = ["POLICY_METHOD", "run_rl_experiment"]
 
 
 def _phase(name: str) -> None:
+    set_phase(name)  # named by the line a stop signal ends the run with
     print(f"\n=== {name} ===", flush=True)
 
 

@@ -24,6 +24,7 @@ import torch
 
 from experiments.run_setup import open_run, student_inputs
 from rlpkd.config import Config
+from rlpkd.stop_signals import ctrl_c_ignored_by_children
 from rlpkd.training.student_phase import StudentRunInputs
 from rlpkd.training.teacher_phase import load_or_train_teacher
 
@@ -108,14 +109,36 @@ class StudentWorkerPool:
 
     def submit(self, jobs: Sequence[StudentJob]) -> list[Future]:
         """Queue ``jobs``; one future of metrics per job, in order."""
-        return [self._executor.submit(_run_job, self.run_one, job, self.weights) for job in jobs]
+        # a worker starts at a submit; a terminal's Ctrl-C reaches it too, but the main process
+        # stops the workers (``__exit__``), so they ignore it
+        with ctrl_c_ignored_by_children():
+            return [
+                self._executor.submit(_run_job, self.run_one, job, self.weights) for job in jobs
+            ]
 
     def close(self, cancel: bool = False) -> None:
         """Wait for the queued jobs (or drop those not started, with ``cancel``) and stop."""
         self._executor.shutdown(wait=True, cancel_futures=cancel)
 
+    def terminate(self, timeout_s: float = 10.0) -> None:
+        """Stop now (a stop signal): drop the queued jobs and end the workers mid-student; an
+        interrupted student continues from its last epoch's resume file when run again."""
+        # the executor's worker processes (a public terminate_workers only from Python 3.14)
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout_s)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
     def __enter__(self) -> StudentWorkerPool:
         return self
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
-        self.close(cancel=error is not None)
+        if isinstance(error, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (rlpkd.stop_signals)
+            self.terminate()
+        else:
+            self.close(cancel=error is not None)

@@ -3,17 +3,31 @@
 ``start_ray`` joins the cluster at an address, checked first (``check_address`` fails within
 seconds where ``ray.init`` would retry for minutes), or starts a local Ray without a dashboard
 unless this process already runs one; ``ensure_ray`` is the local start of the PPO drivers.
+
+In a script (``experiments.cli.run_cli``) a stop signal (SIGTERM, Ctrl-C) that arrives while
+``ray.init`` runs waits for it (a half-started node leaves its agents running), the stop
+handlers are put back after it (Ray's core worker replaces SIGTERM's with one that prints a
+native stack dump and aborts), and a stop shuts down the Ray this call started or joined
+(``rlpkd.stop_signals``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import ray
 
 from rlpkd.errors import ResourceError
+from rlpkd.stop_signals import (
+    on_stop,
+    reinstall_stop_handlers,
+    stop_handlers_installed,
+    stops_deferred,
+)
 
 __all__ = ["ADDRESS_TIMEOUT_S", "RAY_CLIENT_PORT", "check_address", "start_ray", "ensure_ray"]
 
@@ -89,14 +103,42 @@ def start_ray(address: str | None = None, **init_options: Any) -> bool:
     if address:
         check_address(address)
         try:
-            ray.init(address=address, **init_options)
+            _init_ray(address=address, **init_options)
         except ConnectionError as error:
             raise _no_cluster(address, f"no Ray cluster to join ({error})") from None
         return True
     if ray.is_initialized():
         return False
-    ray.init(include_dashboard=False, **init_options)
+    _init_ray(include_dashboard=False, **init_options)
     return True
+
+
+def _init_ray(**init_options: Any) -> None:
+    """``ray.init``; under a script's stop handlers (``rlpkd.stop_signals``) a stop signal waits
+    until it returns, the handlers it replaced are put back and a stop shuts this Ray down."""
+    if not stop_handlers_installed():
+        ray.init(**init_options)
+        return
+    with stops_deferred(), _stop_handler_kept_by_ray_init():
+        try:
+            ray.init(**init_options)
+        finally:
+            reinstall_stop_handlers()  # Ray's core worker installs its own on SIGTERM
+        on_stop(ray.shutdown)
+
+
+@contextlib.contextmanager
+def _stop_handler_kept_by_ray_init() -> Iterator[None]:
+    """``ray.init`` begins by putting its own handler (``sys.exit``) on SIGTERM: one that
+    arrives while the node starts would cut it short and leave its agents running. Inside, Ray
+    keeps the handler it finds (ours, which holds the stop until ``ray.init`` returns)."""
+    utils = ray._private.utils  # Ray is pinned; tests/scripts/test_stop_signals.py checks this
+    own_handler = utils.set_sigterm_handler
+    utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        utils.set_sigterm_handler = own_handler
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:

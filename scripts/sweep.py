@@ -4,7 +4,8 @@ python scripts/sweep.py --config configs/sweep.yaml [--address auto] [--resume] 
 
 Exit status: 0 when every trial finished, 1 when some errored (listed with their error files) or
 diverged (listed as failed in the report),
-130 when interrupted (Ctrl+C saves Tune's state; --resume continues), 2 on bad input.
+130 when interrupted (Ctrl+C saves Tune's state; --resume continues), 143 when stopped by SIGTERM
+(--resume continues from Tune's last saved state), 2 on bad input.
 """
 
 from __future__ import annotations
@@ -36,4 +37,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, resumable=True)
