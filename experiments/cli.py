@@ -30,6 +30,8 @@ from rlpkd.stop_signals import (
 
 __all__ = [
     "config_argument_parser",
+    "add_path_or_debug",
+    "path_or_debug",
     "config_from_args",
     "checked_config",
     "check_out_dir",
@@ -71,6 +73,25 @@ def config_argument_parser(
         f"{debug_out or 'runs/debug'} unless --out is given",
     )
     return parser
+
+
+def add_path_or_debug(
+    parser: argparse.ArgumentParser, option: str, help_text: str, debug_path: Path, made_by: str
+) -> None:
+    """A path option (``option``, e.g. ``--run``) and ``--debug``, which stands for ``option
+    debug_path``, the path ``made_by`` writes."""
+    parser.add_argument(option, type=Path, default=None, help=help_text)
+    parser.add_argument("--debug", action="store_true", help=f"{option} {debug_path} ({made_by})")
+
+
+def path_or_debug(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, option: str, debug_path: Path
+) -> Path:
+    """``option``'s path, else ``debug_path`` with ``--debug``; argparse's error with neither."""
+    path = getattr(args, option.lstrip("-").replace("-", "_"))
+    if path is None and not args.debug:
+        parser.error(f"the following arguments are required: {option} (or --debug)")
+    return path or debug_path
 
 
 def check_out_dir(out: str | Path, access: AccessCheck = os.access) -> None:

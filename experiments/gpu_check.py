@@ -37,7 +37,6 @@ from rlpkd.config import Config, ModelConfig
 from rlpkd.levels import LEVELS, levels_to_mask
 from rlpkd.rundir import read_json
 from rlpkd.runtime import seed_everything
-from rlpkd.training.kd_step import kd_training_step
 
 __all__ = [
     "CheckSizes",
@@ -126,15 +125,7 @@ def kd_step_parity(device: torch.device, sizes: CheckSizes) -> list[dict[str, An
         bench = build_kd_bench(settings)
         mask = levels_to_mask(LEVELS).expand(sizes.batch_size, len(LEVELS)).clone()
         with precision_context(device, precision) as amp:
-            terms = kd_training_step(
-                bench.student,
-                bench.teacher,
-                bench.objective,
-                bench.optimizer,
-                bench.batch,
-                mask,
-                amp=amp,
-            )
+            terms = bench.kd_step(mask, amp=amp)
         losses[precision] = {
             "total_loss": float(terms.total.detach()),
             "detection_loss": float(terms.detection.detach()),

@@ -90,16 +90,10 @@ def snapshot_value_matrices(
     )
     for fraction, path in zip(config.rl.snapshot_fractions, snapshot_paths, strict=True):
         state = load_snapshot(path, config, datasets.num_classes, device)
+        training = state.distillation_state(teacher)
         rows, ids, heldout_losses = [], [], []
         for batch in batches:
-            values = level_values(
-                state.student,
-                teacher,
-                state.objective,
-                state.optimizer,
-                batch.to(device),
-                heldout,
-            )
+            values = level_values(training, batch.to(device), heldout)
             rows.append(values.values.double().cpu().numpy())
             ids += batch.image_ids.tolist()
             heldout_losses.append(values.heldout_loss)

@@ -93,10 +93,7 @@ def validate_on_config(
             schedule.grad_clip,
         )
     return validate_level_values(
-        training.student,
-        teacher,
-        training.objective,
-        training.optimizer,
+        training.distillation_state(teacher),
         next(stream).to(device),
         heldout,
         num_masks=num_masks,

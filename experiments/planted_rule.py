@@ -13,8 +13,8 @@ import torch
 
 from envs.rewards import REWARDS
 from envs.snapshots import build_snapshot_pool
-from experiments.policy_learning import learn_policy
-from experiments.run_setup import open_run
+from experiments.policy_learning import learn_variant_policy
+from experiments.run_setup import open_run_with_teacher
 from policies.planted_rule_score import planted_credit_auroc, planted_rule_score
 from policies.weights import module_from_weights_file
 from rlpkd.atomic_files import atomic_write_text
@@ -23,7 +23,6 @@ from rlpkd.data.build import DetectionDatasets
 from rlpkd.errors import ConfigError
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory, write_json
-from rlpkd.training.teacher_phase import given_or_run_teacher
 
 __all__ = ["run_planted_experiment", "planted_rule_markdown"]
 
@@ -69,16 +68,9 @@ def _learn_and_score_variant(
     run record."""
     variant_dir = RunDirectory(run_dir.path / f"{reward}-seed{seed}")
     variant = _variant(config, reward, seed, variant_dir.path)
-    variant_dir.prepare(variant)
     print(f"[planted rule] reward={reward} seed={seed}: PPO", flush=True)
-    learning = learn_policy(
-        variant,
-        variant_dir,
-        datasets,
-        teacher,
-        resume=False,
-        teacher_checkpoint=teacher_checkpoint,
-        snapshot_dir=snapshot_dir,
+    learning = learn_variant_policy(
+        variant, variant_dir, datasets, teacher, teacher_checkpoint, snapshot_dir
     )
     module = module_from_weights_file(Path(learning["weights"]))
     score = planted_rule_score(variant, datasets, module, pool, device)
@@ -124,13 +116,8 @@ def run_planted_experiment(
     """
     if config.distill.planted_class < 0:
         raise ConfigError("the planted-rule experiment needs distill.planted_class >= 0")
-    progress = config.runtime.progress
-    opened = open_run(config, progress)
+    opened, teacher, teacher_checkpoint = open_run_with_teacher(config, teacher_checkpoint)
     device, datasets, run_dir = opened.device, opened.datasets, opened.run_dir
-    run_dir.prepare(config)
-    teacher, teacher_checkpoint = given_or_run_teacher(
-        config, datasets, device, run_dir, teacher_checkpoint, progress
-    )
     runs: list[dict[str, Any]] = []
     credit: dict[str, dict[str, float]] = {}
     snapshot_dir = run_dir.checkpoints / "snapshots"

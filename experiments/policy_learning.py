@@ -59,6 +59,7 @@ from rlpkd.viz.policy_learning import policy_learning_plot
 __all__ = [
     "policy_fingerprint",
     "learn_policy",
+    "learn_variant_policy",
     "budget_dual",
 ]
 
@@ -151,6 +152,28 @@ def learn_policy(
     )
     print(record["verdict"]["sentence"], flush=True)
     return record
+
+
+def learn_variant_policy(
+    variant: Config,
+    variant_dir: RunDirectory,
+    datasets: DetectionDatasets,
+    teacher: PyramidDetector,
+    teacher_checkpoint: Path,
+    snapshot_dir: Path,
+) -> dict[str, Any]:
+    """One variant of a multi-run experiment: its ``config.yaml`` into ``variant_dir``, then a
+    fresh ``learn_policy`` (no resume) there with the experiment's teacher and snapshot pool."""
+    variant_dir.prepare(variant)
+    return learn_policy(
+        variant,
+        variant_dir,
+        datasets,
+        teacher,
+        resume=False,
+        teacher_checkpoint=teacher_checkpoint,
+        snapshot_dir=snapshot_dir,
+    )
 
 
 def budget_dual(

@@ -27,7 +27,7 @@ from experiments.policy_environment import (
     policy_environment,
 )
 from experiments.policy_learning import policy_fingerprint
-from experiments.run_setup import open_run
+from experiments.run_setup import open_run_with_teacher
 from policies.ppo_setup import train_policy
 from policies.ray_runtime import ensure_ray
 from policies.weights import module_from_state, read_weights_file
@@ -35,7 +35,6 @@ from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config
 from rlpkd.report.learning_verdict import MAX_ENTROPY, phase2_verdict
 from rlpkd.rundir import RunDirectory, write_json
-from rlpkd.training.teacher_phase import given_or_run_teacher
 
 __all__ = ["run_policy_seeds", "policy_seeds_markdown"]
 
@@ -62,12 +61,8 @@ def run_policy_seeds(
     pool and the bank live in ``<out>/checkpoints/snapshots`` (reused by fingerprint).
     """
     progress = config.runtime.progress
-    opened = open_run(config, progress)
-    device, datasets, run_dir = opened.device, opened.datasets, opened.run_dir
-    run_dir.prepare(config)
-    teacher, teacher_checkpoint = given_or_run_teacher(
-        config, datasets, device, run_dir, teacher_checkpoint, progress
-    )
+    opened, teacher, teacher_checkpoint = open_run_with_teacher(config, teacher_checkpoint)
+    datasets, run_dir = opened.datasets, opened.run_dir
     snapshot_dir = run_dir.checkpoints / "snapshots"
     build_snapshot_pool(config, datasets, teacher, snapshot_dir, progress)
     environment = policy_environment(config, datasets, teacher_checkpoint, snapshot_dir, progress)

@@ -9,6 +9,7 @@ for ``rlpkd.training.student_phase``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -20,9 +21,20 @@ from rlpkd.models.detector import PyramidDetector
 from rlpkd.rundir import RunDirectory
 from rlpkd.runtime import configure_runtime
 from rlpkd.training.student_phase import StudentRunInputs
-from rlpkd.training.teacher_phase import check_teacher_checkpoint, load_or_train_teacher
+from rlpkd.training.teacher_phase import (
+    check_teacher_checkpoint,
+    given_or_run_teacher,
+    load_or_train_teacher,
+)
 
-__all__ = ["OpenedRun", "check_trainable", "open_run", "prepare_run", "student_inputs"]
+__all__ = [
+    "OpenedRun",
+    "check_trainable",
+    "open_run",
+    "open_run_with_teacher",
+    "prepare_run",
+    "student_inputs",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,21 @@ def open_run(config: Config, progress: bool | None = None) -> OpenedRun:
     datasets = build_datasets(config.data, progress)
     check_trainable(config, datasets)
     return OpenedRun(device, datasets, RunDirectory(config.runtime.out))
+
+
+def open_run_with_teacher(
+    config: Config, teacher_checkpoint: Path | None = None
+) -> tuple[OpenedRun, PyramidDetector, Path]:
+    """``open_run``, ``config.yaml`` written, and the teacher ``given_or_run_teacher`` gives (the
+    one at ``teacher_checkpoint``, else the run's own, trained or reused); returns the run, the
+    teacher and the path of its checkpoint."""
+    progress = config.runtime.progress
+    opened = open_run(config, progress)
+    opened.run_dir.prepare(config)
+    teacher, checkpoint = given_or_run_teacher(
+        config, opened.datasets, opened.device, opened.run_dir, teacher_checkpoint, progress
+    )
+    return opened, teacher, checkpoint
 
 
 def prepare_run(

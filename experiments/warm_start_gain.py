@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from experiments.policy_learning import learn_policy
-from experiments.run_setup import open_run
+from experiments.policy_learning import learn_variant_policy
+from experiments.run_setup import open_run_with_teacher
 from policies.reptile import iterations_to_fraction
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config, config_from_dict, config_to_dict
 from rlpkd.errors import ConfigError
 from rlpkd.rundir import RunDirectory, write_json
-from rlpkd.training.teacher_phase import given_or_run_teacher
 
 __all__ = ["FRACTION", "run_warm_start_gain", "warm_start_gain_markdown", "curve_gain"]
 
@@ -76,27 +75,16 @@ def run_warm_start_gain(
     """
     if not seeds:
         raise ConfigError("the warm-start measurement needs at least one seed")
-    progress = config.runtime.progress
-    opened = open_run(config, progress)
-    device, datasets, run_dir = opened.device, opened.datasets, opened.run_dir
-    run_dir.prepare(config)
-    teacher, teacher_checkpoint = given_or_run_teacher(
-        config, datasets, device, run_dir, teacher_checkpoint, progress
-    )
+    opened, teacher, teacher_checkpoint = open_run_with_teacher(config, teacher_checkpoint)
+    datasets, run_dir = opened.datasets, opened.run_dir
+    snapshot_dir = run_dir.checkpoints / "snapshots"
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         variant_dir = RunDirectory(run_dir.path / f"seed{seed}")
         variant = _variant(config, seed, Path(warm_start), variant_dir.path)
-        variant_dir.prepare(variant)
         print(f"[warm start] seed={seed}: PPO warm-started, then from scratch", flush=True)
-        learning = learn_policy(
-            variant,
-            variant_dir,
-            datasets,
-            teacher,
-            resume=False,
-            teacher_checkpoint=teacher_checkpoint,
-            snapshot_dir=run_dir.checkpoints / "snapshots",
+        learning = learn_variant_policy(
+            variant, variant_dir, datasets, teacher, teacher_checkpoint, snapshot_dir
         )
         warm = [float(h.get("episode_return_mean", float("nan"))) for h in learning["history"]]
         scratch = [float(v) for v in learning["scratch_curve"]]

@@ -161,12 +161,11 @@ def planted_credit_auroc(
     values, labels = [], []
     for path in snapshots:
         state = load_snapshot(path, config, datasets.num_classes, torch.device(device))
+        training = state.distillation_state(teacher)
         per_snapshot, per_labels = [], []
         for batch in loader:
             batch = batch.to(device)
-            signal = level_values(
-                state.student, teacher, state.objective, state.optimizer, batch, heldout
-            )
+            signal = level_values(training, batch, heldout)
             per_snapshot.append(signal.values.detach().float().cpu())
             per_labels.append(
                 planted_pairs(batch.labels, settings.planted_class, planted_levels).cpu()

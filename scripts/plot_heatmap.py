@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from experiments.cli import run_cli
+from experiments.cli import add_path_or_debug, path_or_debug, run_cli
 from rlpkd.errors import UserError
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.viz.heatmaps import write_heatmaps
@@ -16,14 +16,11 @@ DEBUG_RUN = Path("runs/debug/students/rl-policy-seed0")
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--run", type=Path, default=None, help="run directory")
-    parser.add_argument(
-        "--debug", action="store_true", help=f"--run {DEBUG_RUN} (the policy student of make debug)"
+    add_path_or_debug(
+        parser, "--run", "run directory", DEBUG_RUN, "the policy student of make debug"
     )
     args = parser.parse_args()
-    if args.run is None and not args.debug:
-        parser.error("the following arguments are required: --run (or --debug)")
-    args.run = args.run or DEBUG_RUN
+    args.run = path_or_debug(parser, args, "--run", DEBUG_RUN)
     log = args.run / "decisions.jsonl"
     if not log.is_file():
         made_by = (

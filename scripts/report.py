@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments.cli import run_cli
+from experiments.cli import add_path_or_debug, path_or_debug, run_cli
 from rlpkd.errors import UserError
 from rlpkd.report.comparison import build_sweep_report, comparison_table
 
@@ -15,17 +15,14 @@ DEBUG_SWEEP = Path("runs/debug-sweep")
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sweep", type=Path, default=None, help="sweep directory (with trials/)")
-    parser.add_argument(
-        "--debug", action="store_true", help=f"--sweep {DEBUG_SWEEP} (scripts/sweep.py --debug)"
+    add_path_or_debug(
+        parser, "--sweep", "sweep directory (with trials/)", DEBUG_SWEEP, "scripts/sweep.py --debug"
     )
     parser.add_argument(
         "--lam", type=float, default=None, help="FLOPs penalty of the score (default: search.lam)"
     )
     args = parser.parse_args()
-    if args.sweep is None and not args.debug:
-        parser.error("the following arguments are required: --sweep (or --debug)")
-    args.sweep = args.sweep or DEBUG_SWEEP
+    args.sweep = path_or_debug(parser, args, "--sweep", DEBUG_SWEEP)
     if not args.sweep.is_dir():
         made_by = "scripts/sweep.py --debug" if args.debug else "pass the --out of scripts/sweep.py"
         raise UserError(f"no sweep directory at {args.sweep}; {made_by}")

@@ -37,6 +37,7 @@ __all__ = [
     "DecisionReward",
     "REWARDS",
     "build_reward",
+    "signal_cost_metrics",
     "subset_flops_fractions",
     "leave_one_out_baseline",
 ]
@@ -113,6 +114,17 @@ class DecisionReward(Protocol):
     def metrics(self, decisions: int, updates: int) -> dict[str, float]:
         """The reward's own statistics; always ``reward_signal_gflops``,
         ``reward_signal_gflops_per_decision`` and ``reward_signal_time_s`` (its extra cost)."""
+
+
+def signal_cost_metrics(
+    prefix: str, gflops: float, time_s: float, decisions: int
+) -> dict[str, float]:
+    """A reward signal's cost (GFLOPs, per decision, seconds) under its own ``prefix`` and again
+    as the ``reward_signal_*`` every reward reports."""
+    cost = {"gflops": gflops, "gflops_per_decision": gflops / decisions, "time_s": time_s}
+    return {f"{prefix}_{key}": value for key, value in cost.items()} | {
+        f"reward_signal_{key}": value for key, value in cost.items()
+    }
 
 
 REWARDS: Registry[DecisionReward] = Registry("reward")

@@ -13,7 +13,7 @@ import time
 import torch
 from torch import Tensor
 
-from envs.rewards.base import ENV_PHASE, REWARDS, Credit, RewardSetup
+from envs.rewards.base import ENV_PHASE, REWARDS, Credit, RewardSetup, signal_cost_metrics
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.errors import DivergenceError
 from rlpkd.levels import LEVELS, NUM_LEVELS
@@ -151,12 +151,6 @@ class GapDropReward:
     def metrics(self, decisions: int, updates: int) -> dict[str, float]:
         """Mean normalised gap drop per decision and the gap evaluations' cost."""
         decisions = max(decisions, 1)
-        return {
-            "mean_kd_gap_drop": self.drop_sum / decisions,
-            "gap_eval_gflops": self.gflops,
-            "gap_eval_gflops_per_decision": self.gflops / decisions,
-            "gap_eval_time_s": self.time_s,
-            "reward_signal_gflops": self.gflops,
-            "reward_signal_gflops_per_decision": self.gflops / decisions,
-            "reward_signal_time_s": self.time_s,
-        }
+        return {"mean_kd_gap_drop": self.drop_sum / decisions} | signal_cost_metrics(
+            "gap_eval", self.gflops, self.time_s, decisions
+        )

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from envs.rewards.base import ENV_PHASE, REWARDS, Credit, RewardSetup
+from envs.rewards.base import ENV_PHASE, REWARDS, Credit, RewardSetup, signal_cost_metrics
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import heldout_split
 from rlpkd.data.coco import collate_detection
@@ -198,38 +198,29 @@ class ValueReward:
             for i, level in enumerate(LEVELS)
         }
         scale = self.scale.value
-        return per_level | {
-            "value_mean_all_levels": mean,
-            "value_std": variance**0.5,
-            "value_mean_chosen": self.chosen_sum / decisions,
-            "value_positive_share": self.positive_pairs / (decisions * NUM_LEVELS),
-            "value_scale": float("nan") if scale is None else scale,
-            "value_heldout_loss": self.heldout_loss_sum / max(updates, 1),
-            "value_gflops": self.gflops,
-            "value_gflops_per_decision": self.gflops / decisions,
-            "value_time_s": self.time_s,
-            "reward_signal_gflops": self.gflops,
-            "reward_signal_gflops_per_decision": self.gflops / decisions,
-            "reward_signal_time_s": self.time_s,
-        }
+        return (
+            per_level
+            | {
+                "value_mean_all_levels": mean,
+                "value_std": variance**0.5,
+                "value_mean_chosen": self.chosen_sum / decisions,
+                "value_positive_share": self.positive_pairs / (decisions * NUM_LEVELS),
+                "value_scale": float("nan") if scale is None else scale,
+                "value_heldout_loss": self.heldout_loss_sum / max(updates, 1),
+            }
+            | signal_cost_metrics("value", self.gflops, self.time_s, decisions)
+        )
 
     def _level_values(self, state, batch: DetectionBatch) -> LevelValues:
         """``level_values`` on V; the first call also counts its FLOPs (``FlopCounterMode``)."""
         start = time.perf_counter()
-        arguments = (
-            state.student,
-            self.teacher,
-            state.objective,
-            state.optimizer,
-            batch,
-            self.heldout,
-        )
+        training = state.distillation_state(self.teacher)
         if self.gflops_per_sample is None:
             with FlopCounterMode(display=False) as counter:
-                values = level_values(*arguments)
+                values = level_values(training, batch, self.heldout)
             self.gflops_per_sample = counter.get_total_flops() / len(batch) / 1e9
         else:
-            values = level_values(*arguments)
+            values = level_values(training, batch, self.heldout)
         self.time_s += time.perf_counter() - start
         self.gflops += self.gflops_per_sample * len(batch)
         self.heldout_loss_sum += values.heldout_loss

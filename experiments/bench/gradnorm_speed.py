@@ -37,9 +37,7 @@ def benchmark_gradnorm(settings: StepBenchSettings) -> dict[str, float]:
     )
 
     def plain() -> None:
-        kd_training_step(
-            bench.student, bench.teacher, bench.objective, bench.optimizer, batch, mask, 0.0
-        )
+        bench.kd_step(mask)
 
     def with_gradnorm() -> None:
         kd_training_step(

@@ -16,11 +16,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from experiments.bench.torchvision_fcos_kd import TorchvisionFCOSKDStep, build_torchvision_fcos
 from rlpkd.config import DistillConfig, ModelConfig
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.distill.objective import DistillationObjective
+from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import LEVELS, format_levels, levels_to_mask
 from rlpkd.models.detector import PyramidDetector, build_detector
 from rlpkd.models.lazy_pyramid import freeze_teacher
+from rlpkd.models.teacher_cache import TeacherFeatureCache
 from rlpkd.training.kd_step import kd_training_step
 
 __all__ = [
@@ -119,6 +120,26 @@ class KDBench:
     batch: DetectionBatch
     thresholds: tuple[float, float, float]
 
+    def kd_step(
+        self,
+        mask: torch.Tensor,
+        amp: bool = False,
+        teacher_cache: TeacherFeatureCache | None = None,
+    ) -> ObjectiveTerms:
+        """``kd_training_step`` of these models, objective, optimiser and batch at ``mask`` (no
+        gradient clipping)."""
+        return kd_training_step(
+            self.student,
+            self.teacher,
+            self.objective,
+            self.optimizer,
+            self.batch,
+            mask,
+            0.0,
+            amp,
+            teacher_cache=teacher_cache,
+        )
+
 
 def build_kd_bench(settings: StepBenchSettings) -> KDBench:
     """A frozen teacher, a student, the KD objective, SGD and a random batch on the device."""
@@ -154,14 +175,13 @@ def benchmark_kd_steps(
         teacher.to(memory_format=torch.channels_last)
         student.to(memory_format=torch.channels_last)
     flops = FlopsModel(teacher, student, objective.kd, image_size)
-    optimizer = bench.optimizer
     use_amp = amp and device.type == "cuda"
     timings: list[StepTiming] = []
     for levels in level_sets:
         mask = levels_to_mask(levels).expand(batch_size, len(LEVELS)).clone()
 
         def step(mask=mask):
-            kd_training_step(student, teacher, objective, optimizer, batch, mask, 0.0, use_amp)
+            bench.kd_step(mask, use_amp)
 
         seconds = settings.seconds_per_step(step)
         per_image = flops.student_train_flops() + flops.kd_flops(levels)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from experiments.bench.kd_step_speed import StepBenchSettings, build_kd_bench
 from rlpkd.levels import LEVELS, levels_to_mask
 from rlpkd.models.teacher_cache import TeacherFeatureCache
-from rlpkd.training.kd_step import kd_training_step
 
 __all__ = ["benchmark_teacher_cache"]
 
@@ -20,20 +19,8 @@ def benchmark_teacher_cache(settings: StepBenchSettings) -> dict[str, float]:
     cache = TeacherFeatureCache(bench.teacher, max_gb=64.0)
     cache.pyramid(bench.batch.images, mask)
 
-    def step(teacher_cache: TeacherFeatureCache | None) -> None:
-        kd_training_step(
-            bench.student,
-            bench.teacher,
-            bench.objective,
-            bench.optimizer,
-            bench.batch,
-            mask,
-            0.0,
-            teacher_cache=teacher_cache,
-        )
-
-    lazy_s = settings.seconds_per_step(lambda: step(None))
-    cached_s = settings.seconds_per_step(lambda: step(cache))
+    lazy_s = settings.seconds_per_step(lambda: bench.kd_step(mask))
+    cached_s = settings.seconds_per_step(lambda: bench.kd_step(mask, teacher_cache=cache))
     return {
         "lazy_teacher_ms": 1e3 * lazy_s,
         "cached_teacher_ms": 1e3 * cached_s,

@@ -373,7 +373,7 @@ def run_trial(
     inputs = StudentRunInputs(config, datasets, teacher, flops, device)
     run = _TRIAL_RUNNERS[spec.kind]
     try:
-        metrics = run(spec, inputs, Path(sweep_dir), run_dir, report)
+        metrics = run(_TrialRun(spec, inputs, Path(sweep_dir), run_dir, report))
     except Exception as error:
         diverged = divergence_in(error)
         if diverged is None:
@@ -402,43 +402,38 @@ def run_trial(
     return metrics
 
 
-TrialRunner = Callable[
-    [TrialSpec, StudentRunInputs, Path, RunDirectory, TrialReport | None], dict[str, Any]
-]
+@dataclass(frozen=True)
+class _TrialRun:
+    """What a trial's runner reads: the trial, its student-run inputs (config, data, teacher,
+    FLOPs model, device), the sweep directory, the trial's run directory and Tune's reporter."""
+
+    spec: TrialSpec
+    inputs: StudentRunInputs
+    sweep_dir: Path
+    run_dir: RunDirectory
+    report: TrialReport | None
 
 
-def _fixed_trial(
-    spec: TrialSpec,
-    inputs: StudentRunInputs,
-    sweep_dir: Path,
-    run_dir: RunDirectory,
-    report: TrialReport | None,
-) -> dict[str, Any]:
+TrialRunner = Callable[[_TrialRun], dict[str, Any]]
+
+
+def _fixed_trial(trial: _TrialRun) -> dict[str, Any]:
+    spec, inputs = trial.spec, trial.inputs
     thresholds = inputs.config.data.level_thresholds
     selector = selector_from_spec(spec.levels, inputs.flops, spec.seed, thresholds)
-    return run_student(inputs, selector, spec.seed, run_dir)
+    return run_student(inputs, selector, spec.seed, trial.run_dir)
 
 
-def _nas_trial(
-    spec: TrialSpec,
-    inputs: StudentRunInputs,
-    sweep_dir: Path,
-    run_dir: RunDirectory,
-    report: TrialReport | None,
-) -> dict[str, Any]:
-    return search_and_retrain(inputs, spec.search_method, spec.seed, run_dir)
+def _nas_trial(trial: _TrialRun) -> dict[str, Any]:
+    spec = trial.spec
+    return search_and_retrain(trial.inputs, spec.search_method, spec.seed, trial.run_dir)
 
 
-def _rl_trial(
-    spec: TrialSpec,
-    inputs: StudentRunInputs,
-    sweep_dir: Path,
-    run_dir: RunDirectory,
-    report: TrialReport | None,
-) -> dict[str, Any]:
-    config = inputs.config
+def _rl_trial(trial: _TrialRun) -> dict[str, Any]:
+    spec, sweep_dir, run_dir, report = trial.spec, trial.sweep_dir, trial.run_dir, trial.report
+    config = trial.inputs.config
     config = dataclasses.replace(config, rl=dataclasses.replace(config.rl, lam=float(spec.lam)))
-    inputs = dataclasses.replace(inputs, config=config)
+    inputs = dataclasses.replace(trial.inputs, config=config)
     datasets = inputs.datasets
     # the policy learns from the trial's seed; runtime.seed stays the teacher's for the student
     learn_config = dataclasses.replace(

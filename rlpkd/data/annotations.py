@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,28 +212,31 @@ def _entry_id(entry: Any, kind: str, position: int, fail) -> int:
     return entry["id"]
 
 
+def _unique_entries(entries: list, kind: str, section: str, fail) -> Iterator[tuple[int, dict]]:
+    """(id, entry) of every entry of ``section``, each checked to be a JSON object whose integer
+    id no earlier entry has."""
+    ids: set[int] = set()
+    for position, entry in enumerate(entries):
+        entry_id = _entry_id(entry, kind, position, fail)
+        if entry_id in ids:
+            raise fail(f"{kind} id {entry_id} appears twice in '{section}'")
+        ids.add(entry_id)
+        yield entry_id, entry
+
+
 def _check_categories(categories: list, fail) -> set[int]:
     if not categories:
         raise fail("'categories' is empty; list the object classes as {'id': ..., 'name': ...}")
-    ids: set[int] = set()
-    for position, category in enumerate(categories):
-        category_id = _entry_id(category, "category", position, fail)
-        if category_id in ids:
-            raise fail(f"category id {category_id} appears twice in 'categories'")
+    for category_id, category in _unique_entries(categories, "category", "categories", fail):
         if not isinstance(category.get("name"), str):
             raise fail(f"category {category_id} has no 'name' string")
-        ids.add(category_id)
-    return ids
+    return {category["id"] for category in categories}
 
 
 def _check_images(images: list, fail) -> set[int]:
     if not images:
         raise fail("'images' is empty; a split needs at least one image")
-    ids: set[int] = set()
-    for position, image in enumerate(images):
-        image_id = _entry_id(image, "image", position, fail)
-        if image_id in ids:
-            raise fail(f"image id {image_id} appears twice in 'images'")
+    for image_id, image in _unique_entries(images, "image", "images", fail):
         if not isinstance(image.get("file_name"), str) or not image["file_name"]:
             raise fail(f"image {image_id} has no 'file_name'")
         for key in ("width", "height"):
@@ -243,19 +246,15 @@ def _check_images(images: list, fail) -> set[int]:
             ):
                 raise fail(f"image {image_id} has {key} {value!r}; it must be a positive integer")
             image[key] = int(value)
-        ids.add(image_id)
-    return ids
+    return {image["id"] for image in images}
 
 
 def _check_annotations(
     annotations: list, image_ids: set[int], category_ids: set[int], fail
 ) -> None:
-    ids: set[int] = set()
-    for position, annotation in enumerate(annotations):
-        annotation_id = _entry_id(annotation, "annotation", position, fail)
-        if annotation_id in ids:
-            raise fail(f"annotation id {annotation_id} appears twice in 'annotations'")
-        ids.add(annotation_id)
+    for annotation_id, annotation in _unique_entries(
+        annotations, "annotation", "annotations", fail
+    ):
         where = f"annotation {annotation_id}"
         image_id = annotation.get("image_id")
         if not _is_integer(image_id) or image_id not in image_ids:

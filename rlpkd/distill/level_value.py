@@ -46,8 +46,8 @@ from torch.func import functional_call, jvp
 from torch.utils.flop_counter import FlopCounterMode
 
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.distill.masked import masked_kd_losses
-from rlpkd.distill.objective import DistillationObjective
+from rlpkd.distill.masked import batch_kd_losses
+from rlpkd.distill.objective import DistillationObjective, DistillationState
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.lazy_pyramid import lazy_teacher_pyramid
@@ -190,10 +190,7 @@ def kd_level_factors(objective: DistillationObjective, kd_raw: Tensor, probed: T
 
 
 def level_values(
-    student: PyramidDetector,
-    teacher: PyramidDetector,
-    objective: DistillationObjective,
-    optimizer: torch.optim.Optimizer,
+    training: DistillationState,
     batch: DetectionBatch,
     heldout: DetectionBatch,
     probed: Tensor | None = None,
@@ -202,10 +199,10 @@ def level_values(
     """``v_il`` for every probed (sample, level) pair of ``batch`` at once (see module doc).
 
     Args:
-        student: the student as it is before the step; its parameters are not changed.
-        teacher: the frozen teacher; its pyramid is computed once, at the probed pairs.
-        objective: the training objective (KD loss and adapters, running scale, GradNorm).
-        optimizer: the student's optimiser, for ``η`` and Adam's preconditioning.
+        training: the student as it is before the step (its parameters are not changed), the frozen
+            teacher (its pyramid is computed once, at the probed pairs), the training objective
+            (KD loss and adapters, running scale, GradNorm) and the student's optimiser (for
+            ``η`` and Adam's preconditioning).
         batch: the B training samples the decision is about.
         heldout: a fixed held-out batch V from the training split.
         probed: [B, 4] bool, the pairs to value (default all). Other pairs have no KD path to the
@@ -217,13 +214,13 @@ def level_values(
     Returns:
         The [B, 4] values, their parts and ``L_det(V)``.
     """
-    batch_size = len(batch)
     device = batch.images.device
     if probed is None:
-        probed = torch.ones(batch_size, NUM_LEVELS, dtype=torch.bool, device=device)
+        probed = torch.ones(len(batch), NUM_LEVELS, dtype=torch.bool, device=device)
     probed = probed.to(device=device, dtype=torch.bool)
+    student, teacher, objective = training.student, training.teacher, training.objective
     heldout_loss, gradient = heldout_detection_gradient(student, heldout)
-    direction = update_direction(optimizer, student, gradient)
+    direction = update_direction(training.optimizer, student, gradient)
     params = {name: p.detach() for name, p in _trainable(student).items()}
     pyramid = lazy_teacher_pyramid(
         teacher, batch.images, probed, with_class_logits=objective.kd.needs_teacher_logits
@@ -231,15 +228,7 @@ def level_values(
 
     def kd_losses(parameters: dict[str, Tensor]) -> Tensor:
         output = functional_call(student, parameters, (batch.images,))
-        return masked_kd_losses(
-            objective.kd,
-            output.features,
-            output.class_logits,
-            pyramid,
-            batch.boxes,
-            batch.labels,
-            batch_size,
-        )
+        return batch_kd_losses(objective.kd, output, pyramid, batch)
 
     batchnorm = _batch_statistics(student) if train_batchnorm else contextlib.nullcontext()
     with eval_mode(student, objective), batchnorm, torch.no_grad():
@@ -257,12 +246,7 @@ def level_values(
 
 
 def level_value_gflops(
-    student: PyramidDetector,
-    teacher: PyramidDetector,
-    objective: DistillationObjective,
-    optimizer: torch.optim.Optimizer,
-    batch: DetectionBatch,
-    heldout: DetectionBatch,
+    training: DistillationState, batch: DetectionBatch, heldout: DetectionBatch
 ) -> float:
     """GFLOPs per decision (per training sample) of ``level_values`` at all B×4 pairs.
 
@@ -271,7 +255,7 @@ def level_value_gflops(
     batch and the student's forward with its tangent, divided by B.
     """
     with FlopCounterMode(display=False) as counter:
-        level_values(student, teacher, objective, optimizer, batch, heldout)
+        level_values(training, batch, heldout)
     return counter.get_total_flops() / len(batch) / 1e9
 
 

@@ -61,6 +61,20 @@ def _adapter(student_channels: int, teacher_channels: int) -> nn.ModuleDict:
     )
 
 
+def _adapter_if_needed(student_channels: int, teacher_channels: int) -> nn.ModuleDict | None:
+    """``_adapter`` when the channel counts differ, None when they already match."""
+    return (
+        _adapter(student_channels, teacher_channels)
+        if student_channels != teacher_channels
+        else None
+    )
+
+
+def _through_adapter(adapters: nn.ModuleDict | None, level: str, student: Tensor) -> Tensor:
+    """``student`` mapped to the teacher's channels by ``level``'s adapter (as is without one)."""
+    return student if adapters is None else adapters[level](student)
+
+
 class LevelKDLoss(nn.Module):
     """Base class: a distillation loss computed per pyramid level and per sample.
 
@@ -176,19 +190,14 @@ class PKDLoss(LevelKDLoss):
         if not eps > 0:
             raise ConfigError(f"KD loss 'pkd': eps must be > 0, got {eps!r}")
         self.eps = float(eps)
-        self.adapters: nn.ModuleDict | None = (
-            _adapter(self.student_channels, self.teacher_channels)
-            if self.student_channels != self.teacher_channels
-            else None
-        )
+        self.adapters = _adapter_if_needed(self.student_channels, self.teacher_channels)
 
     def level_loss(
         self, level: str, student: Tensor, teacher: Tensor, boxes: Tensor, labels: Tensor
     ) -> Tensor:
         """Per-sample PKD loss [n] (half the MSE of standardised features)."""
         self._check_level(level)
-        if self.adapters is not None:
-            student = self.adapters[level](student)
+        student = _through_adapter(self.adapters, level, student)
         z_student = _standardise_per_channel(student.float(), self.eps)
         z_teacher = _standardise_per_channel(teacher.float(), self.eps)
         return 0.5 * (z_student - z_teacher).pow(2).mean(dim=(1, 2, 3))
@@ -341,11 +350,7 @@ class FGDLoss(LevelKDLoss):
         self.beta_bg = float(beta_bg)
         self.gamma_attention = float(gamma_attention)
         self.lambda_global = float(lambda_global)
-        self.adapters: nn.ModuleDict | None = (
-            _adapter(self.student_channels, self.teacher_channels)
-            if self.student_channels != self.teacher_channels
-            else None
-        )
+        self.adapters = _adapter_if_needed(self.student_channels, self.teacher_channels)
         self.student_context = nn.ModuleDict(
             {level: GlobalContextBlock(self.teacher_channels) for level in LEVELS}
         )
@@ -358,8 +363,7 @@ class FGDLoss(LevelKDLoss):
     ) -> Tensor:
         """Per-sample FGD loss [n] (focal + attention + global terms)."""
         self._check_level(level)
-        if self.adapters is not None:
-            student = self.adapters[level](student)
+        student = _through_adapter(self.adapters, level, student)
         _, c, h, w = teacher.shape
         student32, teacher32 = student.float(), teacher.float()
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.losses import LevelKDLoss
 from rlpkd.levels import LEVELS, NUM_LEVELS
+from rlpkd.models.detector import DetectorOutput
 from rlpkd.models.lazy_pyramid import TeacherPyramid
 
 __all__ = [
     "masked_kd_losses",
+    "batch_kd_losses",
     "level_mask_from_pyramid",
     "reduce_kd_loss",
     "per_level_kd_loss",
@@ -73,6 +76,21 @@ def masked_kd_losses(
         columns = torch.full_like(index, column)
         losses = losses.index_put((index, columns), level_losses.to(losses.dtype))
     return losses
+
+
+def batch_kd_losses(
+    kd: LevelKDLoss, output: DetectorOutput, teacher: TeacherPyramid, batch: DetectionBatch
+) -> Tensor:
+    """``masked_kd_losses`` [B, 4] of the student's forward ``output`` of ``batch``."""
+    return masked_kd_losses(
+        kd,
+        output.features,
+        output.class_logits,
+        teacher,
+        batch.boxes,
+        batch.labels,
+        len(batch),
+    )
 
 
 def level_mask_from_pyramid(

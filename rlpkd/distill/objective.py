@@ -13,8 +13,9 @@ from rlpkd.distill.losses import LevelKDLoss, build_kd_loss
 from rlpkd.distill.normalise import RunningLevelScale
 from rlpkd.distill.planted import PlantedCorruptionKD
 from rlpkd.levels import LEVELS
+from rlpkd.models.detector import PyramidDetector
 
-__all__ = ["ObjectiveTerms", "DistillationObjective"]
+__all__ = ["ObjectiveTerms", "DistillationObjective", "DistillationState"]
 
 
 @dataclass
@@ -109,3 +110,15 @@ class DistillationObjective(nn.Module):
             kd_normalised=kd_normalised.detach(),
             level_weights=weights.detach().cpu(),
         )
+
+
+@dataclass(frozen=True)
+class DistillationState:
+    """The student being distilled, its frozen teacher, the KD objective and the student's
+    optimiser: what a KD step updates and what the level-value signal and a training-observing
+    selector read (``rlpkd.distill.level_value``, ``TrainingObservingSelector``)."""
+
+    student: PyramidDetector
+    teacher: PyramidDetector
+    objective: DistillationObjective
+    optimizer: torch.optim.Optimizer

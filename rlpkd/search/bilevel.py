@@ -15,6 +15,7 @@ Gumbel-softmax sample over subsets) and in which gates the student update uses.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,13 @@ from rlpkd.search.hypergradient import (
     unrolled_gate_gradient,
 )
 
-__all__ = ["BilevelSettings", "BilevelSearch", "architecture_optimizer"]
+__all__ = [
+    "BilevelSettings",
+    "BilevelInputs",
+    "BilevelSearch",
+    "architecture_optimizer",
+    "trace_entry",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,24 @@ class BilevelSettings:
     """FLOPs penalty weight."""
     grad_clip: float = 0.0
     """Gradient clipping norm of the real student update (0: none)."""
+
+
+@dataclass(frozen=True)
+class BilevelInputs:
+    """What a gradient search's loop (DARTS, GDAS) alternates over."""
+
+    problem: GatedDistillProblem
+    """The gated distillation problem."""
+    optimizer: torch.optim.Optimizer
+    """The student's optimiser over ``problem.parameters()``."""
+    train_batches: Iterator[Any]
+    """Endless training batches (the student's updates and the unrolled step)."""
+    val_batches: Iterator[Any]
+    """Endless held-out batches (the validation loss)."""
+    settings: BilevelSettings
+    """Learning rate of the logits, unrolled step, penalty weight, clipping, phase."""
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    """Stepped after every real student update (None: a constant learning rate)."""
 
 
 def architecture_optimizer(logits: Tensor, lr: float) -> torch.optim.Adam:
@@ -88,6 +113,11 @@ class BilevelSearch:
         self.logits_optimizer = architecture_optimizer(self.logits, settings.alpha_lr)
         costs = torch.zeros(size) if costs is None else costs
         self.costs = costs.to(device=device, dtype=torch.float32)
+
+    @classmethod
+    def of(cls, inputs: BilevelInputs, size: int, costs: Tensor | None = None) -> BilevelSearch:
+        """A search of ``size`` logits (each choice costing ``costs``) over ``inputs``."""
+        return cls(inputs.problem, inputs.optimizer, size, inputs.settings, costs, inputs.scheduler)
 
     def update_architecture(
         self, train_batch: Any, val_batch: Any, gates: Tensor, choice: Tensor, step: int
@@ -136,3 +166,17 @@ class BilevelSearch:
         if self.scheduler is not None:
             self.scheduler.step()
         return loss
+
+
+def trace_entry(
+    step: int, architecture: dict[str, Any], hyper: GateGradient, train_loss: float
+) -> dict[str, Any]:
+    """One step of a gradient search's trace: the step, the method's ``architecture`` entries,
+    the gates' hypergradient and both losses."""
+    return {
+        "step": step,
+        **architecture,
+        "gates_grad": hyper.gates_grad.cpu().tolist(),
+        "val_loss": hyper.val_loss,
+        "train_loss": train_loss,
+    }

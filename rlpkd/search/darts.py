@@ -14,8 +14,6 @@ The pick is every level whose gate ends above ``search.gate_threshold``.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,10 +22,9 @@ from tqdm import tqdm
 
 from rlpkd.flops.kd_flops import FlopsModel
 from rlpkd.levels import LEVELS, NUM_LEVELS, mask_to_levels
-from rlpkd.search.bilevel import BilevelSearch, BilevelSettings
+from rlpkd.search.bilevel import BilevelInputs, BilevelSearch, trace_entry
 from rlpkd.search.context import SearchContext
-from rlpkd.search.detector_problem import build_gradient_search, gradient_search_cost
-from rlpkd.search.hypergradient import GatedDistillProblem
+from rlpkd.search.detector_problem import run_gradient_search
 from rlpkd.search.methods import SEARCH_METHODS
 from rlpkd.search.result import SearchResult
 
@@ -54,15 +51,10 @@ def level_flops_fractions(flops: FlopsModel) -> Tensor:
 
 
 def darts_gate_loop(
-    problem: GatedDistillProblem,
-    optimizer: torch.optim.Optimizer,
-    train_batches: Iterator[Any],
-    val_batches: Iterator[Any],
+    inputs: BilevelInputs,
     steps: int,
-    settings: BilevelSettings,
     *,
     level_costs: Tensor | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
 ) -> tuple[Tensor, list[dict[str, Any]]]:
     """DARTS's alternating optimisation (Liu, Simonyan, Yang, ICLR 2019, Alg. 1) on any
@@ -70,13 +62,10 @@ def darts_gate_loop(
     whose FLOPs the penalty charges; the student update uses the gates after alpha's update.
 
     Args:
-        problem: the gated distillation problem.
-        optimizer: the student's optimiser over ``problem.parameters()``.
-        train_batches / val_batches: endless batch streams.
+        inputs: the problem, the student's optimiser and schedule, the batch streams and the
+            settings (learning rate of ``alpha``, unrolled step, penalty weight, clipping, phase).
         steps: alternating updates.
-        settings: learning rate of ``alpha``, unrolled step, penalty weight, clipping, phase.
         level_costs: [4] per-level FLOPs cost (zeros when None).
-        scheduler: stepped after every real student update.
         progress: show a tqdm bar.
 
     Returns:
@@ -87,25 +76,17 @@ def darts_gate_loop(
         DivergenceError: a step's losses, gate gradient or student gradient are not finite
             (before alpha or the student is updated with them).
     """
-    search = BilevelSearch(problem, optimizer, NUM_LEVELS, settings, level_costs, scheduler)
+    search = BilevelSearch.of(inputs, NUM_LEVELS, level_costs)
     alpha = search.logits
     trace: list[dict[str, Any]] = []
     for step in tqdm(range(steps), desc="darts", disable=not progress):
-        train_batch, val_batch = next(train_batches), next(val_batches)
+        train_batch, val_batch = next(inputs.train_batches), next(inputs.val_batches)
         gates = torch.sigmoid(alpha)
         hyper = search.update_architecture(train_batch, val_batch, gates, gates, step + 1)
         gates = torch.sigmoid(alpha).detach()
         train_loss = search.update_student(train_batch, gates, step + 1)
-        trace.append(
-            {
-                "step": step,
-                "alpha": alpha.detach().cpu().tolist(),
-                "gates": gates.cpu().tolist(),
-                "gates_grad": hyper.gates_grad.cpu().tolist(),
-                "val_loss": hyper.val_loss,
-                "train_loss": train_loss,
-            }
-        )
+        architecture = {"alpha": alpha.detach().cpu().tolist(), "gates": gates.cpu().tolist()}
+        trace.append(trace_entry(step, architecture, hyper, train_loss))
     return alpha.detach(), trace
 
 
@@ -114,26 +95,9 @@ def darts_search(context: SearchContext) -> SearchResult:
     """DARTS (Liu, Simonyan, Yang, ICLR 2019) over the four KD gates on the real detector: a
     fresh seeded student on the search-train part, ``L_val`` = its detection loss on the
     held-out part; keeps the levels with ``sigmoid(alpha_l) > search.gate_threshold``."""
-    steps = context.config.search.gradient_steps
-    start = time.perf_counter()
-    setup = build_gradient_search(context, steps, DARTS_PHASE)
-    alpha, trace = darts_gate_loop(
-        setup.problem,
-        setup.optimizer,
-        setup.train_batches,
-        setup.val_batches,
-        steps,
-        setup.settings,
-        level_costs=level_flops_fractions(context.flops),
-        scheduler=setup.scheduler,
-        progress=context.progress,
+    alpha, trace, cost = run_gradient_search(
+        context, DARTS_PHASE, darts_gate_loop, level_costs=level_flops_fractions(context.flops)
     )
     gates = torch.sigmoid(alpha).cpu()
     levels = mask_to_levels(gates > context.config.search.gate_threshold)
-    return SearchResult(
-        method="darts",
-        levels=levels,
-        cost=gradient_search_cost(context, setup, start, steps),
-        trace=trace,
-        scores={},
-    )
+    return SearchResult(method="darts", levels=levels, cost=cost, trace=trace, scores={})

@@ -10,8 +10,9 @@ all four levels (every gate needs its level's KD), once per training batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,13 +20,13 @@ from torch.utils.data import DataLoader
 
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.coco import build_dataloader
-from rlpkd.distill.masked import masked_kd_losses
+from rlpkd.distill.masked import batch_kd_losses
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.levels import LEVELS, NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.models.lazy_pyramid import TeacherPyramid, lazy_teacher_pyramid
 from rlpkd.runtime import autocast_for, seed_everything
-from rlpkd.search.bilevel import BilevelSettings
+from rlpkd.search.bilevel import BilevelInputs, BilevelSettings
 from rlpkd.search.context import SearchContext
 from rlpkd.search.result import SearchCost
 from rlpkd.training.distill_run import new_student_training
@@ -36,7 +37,13 @@ __all__ = [
     "build_gradient_search",
     "cycle_batches",
     "gradient_search_cost",
+    "GradientLoop",
+    "run_gradient_search",
 ]
+
+GradientLoop = Callable[..., tuple[Tensor, list[dict[str, Any]]]]
+"""A gradient search's loop (``darts_gate_loop``, ``gdas_subset_loop``): ``(inputs, steps, *,
+progress, ...)`` -> (final architecture logits, trace)."""
 
 
 class DetectorGateProblem:
@@ -102,15 +109,7 @@ class DetectorGateProblem:
         with autocast_for(batch.images.device, self.amp):
             output = self.student(batch.images)
             detection = self.student.detection_loss(output, batch.boxes, batch.labels)["total"]
-            kd_raw = masked_kd_losses(
-                self.objective.kd,
-                output.features,
-                output.class_logits,
-                pyramid,
-                batch.boxes,
-                batch.labels,
-                len(batch),
-            )
+            kd_raw = batch_kd_losses(self.objective.kd, output, pyramid, batch)
         kd_raw = kd_raw.float()
         settings = self.objective.settings
         if settings.normalise:
@@ -141,28 +140,18 @@ def cycle_batches(loader: DataLoader, device: torch.device) -> Iterator[Detectio
             yield batch.to(device, non_blocking=True)
 
 
-@dataclass
-class GradientSearchSetup:
-    """What a gradient search (DARTS, GDAS) trains with.
+@dataclass(frozen=True, kw_only=True)
+class GradientSearchSetup(BilevelInputs):
+    """What a gradient search (DARTS, GDAS) trains with on the real detector: ``BilevelInputs``
+    with the detector's gated-KD problem, the student's optimiser (student + KD adapters,
+    ``student_schedule``), warm-up + cosine over the search's steps, endless seeded batches of
+    the search-train and the held-out part, the settings from ``search`` and
+    ``student_schedule``, and each stream's batch size."""
 
-    Attributes:
-        problem: the detector's gated-KD problem.
-        optimizer: the student's optimiser (student + KD adapters, ``student_schedule``).
-        scheduler: warm-up + cosine over the search's steps.
-        train_batches: endless seeded batches of the search-train part.
-        val_batches: endless seeded batches of the held-out part.
-        settings: the alternating updates' settings, from ``search`` and ``student_schedule``.
-        train_batch_size / val_batch_size: images per batch of each stream (full batches only).
-    """
-
-    problem: DetectorGateProblem
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    train_batches: Iterator[DetectionBatch]
-    val_batches: Iterator[DetectionBatch]
-    settings: BilevelSettings
     train_batch_size: int
+    """Images per batch of the training stream (full batches only)."""
     val_batch_size: int
+    """Images per batch of the held-out stream (full batches only)."""
 
 
 def build_gradient_search(context: SearchContext, steps: int, phase: str) -> GradientSearchSetup:
@@ -218,3 +207,15 @@ def gradient_search_cost(
         student_images=4 * train_images + val_images,
         evaluations=steps,
     )
+
+
+def run_gradient_search(
+    context: SearchContext, phase: str, loop: GradientLoop, **method_options: Any
+) -> tuple[Tensor, list[dict[str, Any]], SearchCost]:
+    """``loop`` for ``search.gradient_steps`` steps on a fresh ``build_gradient_search`` setup,
+    with the method's own keyword ``method_options``; the final logits, the trace and the cost."""
+    steps = context.config.search.gradient_steps
+    start = time.perf_counter()
+    setup = build_gradient_search(context, steps, phase)
+    logits, trace = loop(setup, steps, progress=context.progress, **method_options)
+    return logits, trace, gradient_search_cost(context, setup, start, steps)

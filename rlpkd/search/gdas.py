@@ -12,8 +12,6 @@ subset's exact ``kd_flops`` fraction. The pick is ``argmax beta``.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -21,10 +19,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rlpkd.levels import NUM_SUBSETS, format_levels, index_to_subset, subsets_to_masks
-from rlpkd.search.bilevel import BilevelSearch, BilevelSettings
+from rlpkd.search.bilevel import BilevelInputs, BilevelSearch, trace_entry
 from rlpkd.search.context import SearchContext
-from rlpkd.search.detector_problem import build_gradient_search, gradient_search_cost
-from rlpkd.search.hypergradient import GatedDistillProblem
+from rlpkd.search.detector_problem import run_gradient_search
 from rlpkd.search.methods import SEARCH_METHODS
 from rlpkd.search.result import SearchResult
 
@@ -73,18 +70,13 @@ def annealed_tau(step: int, steps: int, tau_max: float, tau_min: float) -> float
 
 
 def gdas_subset_loop(
-    problem: GatedDistillProblem,
-    optimizer: torch.optim.Optimizer,
-    train_batches: Iterator[Any],
-    val_batches: Iterator[Any],
+    inputs: BilevelInputs,
     steps: int,
-    settings: BilevelSettings,
     *,
     generator: torch.Generator,
     tau_max: float,
     tau_min: float,
     subset_costs: Tensor | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
 ) -> tuple[Tensor, list[dict[str, Any]]]:
     """GDAS's alternating optimisation (Dong & Yang, CVPR 2019) on any ``GatedDistillProblem``.
@@ -92,8 +84,8 @@ def gdas_subset_loop(
     Each step samples a subset (``sample_subset_gates``) at the annealed temperature and makes
     the ``rlpkd.search.bilevel`` updates with its gates: ``beta`` (Adam) gets
     ``(gates * gates_grad).sum() + lam * (one_hot * costs).sum()``, then the student is updated
-    with the sampled subset's gates. Arguments as in ``darts_gate_loop``; ``subset_costs`` is
-    [16] (zeros when None).
+    with the sampled subset's gates. ``inputs``, ``steps`` and ``progress`` as in
+    ``darts_gate_loop``; ``subset_costs`` is [16] (zeros when None).
 
     Returns:
         (final beta [16], trace: per step {step, tau, subset, probabilities, gates_grad,
@@ -102,26 +94,21 @@ def gdas_subset_loop(
     Raises:
         DivergenceError: as ``darts_gate_loop``.
     """
-    search = BilevelSearch(problem, optimizer, NUM_SUBSETS, settings, subset_costs, scheduler)
+    search = BilevelSearch.of(inputs, NUM_SUBSETS, subset_costs)
     beta = search.logits
     trace: list[dict[str, Any]] = []
     for step in tqdm(range(steps), desc="gdas", disable=not progress):
-        train_batch, val_batch = next(train_batches), next(val_batches)
+        train_batch, val_batch = next(inputs.train_batches), next(inputs.val_batches)
         tau = annealed_tau(step, steps, tau_max, tau_min)
         one_hot, gates = sample_subset_gates(beta, tau, generator)
         hyper = search.update_architecture(train_batch, val_batch, gates, one_hot, step + 1)
         train_loss = search.update_student(train_batch, gates, step + 1)
-        trace.append(
-            {
-                "step": step,
-                "tau": tau,
-                "subset": format_levels(index_to_subset(int(one_hot.argmax()))),
-                "probabilities": torch.softmax(beta.detach(), 0).cpu().tolist(),
-                "gates_grad": hyper.gates_grad.cpu().tolist(),
-                "val_loss": hyper.val_loss,
-                "train_loss": train_loss,
-            }
-        )
+        architecture = {
+            "tau": tau,
+            "subset": format_levels(index_to_subset(int(one_hot.argmax()))),
+            "probabilities": torch.softmax(beta.detach(), 0).cpu().tolist(),
+        }
+        trace.append(trace_entry(step, architecture, hyper, train_loss))
     return beta.detach(), trace
 
 
@@ -131,26 +118,14 @@ def gdas_search(context: SearchContext) -> SearchResult:
     seeded student on the search-train part, ``L_val`` = its detection loss on the held-out
     part, Gumbel noise from a generator seeded with ``context.seed``; picks ``argmax beta``."""
     settings = context.config.search
-    steps = settings.gradient_steps
-    start = time.perf_counter()
-    setup = build_gradient_search(context, steps, GDAS_PHASE)
-    beta, trace = gdas_subset_loop(
-        setup.problem,
-        setup.optimizer,
-        setup.train_batches,
-        setup.val_batches,
-        steps,
-        setup.settings,
+    beta, trace, cost = run_gradient_search(
+        context,
+        GDAS_PHASE,
+        gdas_subset_loop,
         generator=torch.Generator().manual_seed(context.seed),
         tau_max=settings.tau_max,
         tau_min=settings.tau_min,
         subset_costs=context.flops.subset_kd_fractions(),
-        scheduler=setup.scheduler,
-        progress=context.progress,
     )
-    return SearchResult(
-        method="gdas",
-        levels=index_to_subset(int(beta.argmax())),
-        cost=gradient_search_cost(context, setup, start, steps),
-        trace=trace,
-    )
+    levels = index_to_subset(int(beta.argmax()))
+    return SearchResult(method="gdas", levels=levels, cost=cost, trace=trace)

@@ -29,9 +29,9 @@ import torch
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.level_value import level_values
 from rlpkd.distill.normalise import RunningLevelScale
-from rlpkd.distill.objective import ObjectiveTerms
+from rlpkd.distill.objective import DistillationState, ObjectiveTerms
 from rlpkd.levels import LEVELS, NUM_LEVELS, NUM_SUBSETS, subset_to_index, subsets_to_masks
-from rlpkd.models.detector import DetectorOutput, PyramidDetector
+from rlpkd.models.detector import DetectorOutput
 from rlpkd.models.fcos_loss import fcos_losses
 from rlpkd.training.budget_allocation import BudgetAccount, allocate_subsets
 from rlpkd.training.level_selection import (
@@ -135,16 +135,10 @@ class BudgetedLevels:
         if isinstance(self.scorer, StudentObservingSelector):
             self.scorer.set_student(student)
 
-    def set_training(
-        self,
-        student: torch.nn.Module,
-        teacher: torch.nn.Module,
-        objective: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-    ) -> None:
+    def set_training(self, training: DistillationState) -> None:
         """Hand the scorer the training state when it probes it (value-greedy)."""
         if isinstance(self.scorer, TrainingObservingSelector):
-            self.scorer.set_training(student, teacher, objective, optimizer)
+            self.scorer.set_training(training)
 
     def observe_step(
         self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
@@ -297,17 +291,11 @@ class ValueGreedyScores:
 
     def __init__(self, heldout: DetectionBatch) -> None:
         self.heldout = heldout
-        self._training: tuple[Any, ...] | None = None
+        self._training: DistillationState | None = None
 
-    def set_training(
-        self,
-        student: torch.nn.Module,
-        teacher: torch.nn.Module,
-        objective: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-    ) -> None:
+    def set_training(self, training: DistillationState) -> None:
         """The state the value signal probes (read only)."""
-        self._training = (student, teacher, objective, optimizer)
+        self._training = training
 
     def scores(
         self, batch: DetectionBatch, output: DetectorOutput | None, progress: float
@@ -315,10 +303,8 @@ class ValueGreedyScores:
         """[B, 16] the summed value of each subset's levels."""
         if self._training is None:
             raise RuntimeError("value-greedy selection needs set_training first")
-        student, teacher, objective, optimizer = self._training
-        assert isinstance(student, PyramidDetector) and isinstance(teacher, PyramidDetector)
         heldout = self.heldout.to(batch.images.device)
-        values = level_values(student, teacher, objective, optimizer, batch, heldout)  # type: ignore[arg-type]
+        values = level_values(self._training, batch, heldout)
         return values.values.detach().double().cpu() @ SUBSET_MASKS.T
 
 

@@ -17,7 +17,7 @@ from rlpkd.config import Config
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import DetectionDatasets
 from rlpkd.data.coco import build_dataloader
-from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
+from rlpkd.distill.objective import DistillationObjective, DistillationState, ObjectiveTerms
 from rlpkd.errors import CheckpointError
 from rlpkd.levels import LEVELS, NUM_LEVELS, masks_to_subsets
 from rlpkd.models.detector import DetectorOutput, PyramidDetector
@@ -97,6 +97,10 @@ class StudentTraining:
     objective: DistillationObjective
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def distillation_state(self, teacher: PyramidDetector) -> DistillationState:
+        """This student, objective and optimiser distilled from ``teacher``."""
+        return DistillationState(self.student, teacher, self.objective, self.optimizer)
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,7 @@ def _connect_selector(
         selector.set_student(training.student)  # a policy observes the student's own pyramid
     if isinstance(selector, TrainingObservingSelector):
         # value-greedy probes
-        selector.set_training(training.student, teacher, training.objective, training.optimizer)
+        selector.set_training(training.distillation_state(teacher))
 
 
 def _resume(

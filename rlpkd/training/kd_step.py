@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.distill.masked import masked_kd_losses
+from rlpkd.distill.masked import batch_kd_losses
 from rlpkd.distill.objective import DistillationObjective, ObjectiveTerms
 from rlpkd.errors import DivergenceError
 from rlpkd.levels import LEVELS
@@ -147,15 +147,7 @@ def _masked_kd(
         teacher_pyramid = teacher_cache.pyramid(batch.images, mask, with_logits)
     else:
         teacher_pyramid = lazy_teacher_pyramid(teacher, batch.images, mask, with_logits)
-    return masked_kd_losses(
-        objective.kd,
-        output.features,
-        output.class_logits,
-        teacher_pyramid,
-        batch.boxes,
-        batch.labels,
-        len(batch),
-    )
+    return batch_kd_losses(objective.kd, output, teacher_pyramid, batch)
 
 
 def student_forward(

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.distill.objective import ObjectiveTerms
+from rlpkd.distill.objective import DistillationState, ObjectiveTerms
 from rlpkd.errors import ConfigError
 from rlpkd.levels import NUM_LEVELS, format_levels, levels_to_mask, parse_levels
 from rlpkd.models.detector import DetectorOutput
@@ -99,13 +99,7 @@ class TrainingObservingSelector(Protocol):
     """A selector that reads the whole training state (e.g. to probe each pair's value signal):
     the distillation loop hands it the student, teacher, objective and optimiser it built."""
 
-    def set_training(
-        self,
-        student: torch.nn.Module,
-        teacher: torch.nn.Module,
-        objective: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-    ) -> None:
+    def set_training(self, training: DistillationState) -> None:
         """What the next ``select`` calls may read (they must not change it)."""
         ...
 

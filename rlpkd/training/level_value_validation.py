@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.level_value import level_values, spearman_rho
-from rlpkd.distill.objective import DistillationObjective
+from rlpkd.distill.objective import DistillationState
 from rlpkd.levels import NUM_LEVELS
 from rlpkd.models.detector import PyramidDetector
 from rlpkd.runtime import eval_mode
@@ -51,10 +51,7 @@ def _heldout_loss(student: PyramidDetector, heldout: DetectionBatch) -> float:
 
 
 def validate_level_values(
-    student: PyramidDetector,
-    teacher: PyramidDetector,
-    objective: DistillationObjective,
-    optimizer: torch.optim.Optimizer,
+    training: DistillationState,
     batch: DetectionBatch,
     heldout: DetectionBatch,
     num_masks: int = 32,
@@ -70,7 +67,8 @@ def validate_level_values(
     after; compare with ``Σ_{(i,l)∈mask} v_il`` by Spearman's ρ. Every state is restored at the end.
     """
     with FlopCounterMode(display=False) as counter:
-        values = level_values(student, teacher, objective, optimizer, batch, heldout)
+        values = level_values(training, batch, heldout)
+    student, objective, optimizer = training.student, training.objective, training.optimizer
     before = _heldout_loss(student, heldout)
     saved = (
         copy.deepcopy(student.state_dict()),
@@ -87,7 +85,7 @@ def validate_level_values(
             objective.load_state_dict(saved[1])
             optimizer.load_state_dict(copy.deepcopy(saved[2]))
             kd_training_step(
-                student, teacher, objective, optimizer, batch, mask.to(device), grad_clip
+                student, training.teacher, objective, optimizer, batch, mask.to(device), grad_clip
             )
             measured[k] = before - _heldout_loss(student, heldout)
     finally:

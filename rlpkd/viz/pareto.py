@@ -126,6 +126,20 @@ def _xy(points: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     return [p["kd_gflops"] for p in points], [p["ap"] for p in points]
 
 
+def _label_point(
+    axes: plt.Axes, point: dict[str, Any], offset: tuple[float, float], fontsize: float, color: str
+) -> None:
+    """Write ``point``'s label beside it, ``offset`` points away."""
+    axes.annotate(
+        point["label"],
+        (point["kd_gflops"], point["ap"]),
+        xytext=offset,
+        textcoords="offset points",
+        fontsize=fontsize,
+        color=color,
+    )
+
+
 def _draw_static(axes: plt.Axes, series: dict[str, Any]) -> None:
     if series["static"]:
         x, y = _xy(series["static"])
@@ -134,14 +148,7 @@ def _draw_static(axes: plt.Axes, series: dict[str, Any]) -> None:
         for point in series["static"]:
             if point["label"] in REFERENCE_LABELS:  # labelled as a reference point instead
                 continue
-            axes.annotate(
-                point["label"],
-                (point["kd_gflops"], point["ap"]),
-                xytext=(3, 3),
-                textcoords="offset points",
-                fontsize=5.5,
-                color="0.35",
-            )
+            _label_point(axes, point, (3, 3), 5.5, "0.35")
     if series["front"]:
         x, y = _xy(series["front"])
         (line,) = axes.step(x, y, where="post", color="0.3", lw=1.2, ls="--", label="static front")
@@ -183,14 +190,7 @@ def _draw_reference_and_baselines(axes: plt.Axes, series: dict[str, Any]) -> Non
         )
         drawn.lines[0].set_gid(key)
         for point in points:
-            axes.annotate(
-                point["label"],
-                (point["kd_gflops"], point["ap"]),
-                xytext=(4, -9),
-                textcoords="offset points",
-                fontsize=6.5,
-                color=color,
-            )
+            _label_point(axes, point, (4, -9), 6.5, color)
 
 
 def _draw_rl(axes: plt.Axes, series: dict[str, Any]) -> None:
@@ -218,14 +218,7 @@ def _draw_rl(axes: plt.Axes, series: dict[str, Any]) -> None:
         )
         seeds.set_gid("rl-seeds")
     for point in points:
-        axes.annotate(
-            point["label"],
-            (point["kd_gflops"], point["ap"]),
-            xytext=(4, 4),
-            textcoords="offset points",
-            fontsize=7,
-            color="tab:blue",
-        )
+        _label_point(axes, point, (4, 4), 7, "tab:blue")
 
 
 def _draw_nas(axes: plt.Axes, series: dict[str, Any]) -> None:

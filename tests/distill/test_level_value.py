@@ -12,8 +12,8 @@ from experiments.level_value_validation import validate_on_config
 from rlpkd.config import DistillConfig
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.level_value import level_value_gflops, level_values, spearman_rho
-from rlpkd.distill.masked import masked_kd_losses
-from rlpkd.distill.objective import DistillationObjective
+from rlpkd.distill.masked import batch_kd_losses
+from rlpkd.distill.objective import DistillationObjective, DistillationState
 from rlpkd.levels import LEVELS
 from rlpkd.models.lazy_pyramid import freeze_teacher, lazy_teacher_pyramid
 from rlpkd.training.kd_step import kd_training_step
@@ -68,15 +68,7 @@ def _explicit_dot_products(student, teacher, objective, batch, heldout, directio
     logits = objective.kd.needs_teacher_logits
     pyramid = lazy_teacher_pyramid(teacher, batch.images, everything, with_class_logits=logits)
     output = probe(batch.images)
-    kd = masked_kd_losses(
-        objective.kd,
-        output.features,
-        output.class_logits,
-        pyramid,
-        batch.boxes,
-        batch.labels,
-        len(batch),
-    )
+    kd = batch_kd_losses(objective.kd, output, pyramid, batch)
     expected = torch.zeros(len(batch), 4, dtype=torch.float64)
     for i in range(len(batch)):
         for column in range(4):
@@ -100,7 +92,8 @@ def test_value_is_the_per_pair_gradient_dot_product_under_sgd(tiny_teacher, tiny
     lr = 0.1
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=lr)
     batch, heldout = _batch(3, 0), _batch(2, 1)
-    values = level_values(tiny_student, teacher, objective, optimizer, batch, heldout)
+    training = DistillationState(tiny_student, teacher, objective, optimizer)
+    values = level_values(training, batch, heldout)
     dots, _ = _explicit_dot_products(
         tiny_student, teacher, objective, batch, heldout, lambda p, g: lr * g
     )
@@ -124,8 +117,9 @@ def test_value_uses_adam_preconditioning_and_the_step_factor(tiny_teacher, tiny_
             tiny_student, teacher, objective, optimizer, _batch(3, 10 + step), everything
         )
     batch, heldout = _batch(3, 0), _batch(2, 1)
+    training = DistillationState(tiny_student, teacher, objective, optimizer)
     state_before = copy.deepcopy(tiny_student.state_dict())
-    values = level_values(tiny_student, teacher, objective, optimizer, batch, heldout)
+    values = level_values(training, batch, heldout)
 
     def adam_direction(param, gradient):
         state = optimizer.state[param]
@@ -152,11 +146,12 @@ def test_value_carries_the_gradnorm_weight_of_its_level(tiny_teacher, tiny_stude
     objective = _objective("pkd", gradnorm=True)
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.1)
     batch, heldout = _batch(3, 0), _batch(2, 1)
+    training = DistillationState(tiny_student, teacher, objective, optimizer)
     weights = torch.tensor([1.2, 0.5, 1.5, 1.0, 0.8])  # detection, P2..P5; they sum to 5
     objective.balancer.task_weights.data.copy_(weights)
-    balanced = level_values(tiny_student, teacher, objective, optimizer, batch, heldout)
+    balanced = level_values(training, batch, heldout)
     objective.balancer = None
-    plain = level_values(tiny_student, teacher, objective, optimizer, batch, heldout)
+    plain = level_values(training, batch, heldout)
     torch.testing.assert_close(balanced.values, plain.values * weights[1:], rtol=1e-5, atol=0.0)
 
 
@@ -168,12 +163,13 @@ def test_value_is_exactly_zero_where_a_pair_has_no_kd_path(tiny_teacher, tiny_st
     objective = _objective("pkd", normalise=False)
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.1)
     batch, heldout = _batch(3, 0), _batch(2, 1)
+    training = DistillationState(tiny_student, teacher, objective, optimizer)
     probed = torch.ones(3, 4, dtype=torch.bool)
     probed[:, LEVELS.index("P4")] = False
     probed[0, LEVELS.index("P2")] = False
     probed[2, LEVELS.index("P5")] = False
-    partial = level_values(tiny_student, teacher, objective, optimizer, batch, heldout, probed)
-    full = level_values(tiny_student, teacher, objective, optimizer, batch, heldout)
+    partial = level_values(training, batch, heldout, probed)
+    full = level_values(training, batch, heldout)
     assert torch.all(partial.values[~probed] == 0.0)
     assert torch.all(partial.values[probed] != 0.0)
     assert torch.all(full.values != 0.0)
@@ -190,9 +186,8 @@ def test_validation_restores_the_student_objective_and_optimiser(tiny_teacher, t
     )
     before = [copy.deepcopy(m.state_dict()) for m in (tiny_student, objective)]
     steps = [float(s["step"]) for s in optimizer.state.values()]
-    result = validate_level_values(
-        tiny_student, teacher, objective, optimizer, _batch(3, 0), _batch(2, 1), num_masks=3
-    )
+    training = DistillationState(tiny_student, teacher, objective, optimizer)
+    result = validate_level_values(training, _batch(3, 0), _batch(2, 1), num_masks=3)
     assert result.predicted.shape == result.measured.shape == (3,)
     assert result.masks.shape == (3, 3, 4)
     for module, saved in zip((tiny_student, objective), before, strict=True):
@@ -229,7 +224,8 @@ def test_cost_per_decision_counts_the_heldout_pass_teacher_and_probe(tiny_teache
     objective = _objective("pkd")
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.1)
     batch, heldout = _batch(4, 0), _batch(4, 1)
-    gflops = level_value_gflops(tiny_student, teacher, objective, optimizer, batch, heldout)
+    training = DistillationState(tiny_student, teacher, objective, optimizer)
+    gflops = level_value_gflops(training, batch, heldout)
     with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
         tiny_student(batch.images)
     student_forward = counter.get_total_flops() / len(batch) / 1e9

@@ -26,6 +26,7 @@ from envs.rewards.value import RunningValueScale, value_rewards
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
 from rlpkd.distill.level_value import level_values
+from rlpkd.distill.objective import DistillationState
 from rlpkd.errors import DivergenceError
 from rlpkd.levels import subset_to_index, subsets_to_masks
 from rlpkd.training.kd_step import detached_features
@@ -117,7 +118,9 @@ def test_value_reward_is_the_chosen_levels_value_over_the_running_scale_minus_th
     actions = {"slot_0": 0, "slot_1": ALL, "slot_2": subset_to_index(("P3", "P5"))}
     _, rewards, _, _, infos = env.step(actions)
 
-    values = level_values(student, env.teacher, objective, optimizer, batch, env.heldout).values
+    values = level_values(
+        DistillationState(student, env.teacher, objective, optimizer), batch, env.heldout
+    ).values
     batch_scale = float(values.sum(dim=1).abs().mean())
     scale = RunningValueScale()
     if previous_scale is not None:  # the env's scale carries over from earlier steps

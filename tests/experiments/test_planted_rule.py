@@ -130,9 +130,7 @@ def test_credit_means_are_the_value_signal_of_the_planted_and_clean_pairs(tiny_c
         state = load_snapshot(path, config, datasets.num_classes, torch.device("cpu"))
         values, labels = [], []
         for batch in build_dataloader(datasets.val, 16, shuffle=False, seed=0):
-            signal = level_values(
-                state.student, teacher, state.objective, state.optimizer, batch, heldout
-            )
+            signal = level_values(state.distillation_state(teacher), batch, heldout)
             values.append(signal.values.detach().double())
             labels.append(planted_pairs(batch.labels, 1, ("P2", "P3")))
         v, planted = torch.cat(values), torch.cat(labels)

@@ -20,7 +20,8 @@ SCRIPTS = sorted((REPO / "scripts").glob("*.py"))
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
 def test_every_script_takes_debug(script):
     source = script.read_text()
-    assert "config_argument_parser(" in source or '"--debug"' in source, script.name
+    markers = ("config_argument_parser(", "add_path_or_debug(", '"--debug"')
+    assert any(marker in source for marker in markers), script.name
 
 
 def test_debug_runs_go_to_the_scripts_own_directory():

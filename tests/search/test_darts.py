@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlpkd.levels import LEVELS, mask_to_levels
-from rlpkd.search.bilevel import BilevelSettings
+from rlpkd.search.bilevel import BilevelInputs, BilevelSettings
 from rlpkd.search.context import SearchContext
 from rlpkd.search.darts import DARTS_PHASE, darts_gate_loop, darts_search, level_flops_fractions
 from rlpkd.search.detector_problem import build_gradient_search
@@ -20,15 +20,11 @@ from tests.search.test_hypergradient import LinearKDProblem
 def _run_linear(lam: float, costs: torch.Tensor | None = None) -> torch.Tensor:
     problem = LinearKDProblem(seed=0)
     optimizer = torch.optim.SGD(problem.parameters(), lr=0.05)
-    alpha, trace = darts_gate_loop(
-        problem,
-        optimizer,
-        problem.train_batches(),
-        problem.val_batches(),
-        100,
-        BilevelSettings(alpha_lr=0.05, xi=None, phase=DARTS_PHASE, eps=0.01, lam=lam),
-        level_costs=costs,
+    settings = BilevelSettings(alpha_lr=0.05, xi=None, phase=DARTS_PHASE, eps=0.01, lam=lam)
+    inputs = BilevelInputs(
+        problem, optimizer, problem.train_batches(), problem.val_batches(), settings
     )
+    alpha, trace = darts_gate_loop(inputs, 100, level_costs=costs)
     assert len(trace) == 100
     return torch.sigmoid(alpha)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlpkd.levels import LEVELS, all_subsets, format_levels, index_to_subset, levels_to_mask
-from rlpkd.search.bilevel import BilevelSettings
+from rlpkd.search.bilevel import BilevelInputs, BilevelSettings
 from rlpkd.search.gdas import (
     GDAS_PHASE,
     SUBSET_MASKS,
@@ -67,13 +67,16 @@ def test_gdas_loop_prefers_the_useful_levels():
     """With lam = 0 on the analytic problem, the subsets with the noisy level 3 lose their mass
     and each useful level ends in more than half of it (all start at 1/2)."""
     problem = LinearKDProblem(seed=0)
-    beta, trace = gdas_subset_loop(
+    inputs = BilevelInputs(
         problem,
         torch.optim.SGD(problem.parameters(), lr=0.05),
         problem.train_batches(),
         problem.val_batches(),
-        150,
         BilevelSettings(alpha_lr=0.05, xi=None, phase=GDAS_PHASE, eps=0.01),
+    )
+    beta, trace = gdas_subset_loop(
+        inputs,
+        150,
         generator=torch.Generator().manual_seed(0),
         tau_max=5.0,
         tau_min=0.1,
