@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 import torchvision
 
@@ -129,19 +128,9 @@ def test_pretrained_backbone_file(torch_hub):
     _one_line(error)
 
 
-@pytest.fixture(scope="module")
-def toy_ray():
-    from tests.conftest import fresh_local_ray
-    from tests.policies import register_toy_env
-
-    fresh_local_ray()
-    register_toy_env()
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_ppo_checkpoints(toy_ray, tmp_path):
+@pytest.mark.usefixtures("ray_session")
+def test_ppo_checkpoints(tmp_path):
     """A corrupt RLlib checkpoint is one line naming its folder; one trained from other inputs
     (another fingerprint) is not continued."""
     from policies.ppo_setup import train_policy

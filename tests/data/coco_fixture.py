@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from rlpkd.data.coco import CocoDetectionDataset
 
 COCO_CATEGORY_IDS: tuple[int, ...] = tuple(
     i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
@@ -45,6 +48,10 @@ CROWD_ID, ZERO_WIDTH_ID, HALF_PIXEL_ID, OUTSIDE_ID, PAST_EDGE_ID = (
 UNTRAINABLE_IDS = (ZERO_WIDTH_ID, HALF_PIXEL_ID, OUTSIDE_ID)
 
 
+IMAGE_SIZE = 64
+"""The side of the letterboxed images the tests load the fixture at."""
+
+
 @dataclass
 class CocoFixture:
     """Paths of the written fixture and the document written."""
@@ -52,6 +59,26 @@ class CocoFixture:
     image_dir: Path
     annotation_file: Path
     document: dict
+
+    def dataset(self, train: bool = False, **options: Any) -> CocoDetectionDataset:
+        """The fixture as a dataset of ``IMAGE_SIZE`` images (``options``: e.g. preload)."""
+        return CocoDetectionDataset(
+            self.image_dir, self.annotation_file, IMAGE_SIZE, train=train, **options
+        )
+
+
+def box_annotation(
+    annotation_id: int, image_id: int, category_id: int, bbox: list[float], iscrowd: int = 0
+) -> dict:
+    """A COCO annotation of ``bbox`` (x, y, w, h) whose area is the box's, w × h."""
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "area": bbox[2] * bbox[3],
+        "iscrowd": iscrowd,
+    }
 
 
 def _polygon(x: float, y: float, w: float, h: float) -> list[list[float]]:

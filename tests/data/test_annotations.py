@@ -17,6 +17,7 @@ from rlpkd.data.annotations import read_coco_annotations
 from rlpkd.data.build import build_datasets
 from rlpkd.data.coco import CocoDetectionDataset
 from rlpkd.errors import DataError
+from tests.data.coco_fixture import box_annotation
 
 
 def valid_document() -> dict:
@@ -26,15 +27,12 @@ def valid_document() -> dict:
             {"id": 12, "file_name": "b.png", "width": 40, "height": 30},
         ],
         "annotations": [
-            {"id": 101, "image_id": 11, "category_id": 3, "bbox": [1, 2, 10, 8], "area": 80,
-             "iscrowd": 0},
-            {"id": 102, "image_id": 12, "category_id": 7, "bbox": [5, 5, 20, 20], "area": 400,
-             "iscrowd": 0},
-            {"id": 103, "image_id": 12, "category_id": 3, "bbox": [2, 2, 6, 6], "area": 36,
-             "iscrowd": 0},
+            box_annotation(101, 11, 3, [1, 2, 10, 8]),
+            box_annotation(102, 12, 7, [5, 5, 20, 20]),
+            box_annotation(103, 12, 3, [2, 2, 6, 6]),
         ],
         "categories": [{"id": 3, "name": "three"}, {"id": 7, "name": "seven"}],
-    }  # fmt: skip
+    }
 
 
 def write_split(root: Path, document: dict, name: str = "instances.json") -> Path:

@@ -14,6 +14,7 @@ from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.coco import CocoDetectionDataset, build_dataloader, collate_detection
 from rlpkd.data.synthetic import generate_embedded_dataset
 from rlpkd.errors import DataError
+from tests.data.coco_fixture import box_annotation
 
 RED = (255, 0, 0)
 
@@ -43,14 +44,11 @@ def wide_image_dataset(root: Path) -> Path:
             {"id": 9, "file_name": "empty.png", "width": 50, "height": 50},
         ],
         annotations=[
-            {"id": 1, "image_id": 5, "category_id": 7, "bbox": [10, 30, 40, 20], "area": 800,
-             "iscrowd": 0},
-            {"id": 2, "image_id": 5, "category_id": 3, "bbox": [0, 0, 20, 20], "area": 400,
-             "iscrowd": 1},
-            {"id": 3, "image_id": 5, "category_id": 3, "bbox": [60, 60, 0.5, 10], "area": 5,
-             "iscrowd": 0},
+            box_annotation(1, 5, 7, [10, 30, 40, 20]),
+            box_annotation(2, 5, 3, [0, 0, 20, 20], iscrowd=1),
+            box_annotation(3, 5, 3, [60, 60, 0.5, 10]),
         ],
-    )  # fmt: skip
+    )
 
 
 def test_letterbox_scales_boxes_and_pads_bottom_right(tmp_path: Path) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +22,7 @@ from rlpkd.data.synthetic import (
     object_size_counts,
 )
 from rlpkd.errors import ConfigError, DataError
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import one_error_line, run_script
 
 
 @pytest.fixture(scope="module")
@@ -147,23 +144,13 @@ def test_incomplete_cache_dir_is_reported(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "scripts/make_dataset.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_script("scripts/make_dataset.py", *args, timeout_s=120)
 
 
 @pytest.mark.slow
 def test_cli_bad_regime_prints_one_line_error(tmp_path: Path) -> None:
     result = run_cli("--out", str(tmp_path / "d"), "--num-train", "2", "--regime", "huge")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "mixed" in lines[0]
+    one_error_line(result, "mixed")
 
 
 @pytest.mark.slow

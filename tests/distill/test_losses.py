@@ -151,30 +151,31 @@ def _fgd_focal_only(alpha: float, beta: float) -> FGDLoss:
     )
 
 
-def test_fgd_foreground_term_weighs_differences_inside_boxes() -> None:
-    kd = _fgd_focal_only(alpha=1.0, beta=0.0)
-    teacher = torch.ones(1, 4, 8, 8)
-    boxes = torch.tensor([[[0.0, 0.0, 8.0, 8.0]]])  # cells 0..2 at stride 4
-    labels = torch.tensor([[2]])
-    inside, outside = teacher.clone(), teacher.clone()
-    inside[:, :, 1, 1] += 1.0
-    outside[:, :, 6, 6] += 1.0
-    loss_inside = kd.level_loss("P2", inside, teacher, boxes, labels)
-    loss_outside = kd.level_loss("P2", outside, teacher, boxes, labels)
-    assert loss_outside.item() == 0.0
-    assert loss_inside.item() > 0.0
-
-
-def test_fgd_background_term_weighs_differences_outside_boxes() -> None:
-    kd = _fgd_focal_only(alpha=0.0, beta=1.0)
+def _fgd_losses_inside_and_outside(kd: FGDLoss) -> tuple[float, float]:
+    """``kd``'s P2 loss against an all-ones teacher of a student off by one at one cell inside
+    an 8×8 box (cells 0..2 at stride 4), and of one off by one at a cell outside it."""
     teacher = torch.ones(1, 4, 8, 8)
     boxes = torch.tensor([[[0.0, 0.0, 8.0, 8.0]]])
     labels = torch.tensor([[2]])
     inside, outside = teacher.clone(), teacher.clone()
     inside[:, :, 1, 1] += 1.0
     outside[:, :, 6, 6] += 1.0
-    assert kd.level_loss("P2", inside, teacher, boxes, labels).item() == 0.0
-    assert kd.level_loss("P2", outside, teacher, boxes, labels).item() > 0.0
+    return (
+        kd.level_loss("P2", inside, teacher, boxes, labels).item(),
+        kd.level_loss("P2", outside, teacher, boxes, labels).item(),
+    )
+
+
+def test_fgd_foreground_term_weighs_differences_inside_boxes() -> None:
+    inside, outside = _fgd_losses_inside_and_outside(_fgd_focal_only(alpha=1.0, beta=0.0))
+    assert outside == 0.0
+    assert inside > 0.0
+
+
+def test_fgd_background_term_weighs_differences_outside_boxes() -> None:
+    inside, outside = _fgd_losses_inside_and_outside(_fgd_focal_only(alpha=0.0, beta=1.0))
+    assert inside == 0.0
+    assert outside > 0.0
 
 
 def test_fgd_ignores_padding_boxes() -> None:
@@ -236,13 +237,5 @@ def test_unknown_level_is_rejected() -> None:
 
 
 def test_fgd_with_default_weights_and_no_background_prefers_inside_differences() -> None:
-    kd = FGDLoss(4, 4, NUM_CLASSES, beta_bg=0.0)
-    teacher = torch.ones(1, 4, 8, 8)
-    boxes = torch.tensor([[[0.0, 0.0, 8.0, 8.0]]])
-    labels = torch.tensor([[2]])
-    inside, outside = teacher.clone(), teacher.clone()
-    inside[:, :, 1, 1] += 1.0
-    outside[:, :, 6, 6] += 1.0
-    loss_inside = kd.level_loss("P2", inside, teacher, boxes, labels)
-    loss_outside = kd.level_loss("P2", outside, teacher, boxes, labels)
-    assert loss_inside.item() > loss_outside.item()
+    inside, outside = _fgd_losses_inside_and_outside(FGDLoss(4, 4, NUM_CLASSES, beta_bg=0.0))
+    assert inside > outside

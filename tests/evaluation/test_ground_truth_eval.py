@@ -12,21 +12,10 @@ from PIL import Image
 
 from rlpkd.data.coco import CocoDetectionDataset, collate_detection
 from rlpkd.evaluation.coco_eval import detections_to_coco, evaluate_coco
-from tests.data.coco_fixture import BUSY, EDGES, HALF_PIXEL_ID, CocoFixture, write_coco_fixture
+from tests.data.coco_fixture import BUSY, EDGES, HALF_PIXEL_ID, box_annotation
 
-SIZE = 64
 # COCOeval's precision is tp / (tp + fp + eps): a class with one box scores 1 - 2e-16.
 EXACT = 1e-9
-
-
-@pytest.fixture(scope="module")
-def fixture(tmp_path_factory) -> CocoFixture:
-    return write_coco_fixture(tmp_path_factory.mktemp("coco"))
-
-
-@pytest.fixture(scope="module")
-def dataset(fixture) -> CocoDetectionDataset:
-    return CocoDetectionDataset(fixture.image_dir, fixture.annotation_file, SIZE, train=False)
 
 
 def targets_as_predictions(dataset: CocoDetectionDataset) -> list[dict]:
@@ -48,37 +37,37 @@ def assert_perfect(metrics: dict[str, float]) -> None:
     assert scored and all(abs(value - 1.0) < EXACT for value in scored.values()), metrics
 
 
-def test_training_targets_as_predictions_score_ap_one(dataset) -> None:
+def test_training_targets_as_predictions_score_ap_one(coco_dataset) -> None:
     """Crowd, zero-width, half-pixel and outside boxes present; past-the-edge box clipped."""
-    results = targets_as_predictions(dataset)
+    results = targets_as_predictions(coco_dataset)
     assert {r["category_id"] for r in results} >= {1, 90}  # original ids, not labels
-    assert_perfect(evaluate_coco(dataset.coco, results, dataset.image_ids))
+    assert_perfect(evaluate_coco(coco_dataset.coco, results, coco_dataset.image_ids))
 
 
-def test_predictions_carry_the_original_category_ids(dataset, fixture) -> None:
-    results = [r for r in targets_as_predictions(dataset) if r["image_id"] == BUSY]
-    expected = [a for a in fixture.document["annotations"] if a["image_id"] == BUSY]
+def test_predictions_carry_the_original_category_ids(coco_dataset, coco_fixture) -> None:
+    results = [r for r in targets_as_predictions(coco_dataset) if r["image_id"] == BUSY]
+    expected = [a for a in coco_fixture.document["annotations"] if a["image_id"] == BUSY]
     assert [r["category_id"] for r in results] == [a["category_id"] for a in expected]
     for result, annotation in zip(results, expected, strict=True):
         assert result["bbox"] == pytest.approx(annotation["bbox"], abs=1e-3)
 
 
-def test_detections_on_ignore_regions_are_not_false_positives(dataset) -> None:
+def test_detections_on_ignore_regions_are_not_false_positives(coco_dataset) -> None:
     """Every evaluation box of positive area as a prediction, the ignore regions included."""
     results = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
          "score": 1.0}
-        for a in dataset.coco.dataset["annotations"]
+        for a in coco_dataset.coco.dataset["annotations"]
         if a["bbox"][2] * a["bbox"][3] > 0
     ]  # fmt: skip
     assert any(r["bbox"] == [60.0, 20.0, 0.5, 10.0] for r in results)  # the half-pixel box
-    assert_perfect(evaluate_coco(dataset.coco, results, dataset.image_ids))
-    assert dataset.coco.anns[HALF_PIXEL_ID]["iscrowd"] == 1
+    assert_perfect(evaluate_coco(coco_dataset.coco, results, coco_dataset.image_ids))
+    assert coco_dataset.coco.anns[HALF_PIXEL_ID]["iscrowd"] == 1
 
 
 @pytest.mark.parametrize("mistake", ["wrong class", "shifted box", "extra detection"])
-def test_a_wrong_prediction_lowers_ap(dataset, mistake: str) -> None:
-    results = targets_as_predictions(dataset)
+def test_a_wrong_prediction_lowers_ap(coco_dataset, mistake: str) -> None:
+    results = targets_as_predictions(coco_dataset)
     first = next(i for i, r in enumerate(results) if r["image_id"] == EDGES)
     if mistake == "wrong class":
         results[first]["category_id"] = 5
@@ -88,7 +77,7 @@ def test_a_wrong_prediction_lowers_ap(dataset, mistake: str) -> None:
     else:  # a confident detection on background, outside every box of the image
         results.append({"image_id": EDGES, "category_id": 1, "bbox": [2.0, 45.0, 10.0, 10.0],
                         "score": 2.0})  # fmt: skip
-    assert evaluate_coco(dataset.coco, results, dataset.image_ids)["AP"] < 1 - 1e-3
+    assert evaluate_coco(coco_dataset.coco, results, coco_dataset.image_ids)["AP"] < 1 - 1e-3
 
 
 def write_single_image(root: Path, annotations: list[dict]) -> CocoDetectionDataset:
@@ -96,12 +85,10 @@ def write_single_image(root: Path, annotations: list[dict]) -> CocoDetectionData
     document = {
         "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
         "annotations": [
-            {"id": i + 1, "image_id": 1, "category_id": 1, "area": a["bbox"][2] * a["bbox"][3],
-             **a}
-            for i, a in enumerate(annotations)
+            box_annotation(i + 1, 1, 1, a["bbox"], a["iscrowd"]) for i, a in enumerate(annotations)
         ],
         "categories": [{"id": 1, "name": "thing"}],
-    }  # fmt: skip
+    }
     (root / "gt.json").write_text(json.dumps(document))
     return CocoDetectionDataset(root, root / "gt.json", 100, train=False)
 

@@ -12,29 +12,17 @@ import pytest
 from experiments.controls import BUDGET_CONTROLS, POLICY_METHOD, control_kind, parse_control_spec
 from experiments.policy_students import student_runs
 from experiments.rl_pipeline import run_rl_experiment
-from rlpkd.config import RLConfig
 from rlpkd.errors import ConfigError
 from rlpkd.report.budget_comparison import COST_TOLERANCE
+from tests.conftest import tiny_rl_config
 
 BUDGET = 0.5
 
 
-def _budget_config(tiny_config, **rl):
-    values = dict(
-        slots=4,
-        episode_steps=2,
-        iterations=3,
-        train_batch_size=32,
-        minibatch_size=16,
-        num_epochs=1,
-        hidden_sizes=[8],
-        static_baselines=["P3"],
-        bank_decisions=32,
-        budget=BUDGET,
-    )
-    values.update(rl)
-    experiment = dataclasses.replace(tiny_config.experiment, seeds=[0, 1], control_seeds=[])
-    return dataclasses.replace(tiny_config, rl=RLConfig(**values), experiment=experiment)
+def _budget_config(tiny_config):
+    config = tiny_rl_config(tiny_config, decisions=32, iterations=3, budget=BUDGET)
+    experiment = dataclasses.replace(config.experiment, seeds=[0, 1], control_seeds=[])
+    return dataclasses.replace(config, experiment=experiment)
 
 
 def test_one_table_of_controls_plans_the_budget_runs(tiny_config):

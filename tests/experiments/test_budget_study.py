@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from experiments.budget_study import run_budget_study
-from rlpkd.config import RLConfig
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import one_error_line, run_script, tiny_rl_config
 
 
 @pytest.mark.slow
 def test_a_study_of_two_budgets_shares_the_teacher_and_pairs_every_control(tiny_config):
-    rl = RLConfig(
-        slots=4,
-        episode_steps=2,
-        iterations=2,
-        train_batch_size=32,
-        minibatch_size=16,
-        num_epochs=1,
-        hidden_sizes=[8],
-        static_baselines=["P3"],
-        bank_decisions=32,
+    config = tiny_rl_config(tiny_config, decisions=32)
+    config = dataclasses.replace(
+        config, experiment=dataclasses.replace(config.experiment, seeds=[0, 1])
     )
-    experiment = dataclasses.replace(tiny_config.experiment, seeds=[0, 1])
-    config = dataclasses.replace(tiny_config, rl=rl, experiment=experiment)
     record = run_budget_study(config, [0.4, 0.7])
     out = Path(config.runtime.out)
     first, second = out / "budget-0.40", out / "budget-0.70"
@@ -49,22 +36,7 @@ def test_a_study_of_two_budgets_shares_the_teacher_and_pairs_every_control(tiny_
 
 
 def test_a_budget_outside_zero_one_is_one_line(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "scripts/budget_study.py",
-            "--debug",
-            "--budgets",
-            "1.5",
-            "--out",
-            str(tmp_path / "study"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--budgets 1.5" in lines[0], result.stderr
-    assert not (tmp_path / "study").exists()
+    out = tmp_path / "study"
+    result = run_script("scripts/budget_study.py", "--debug", "--budgets", "1.5", "--out", str(out))
+    one_error_line(result, "--budgets 1.5")
+    assert not out.exists()

@@ -9,13 +9,9 @@ import torch
 import yaml
 
 from experiments.fixed_level_comparison import run_fixed_level_comparison
-from rlpkd.data.build import build_datasets
-from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import mask_to_levels
-from rlpkd.models.factory import build_teacher
-from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.level_selection import RandomLevels
-from tests.conftest import distil_on_cpu
+from tests.conftest import distil_on_cpu, tiny_distillation_inputs
 
 pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
@@ -32,9 +28,7 @@ class RecordingSelector(RandomLevels):
 
 
 def test_counted_kd_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_config):
-    datasets = build_datasets(tiny_config.data, progress=False)
-    teacher = freeze_teacher(build_teacher(tiny_config, datasets.num_classes))
-    flops = flops_model_from_config(tiny_config, datasets.num_classes)
+    datasets, teacher, flops = tiny_distillation_inputs(tiny_config)
     selector = RecordingSelector()
     _, _, stats = distil_on_cpu(tiny_config, datasets, teacher, selector, flops)
     masks = torch.cat(selector.masks)

@@ -6,10 +6,8 @@ One tiny finished run is shared by the module; tests that change a run work on a
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from experiments.rl_pipeline import POLICY_METHOD, run_rl_experiment
 from rlpkd.config import load_config, save_config
 from rlpkd.errors import ResumeMismatchError
 from rlpkd.rundir import read_json, write_json
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, run_script, tiny_overrides
 from tests.dir_snapshot import directory_snapshot
 
 DEBUG_CONFIG = REPO / "configs" / "debug.yaml"
@@ -70,15 +68,9 @@ def run_copy(finished_run, tmp_path) -> Path:
 
 
 def _train_rl(data_root: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    sets = [f"--set={item}" for item in _overrides(data_root)]
-    return subprocess.run(
-        [sys.executable, "scripts/train_rl.py", "--config", str(DEBUG_CONFIG), *sets]
-        + ["--out", str(out), *args],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
+    options = ["--config", str(DEBUG_CONFIG), *(f"--set={item}" for item in _overrides(data_root))]
+    return run_script(
+        "scripts/train_rl.py", *options, "--out", str(out), *args, timeout_s=CLI_TIMEOUT_S
     )
 
 

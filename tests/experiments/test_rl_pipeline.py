@@ -15,31 +15,11 @@ from experiments.rl_pipeline import POLICY_METHOD, run_rl_experiment
 from policies.level_policy_module import build_level_module
 from policies.policy_selector import PolicyLevels
 from policies.weights import save_weights_file
-from rlpkd.config import RLConfig
-from rlpkd.data.build import build_datasets
-from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import mask_to_levels
-from rlpkd.models.factory import build_teacher
-from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.report.verification import SAME_FLOPS_TOLERANCE
 from rlpkd.training.student_phase import selector_key
-from tests.conftest import distil_on_cpu
-
-
-def _rl_config(tiny_config):
-    rl = RLConfig(
-        slots=4,
-        episode_steps=2,
-        iterations=2,
-        train_batch_size=16,
-        minibatch_size=8,
-        num_epochs=1,
-        hidden_sizes=[8],
-        static_baselines=["P3"],
-        bank_decisions=16,
-    )
-    return dataclasses.replace(tiny_config, rl=rl)
+from tests.conftest import distil_on_cpu, tiny_distillation_inputs, tiny_rl_config
 
 
 @pytest.mark.slow
@@ -47,10 +27,7 @@ def test_policy_guided_flops_equal_the_flops_model_of_the_chosen_subsets(tiny_co
     from policies.level_policy_module import build_level_module
     from policies.policy_selector import PolicyLevels
 
-    torch.manual_seed(0)
-    datasets = build_datasets(tiny_config.data, progress=False)
-    teacher = freeze_teacher(build_teacher(tiny_config, datasets.num_classes))
-    flops = flops_model_from_config(tiny_config, datasets.num_classes)
+    datasets, teacher, flops = tiny_distillation_inputs(tiny_config)
     selector = PolicyLevels(
         build_level_module(observation_dim(datasets.num_classes), [8]),
         tiny_config.data.level_thresholds,
@@ -86,7 +63,7 @@ def test_policy_selector_is_fingerprinted_by_its_weights_file(tiny_config, tmp_p
 
 @pytest.mark.slow
 def test_train_rl_end_to_end_and_resume(tiny_config, tmp_path):
-    config = _rl_config(tiny_config)
+    config = tiny_rl_config(tiny_config)
     # the controls run on the first seed only (experiment.control_seeds), the rest on both;
     # two student worker processes (runtime.student_workers), each with a teacher cache; a
     # headroom report whose oracle (the tiny data is one 'mixed' regime) distils P3
@@ -228,7 +205,7 @@ def test_a_headroom_report_that_does_not_fit_the_data_is_refused_before_any_writ
 
     headroom = tmp_path / "headroom.json"
     headroom.write_text(json.dumps({"best_subset_by_regime": {"small-only": {"levels": "P2"}}}))
-    config = _rl_config(tiny_config)
+    config = tiny_rl_config(tiny_config)
     experiment = dataclasses.replace(config.experiment, headroom_report=str(headroom))
     config = dataclasses.replace(config, experiment=experiment)
     with pytest.raises(ConfigError, match=r"experiment.headroom_report: .*headroom.json"):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from experiments.warm_start_gain import curve_gain, run_warm_start_gain
 from policies.level_policy_module import build_level_module
 from policies.weights import save_weights_file
 from rlpkd.data.build import build_datasets
-from tests.conftest import REPO
+from tests.conftest import run_script
 from tests.dir_snapshot import directory_snapshot
 
 
@@ -61,23 +59,10 @@ def test_script_refuses_weights_of_another_policy_head(tiny_config, tmp_path):
     out.mkdir()
     (out / "warm_start_gain.json").write_text("{}")
     before = directory_snapshot(out)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "scripts/warm_start_gain.py",
-            "--debug",
-            "--out",
-            str(out),
-            "--meta-weights",
-            str(weights),
-            "--set",
-            f"data.root={tiny_config.data.root}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    args = ["--debug", "--out", str(out), "--meta-weights", str(weights)]
+    args += ["--set", f"data.root={tiny_config.data.root}"]
+    result = run_script(
+        "scripts/warm_start_gain.py", *args, timeout_s=120, env={"PATH": "/usr/bin:/bin"}
     )
     assert result.returncode != 0
     assert "rl.policy_head" in result.stderr, result.stderr

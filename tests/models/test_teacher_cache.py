@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from rlpkd.config import DistillConfig
-from rlpkd.data.batch import DetectionBatch
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.models.lazy_pyramid import freeze_teacher, lazy_teacher_pyramid
 from rlpkd.models.teacher_cache import TeacherFeatureCache, image_digest
 from rlpkd.training.kd_step import kd_training_step
+from tests.conftest import two_box_batch
 
 MASK = torch.tensor(
     [
@@ -112,13 +112,7 @@ def test_an_entry_without_class_logits_is_recomputed_when_they_are_asked_for(tin
 
 def test_kd_step_with_cache_updates_the_student_as_without(tiny_teacher, tiny_student):
     teacher = freeze_teacher(tiny_teacher)
-    batch = DetectionBatch(
-        images=torch.rand(2, 3, 64, 64),
-        boxes=torch.tensor([[[4.0, 4.0, 40.0, 30.0]], [[20.0, 30.0, 28.0, 38.0]]]),
-        labels=torch.tensor([[1], [0]]),
-        image_ids=torch.tensor([1, 2]),
-        scales=torch.ones(2),
-    )
+    batch = two_box_batch()
     mask = torch.tensor([[True, False, True, False], [False, True, True, True]])
     cache = TeacherFeatureCache(teacher, 1.0)
     initial_objective = DistillationObjective(DistillConfig(loss="pkd"), 16, 32, 3)

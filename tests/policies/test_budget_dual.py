@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 
 from envs.decision_bank import split_by_image
-from envs.registration import BANK_ENV_NAME
 from policies.budget_dual import PIDLagrangian, expected_cost
 from policies.heldout_score import HeldOutScorer
-from policies.ppo_setup import set_env_lam, train_policy
-from policies.weights import module_from_state, module_state
-from tests.policies import toy_config
-from tests.policies.toy_bank import TOY_BANK_OBS_DIM, TOY_COSTS, saved_toy_bank, toy_bank
+from policies.ppo_setup import set_env_lam
+from tests.policies.toy_bank import (
+    TOY_COSTS,
+    bank_env_config,
+    saved_toy_bank,
+    toy_bank,
+    toy_bank_module,
+    train_on_bank,
+)
 
 
 def test_the_controller_settles_a_cost_that_falls_with_the_price():
@@ -52,32 +56,17 @@ def test_the_dual_variable_brings_a_toy_banks_mean_cost_to_the_budget(tmp_path):
     scorer = HeldOutScorer.from_split(split, lam=0.0, unit=unit)
     budget = 0.3
     dual = PIDLagrangian(budget, initial_lam=0.0)
-    config = toy_config(
-        train_batch_size=2048, minibatch_size=512, num_epochs=6, lr=3e-3, entropy_coeff=0.0
-    )
-    env_config = {
-        "bank_file": str(path),
-        "heldout_images": [int(i) for i in split.heldout_images],
-        "lam": 0.0,
-        "value_unit": unit,
-        "seed": 0,
-    }
+    env_config = bank_env_config(path, split.heldout_images, value_unit=unit)
 
     def evaluate(algo):
-        module = module_from_state(module_state(algo), TOY_BANK_OBS_DIM, [32], "joint")
+        module = toy_bank_module(algo)
         cost = expected_cost(module, split.train.observations, TOY_COSTS)
         lam = dual.update(cost)
         assert set_env_lam(algo, lam) == 1
         return {"budget_cost": cost, "budget_lam": lam} | scorer.with_lam(lam).score(module)
 
-    algo, history = train_policy(
-        config,
-        env_config,
-        iterations=24,
-        checkpoint_dir=tmp_path / "ppo",
-        progress=False,
-        env_name=BANK_ENV_NAME,
-        evaluate=evaluate,
+    algo, history = train_on_bank(
+        env_config, 24, checkpoint_dir=tmp_path / "ppo", evaluate=evaluate
     )
     algo.stop()
     costs = [h["budget_cost"] for h in history]

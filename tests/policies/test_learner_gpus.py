@@ -88,25 +88,27 @@ def test_what_rllib_does_with_a_learner_gpu_where_cuda_is_unavailable(logical_gp
     assert ray.get([in_gpu_worker.remote(), in_cpu_worker.remote()]) == ["cuda:0", "cpu"]
 
 
+def _assert_building_is_refused_in_one_line(num_learners: int, match: str) -> None:
+    """Building PPO with one learner GPU and ``num_learners`` learners is one ConfigError line."""
+    config = toy_config(num_learners=num_learners, num_gpus_per_learner=1.0)
+    with pytest.raises(ConfigError, match=match) as error:
+        build_algorithm(config, toy_env_config(config), TOY_ENV_NAME)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.slow
 @without_cuda
 def test_a_remote_learner_is_placed_on_the_gpu_and_refused_in_one_line(logical_gpu_ray):
     # Where a learner with one GPU lands: Ray assigns it GPU 0 and shows it only that GPU.
     assert learner_cuda_sight(1, 1.0) == GPU_0_NO_CUDA
-    config = toy_config(num_learners=1, num_gpus_per_learner=1.0)
-    with pytest.raises(ConfigError, match="which Ray assigned GPU 0, sees no CUDA") as error:
-        build_algorithm(config, toy_env_config(config), TOY_ENV_NAME)
-    assert "\n" not in str(error.value)
+    _assert_building_is_refused_in_one_line(1, "which Ray assigned GPU 0, sees no CUDA")
 
 
 @pytest.mark.slow
 @without_cuda
 def test_a_local_learner_gpu_without_cuda_is_refused_before_rllib_starts(logical_gpu_ray):
-    config = toy_config(num_learners=0, num_gpus_per_learner=1.0)
     # RLlib itself would stop with an AssertionError in TorchLearner.build: ours comes first.
-    with pytest.raises(ConfigError, match="this process .* sees no CUDA device") as error:
-        build_algorithm(config, toy_env_config(config), TOY_ENV_NAME)
-    assert "\n" not in str(error.value)
+    _assert_building_is_refused_in_one_line(0, "this process .* sees no CUDA device")
 
 
 @pytest.mark.slow

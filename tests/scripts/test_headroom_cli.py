@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import one_error_line, run_script
 from tests.dir_snapshot import directory_snapshot
 
 pytestmark = pytest.mark.slow  # runs a script
@@ -28,24 +24,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(args, needle, tiny_data_
     out.mkdir()
     (out / "metrics.json").write_text('{"AP": 0.5}\n')
     before = directory_snapshot(out)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "headroom.py"),
-            "--debug",
-            "--set",
-            f"data.root={tiny_data_root}",
-            "--out",
-            str(out),
-            *args,
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
+    common = ["--debug", "--set", f"data.root={tiny_data_root}", "--out", str(out)]
+    result = run_script("scripts/headroom.py", *common, *args, cwd=tmp_path, timeout_s=120)
+    one_error_line(result, needle)
     assert directory_snapshot(out) == before

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_script
 from tests.report import make_sweep
 
 pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "scripts/report.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script("scripts/report.py", *args)
 
 
 def test_missing_sweep_dir_is_one_line_and_exit_two(tmp_path):

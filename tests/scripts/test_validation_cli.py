@@ -6,27 +6,24 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from rlpkd.rundir import run_lock
-from tests.conftest import REPO
+from tests.conftest import one_error_line, run_script
 from tests.dir_snapshot import directory_snapshot
 
 pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
 
-def _run(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, str(REPO / args[0]), *args[1:]],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run(script: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    return run_script(script, *args, cwd=cwd, timeout_s=120)
+
+
+def _run_on(old_run, script: str, data_root, *overrides: str) -> subprocess.CompletedProcess:
+    """``script --debug`` on the tiny data with ``--set`` ``overrides``, writing to ``old_run``."""
+    sets = [arg for item in (f"data.root={data_root}", *overrides) for arg in ("--set", item)]
+    return _run(script, "--debug", *sets, "--out", str(old_run), cwd=old_run.parent)
 
 
 @pytest.fixture
@@ -38,14 +35,6 @@ def old_run(tmp_path):
     (run / "metrics.json").write_text('{"AP": 0.5}\n')
     (run / "checkpoints" / "teacher.pt").write_bytes(b"old teacher")
     return run
-
-
-def _assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -66,18 +55,7 @@ def test_bad_value_fails_in_one_line_and_keeps_the_old_run(
     script, overrides, needles, old_run, tiny_data_root
 ):
     before = directory_snapshot(old_run)
-    sets = [arg for item in overrides for arg in ("--set", item)]
-    result = _run(
-        script,
-        "--debug",
-        "--set",
-        f"data.root={tiny_data_root}",
-        *sets,
-        "--out",
-        str(old_run),
-        cwd=old_run.parent,
-    )
-    _assert_one_line_error(result, *needles)
+    one_error_line(_run_on(old_run, script, tiny_data_root, *overrides), *needles)
     assert directory_snapshot(old_run) == before
 
 
@@ -93,7 +71,7 @@ def test_missing_teacher_argument_fails_before_writing(old_run, tmp_path):
         str(old_run),
         cwd=tmp_path,
     )
-    _assert_one_line_error(result, "--teacher checkpoint not found", str(missing))
+    one_error_line(result, "--teacher checkpoint not found", str(missing))
     assert directory_snapshot(old_run) == before
 
 
@@ -101,23 +79,15 @@ def test_out_that_is_a_file_is_one_line_and_the_file_is_kept(tmp_path):
     target = tmp_path / "results.csv"
     target.write_text("a,b\n1,2\n")
     result = _run("scripts/train_teacher.py", "--debug", "--out", str(target), cwd=tmp_path)
-    _assert_one_line_error(result, str(target), "is a file")
+    one_error_line(result, str(target), "is a file")
     assert target.read_text() == "a,b\n1,2\n"
 
 
 def test_second_run_on_a_locked_directory_fails_naming_the_holder(old_run, tiny_data_root):
     with run_lock(old_run):
         before = directory_snapshot(old_run)
-        result = _run(
-            "scripts/distill.py",
-            "--debug",
-            "--set",
-            f"data.root={tiny_data_root}",
-            "--out",
-            str(old_run),
-            cwd=old_run.parent,
-        )
-        _assert_one_line_error(result, str(old_run), f"pid {os.getpid()}", "in use")
+        result = _run_on(old_run, "scripts/distill.py", tiny_data_root)
+        one_error_line(result, str(old_run), f"pid {os.getpid()}", "in use")
         assert directory_snapshot(old_run) == before
 
 
@@ -126,16 +96,6 @@ def test_second_run_on_a_locked_directory_fails_naming_the_holder(old_run, tiny_
 )
 def test_damaged_teacher_in_the_run_fails_before_writing(script, old_run, tiny_data_root):
     before = directory_snapshot(old_run)  # old_run's teacher.pt holds 11 foreign bytes
-    result = _run(
-        script,
-        "--debug",
-        "--set",
-        f"data.root={tiny_data_root}",
-        "--set",
-        "runtime.progress=false",
-        "--out",
-        str(old_run),
-        cwd=old_run.parent,
-    )
-    _assert_one_line_error(result, "cannot read teacher checkpoint", "not a torch checkpoint")
+    result = _run_on(old_run, script, tiny_data_root, "runtime.progress=false")
+    one_error_line(result, "cannot read teacher checkpoint", "not a torch checkpoint")
     assert directory_snapshot(old_run) == before

@@ -7,22 +7,10 @@ import itertools
 import pytest
 import torch
 
-from rlpkd.data.build import build_datasets
-from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import NUM_SUBSETS, subset_to_index
-from rlpkd.models.factory import build_teacher
-from rlpkd.models.lazy_pyramid import freeze_teacher
+from rlpkd.training import budget_selection as selection
 from rlpkd.training.budget_allocation import BudgetAccount, allocate_subsets
-from rlpkd.training.budget_selection import (
-    BudgetedLevels,
-    GapRankedScores,
-    LossRankedScores,
-    RandomSampleScores,
-    RandomSubsetScores,
-    StaticPairScores,
-    TemporalLevels,
-)
-from rlpkd.training.distill_run import distill_student
+from tests.conftest import distil_on_cpu, tiny_distillation_inputs
 
 COSTS = torch.tensor([0.0] + [0.55 + 0.03 * i for i in range(1, NUM_SUBSETS - 1)] + [1.0])
 
@@ -89,79 +77,51 @@ def test_budgeted_selection_holds_the_budget_in_every_epoch(tiny_config, budget)
     run, and the temporal controls over the schedule."""
     config = tiny_config
     config.student_schedule.epochs = 2
-    datasets = build_datasets(config.data, progress=False)
-    teacher = freeze_teacher(build_teacher(config, datasets.num_classes))
-    flops = flops_model_from_config(config, datasets.num_classes)
+    datasets, teacher, flops = tiny_distillation_inputs(config)
     fractions = flops.subset_kd_fractions().double()
     low = subset_to_index(("P5",))
     high = subset_to_index(("P2", "P3", "P4", "P5"))
     scorers = {
-        "random-samples": RandomSampleScores(0),
-        "random-subsets": RandomSubsetScores(flops.inclusion_prob_for_fraction(budget), 0),
-        "gap-ranked": GapRankedScores(0),
-        "loss-ranked": LossRankedScores(config.data.level_thresholds),
+        "random-samples": selection.RandomSampleScores(0),
+        "random-subsets": selection.RandomSubsetScores(
+            flops.inclusion_prob_for_fraction(budget), 0
+        ),
+        "gap-ranked": selection.GapRankedScores(0),
+        "loss-ranked": selection.LossRankedScores(config.data.level_thresholds),
     }
     if fractions[low] <= budget:
-        scorers["static-mix"] = StaticPairScores(low, high)
+        scorers["static-mix"] = selection.StaticPairScores(low, high)
     per_epoch = len(datasets.train) // config.student_schedule.batch_size
     for name, scorer in scorers.items():
-        selector = BudgetedLevels(scorer, fractions, budget, name)
+        selector = selection.BudgetedLevels(scorer, fractions, budget, name)
         spent: list[float] = []
 
         def on_step(step, batch, mask, terms, spent=spent):
             spent.append(float(fractions[mask.long() @ torch.tensor([1, 2, 4, 8])].mean()))
 
-        distill_student(
-            config,
-            datasets,
-            teacher,
-            selector,
-            0,
-            torch.device("cpu"),
-            flops.subset_kd_flops(),
-            progress=False,
-            on_step=on_step,
-        )
+        distil_on_cpu(config, datasets, teacher, selector, flops, on_step=on_step)
         for epoch in range(config.student_schedule.epochs):
             share = sum(spent[epoch * per_epoch : (epoch + 1) * per_epoch]) / per_epoch
             assert share == pytest.approx(budget, rel=0.02, abs=1.0 / len(datasets.train)), name
     total = config.student_schedule.epochs * per_epoch * config.student_schedule.batch_size
     for early in (True, False):
-        selector = TemporalLevels(budget, early, total)
-        _, _, stats = distill_student(
-            config,
-            datasets,
-            teacher,
-            selector,
-            0,
-            torch.device("cpu"),
-            flops.subset_kd_flops(),
-            progress=False,
-        )
+        selector = selection.TemporalLevels(budget, early, total)
+        _, _, stats = distil_on_cpu(config, datasets, teacher, selector, flops)
         share = stats.kd_flops / stats.images / flops.kd_flops("all")
         assert share == pytest.approx(budget, abs=1.0 / total + 1e-9)
 
 
 def test_the_gap_memory_ranks_by_the_last_measured_gap(tiny_config):
-    datasets = build_datasets(tiny_config.data, progress=False)
-    teacher = freeze_teacher(build_teacher(tiny_config, datasets.num_classes))
-    flops = flops_model_from_config(tiny_config, datasets.num_classes)
-    scorer = GapRankedScores(0)
-    selector = BudgetedLevels(scorer, flops.subset_kd_fractions(), 0.5, "gap-ranked")
-    distill_student(
-        tiny_config,
-        datasets,
-        teacher,
-        selector,
-        0,
-        torch.device("cpu"),
-        flops.subset_kd_flops(),
-        progress=False,
-    )
+    datasets, teacher, flops = tiny_distillation_inputs(tiny_config)
+    scorer = selection.GapRankedScores(0)
+    selector = selection.BudgetedLevels(scorer, flops.subset_kd_fractions(), 0.5, "gap-ranked")
+    distil_on_cpu(tiny_config, datasets, teacher, selector, flops)
     assert scorer.gaps, "no gap was remembered"
     assert all(gap >= 0 for gap in scorer.gaps.values())
     state = selector.state_dict()
-    again = BudgetedLevels(GapRankedScores(0), flops.subset_kd_fractions(), 0.5, "gap-ranked")
+    again = selection.BudgetedLevels(
+        selection.GapRankedScores(0), flops.subset_kd_fractions(), 0.5, "gap-ranked"
+    )
     again.load_state_dict(state)
     assert again.scorer.gaps == scorer.gaps
     assert again.account.spent == selector.account.spent

@@ -7,27 +7,27 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from rlpkd.config import DistillConfig
-from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import build_datasets
 from rlpkd.distill.objective import DistillationObjective
 from rlpkd.errors import CheckpointError, DivergenceError
-from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import LEVELS
 from rlpkd.models.factory import build_teacher
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.detector_training import train_detector
-from rlpkd.training.distill_run import distill_student
 from rlpkd.training.kd_step import GRADIENT_NORM, kd_training_step, raise_if_diverged
 from rlpkd.training.level_selection import FixedLevels
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import (
+    distil_on_cpu,
+    run_script,
+    tiny_distillation_inputs,
+    tiny_overrides,
+    two_box_batch,
+)
 from tests.dir_snapshot import directory_snapshot
 
 KD_TERMS = {"detection", "total", GRADIENT_NORM, *(f"kd_{level}" for level in LEVELS)}
@@ -40,35 +40,15 @@ def _with_schedule(config, name, **changes):
 
 
 def _distill(config, checkpoint_path=None, on_step=None):
-    datasets = build_datasets(config.data, progress=False)
-    torch.manual_seed(0)
-    teacher = freeze_teacher(build_teacher(config, datasets.num_classes))
-    flops = flops_model_from_config(config, datasets.num_classes).subset_kd_flops()
-    return distill_student(
+    datasets, teacher, flops = tiny_distillation_inputs(config)
+    return distil_on_cpu(
         config,
         datasets,
         teacher,
         FixedLevels(LEVELS),
-        seed=0,
-        device=torch.device("cpu"),
-        subset_kd_flops=flops,
-        progress=False,
+        flops,
         on_step=on_step,
         checkpoint_path=checkpoint_path,
-    )
-
-
-def _batch(nan_box: bool = False) -> DetectionBatch:
-    boxes = torch.tensor([[[4.0, 4.0, 40.0, 30.0]], [[20.0, 30.0, 28.0, 38.0]]])
-    if nan_box:
-        boxes[1, 0, 2] = math.nan
-    torch.manual_seed(5)
-    return DetectionBatch(
-        images=torch.rand(2, 3, 64, 64),
-        boxes=boxes,
-        labels=torch.tensor([[1], [0]]),
-        image_ids=torch.tensor([1, 2]),
-        scales=torch.ones(2),
     )
 
 
@@ -120,7 +100,7 @@ def test_a_nan_box_stops_the_kd_step_before_the_update(tiny_teacher, tiny_studen
     mask = torch.ones(2, 4, dtype=torch.bool)
     with pytest.raises(DivergenceError) as caught:
         kd_training_step(
-            tiny_student, teacher, objective, optimizer, _batch(nan_box=True), mask, 10.0,
+            tiny_student, teacher, objective, optimizer, two_box_batch(nan_box=True), mask, 10.0,
             phase="student P2,P3 seed 4", step=7,
         )  # fmt: skip
     error = caught.value
@@ -132,7 +112,8 @@ def test_a_nan_box_stops_the_kd_step_before_the_update(tiny_teacher, tiny_studen
         assert torch.equal(value, adapters[name]), name
     assert all(torch.isfinite(b).all() for b in tiny_student.buffers())  # BN saw finite images
     # the same batch without the NaN box trains
-    terms = kd_training_step(tiny_student, teacher, objective, optimizer, _batch(), mask, 10.0)
+    batch = two_box_batch()
+    terms = kd_training_step(tiny_student, teacher, objective, optimizer, batch, mask, 10.0)
     assert torch.isfinite(terms.total)
 
 
@@ -148,10 +129,9 @@ def test_gradnorm_weights_that_turned_nan_are_named(tiny_teacher, tiny_student):
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.0)
     with torch.no_grad():
         objective.balancer.task_weights[2] = math.nan  # P3; renormalising spreads it
+    batch, mask = two_box_batch(), torch.ones(2, 4, dtype=bool)
     with pytest.raises(DivergenceError, match="loss term .gradnorm_weight_"):
-        kd_training_step(
-            tiny_student, teacher, objective, optimizer, _batch(), torch.ones(2, 4, dtype=bool)
-        )
+        kd_training_step(tiny_student, teacher, objective, optimizer, batch, mask)
 
 
 def _write_resume_file(config, path):
@@ -197,14 +177,8 @@ def test_a_resume_file_of_another_architecture_is_one_line(tiny_config, tmp_path
 
 
 def _distill_cli(data_root, out, *extra):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "scripts/distill.py", "--debug", "--out", str(out), "--levels", "all"]
-    for override in (
-        *tiny_overrides(data_root),
-        *extra,
-    ):
-        args += ["--set", override]
-    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    sets = [arg for override in (*tiny_overrides(data_root), *extra) for arg in ("--set", override)]
+    return run_script("scripts/distill.py", "--debug", "--out", str(out), "--levels", "all", *sets)
 
 
 @pytest.mark.slow
@@ -242,5 +216,5 @@ def test_an_overflowing_kd_weight_names_the_level_not_just_the_total(tiny_teache
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.1)
     mask = torch.ones(2, 4, dtype=torch.bool)
     with pytest.raises(DivergenceError, match="loss term 'kd_P2' is inf") as caught:
-        kd_training_step(tiny_student, teacher, objective, optimizer, _batch(), mask, step=1)
+        kd_training_step(tiny_student, teacher, objective, optimizer, two_box_batch(), mask, step=1)
     assert caught.value.step == 1

@@ -5,13 +5,9 @@ from __future__ import annotations
 import torch
 
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.data.build import build_datasets
-from rlpkd.flops.kd_flops import flops_model_from_config
 from rlpkd.levels import NUM_LEVELS
-from rlpkd.models.factory import build_teacher
-from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.level_selection import FeatureObservingSelector
-from tests.conftest import distil_on_cpu
+from tests.conftest import distil_on_cpu, tiny_distillation_inputs
 
 
 class RecordingSelector:
@@ -47,9 +43,7 @@ class RecordingSelector:
 
 
 def test_the_loop_hands_the_steps_own_features_and_runs_one_forward_per_step(tiny_config):
-    datasets = build_datasets(tiny_config.data, progress=False)
-    teacher = freeze_teacher(build_teacher(tiny_config, datasets.num_classes))
-    flops = flops_model_from_config(tiny_config, datasets.num_classes)
+    datasets, teacher, flops = tiny_distillation_inputs(tiny_config)
     selector = RecordingSelector()
     assert isinstance(selector, FeatureObservingSelector)
     _, _, stats = distil_on_cpu(tiny_config, datasets, teacher, selector, flops)

@@ -11,19 +11,7 @@ from rlpkd.distill.objective import DistillationObjective
 from rlpkd.levels import LEVELS
 from rlpkd.models.lazy_pyramid import freeze_teacher
 from rlpkd.training.kd_step import kd_training_step, student_forward
-
-
-def _batch():
-    from rlpkd.data.batch import DetectionBatch
-
-    boxes = torch.tensor([[[4.0, 4.0, 40.0, 30.0]], [[20.0, 30.0, 28.0, 38.0]]])
-    return DetectionBatch(
-        images=torch.rand(2, 3, 64, 64),
-        boxes=boxes,
-        labels=torch.tensor([[1], [0]]),
-        image_ids=torch.tensor([1, 2]),
-        scales=torch.ones(2),
-    )
+from tests.conftest import two_box_batch
 
 
 def _objective(loss="mse", **overrides):
@@ -37,7 +25,7 @@ def test_teacher_is_unchanged_and_holds_no_gradients(tiny_teacher, tiny_student)
     objective = _objective()
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.1)
     kd_training_step(
-        tiny_student, teacher, objective, optimizer, _batch(), torch.ones(2, 4, dtype=bool)
+        tiny_student, teacher, objective, optimizer, two_box_batch(), torch.ones(2, 4, dtype=bool)
     )
     for name, value in teacher.state_dict().items():
         assert torch.equal(value, before[name]), name
@@ -50,7 +38,7 @@ def test_only_selected_pairs_have_kd_loss(tiny_teacher, tiny_student):
     objective = _objective()
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.0)
     mask = torch.tensor([[True, False, False, True], [False, False, False, False]])
-    terms = kd_training_step(tiny_student, teacher, objective, optimizer, _batch(), mask)
+    terms = kd_training_step(tiny_student, teacher, objective, optimizer, two_box_batch(), mask)
     assert torch.all(terms.kd_raw[~mask] == 0)
     assert torch.all(terms.kd_raw[mask] > 0)
 
@@ -60,7 +48,7 @@ def test_kd_adapter_of_an_unselected_level_gets_no_gradient(tiny_teacher, tiny_s
     objective = _objective()
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.0)
     mask = torch.tensor([[False, True, False, False], [False, True, False, False]])
-    kd_training_step(tiny_student, teacher, objective, optimizer, _batch(), mask)
+    kd_training_step(tiny_student, teacher, objective, optimizer, two_box_batch(), mask)
     adapters = dict(objective.kd.named_parameters())
     for name, param in adapters.items():
         selected = "P3" in name
@@ -74,7 +62,7 @@ def test_gradnorm_objective_trains_and_keeps_weights_normalised(tiny_teacher, ti
     optimizer = torch.optim.SGD([*tiny_student.parameters(), *objective.kd.parameters()], lr=0.01)
     mask = torch.tensor([[True, True, False, False], [False, True, True, False]])
     for _ in range(3):
-        terms = kd_training_step(tiny_student, teacher, objective, optimizer, _batch(), mask)
+        terms = kd_training_step(tiny_student, teacher, objective, optimizer, two_box_batch(), mask)
     weights = terms.level_weights
     assert weights.shape == (1 + len(LEVELS),)
     assert torch.isclose(weights.sum(), torch.tensor(5.0), atol=1e-4)
@@ -85,7 +73,10 @@ def test_a_step_on_a_given_forward_equals_the_step_that_runs_it(tiny_teacher, ti
     """The policy-guided path (forward first, choose from its features, finish the step) trains
     exactly as the plain step with the same mask."""
     teacher = freeze_teacher(tiny_teacher)
-    batch, mask = _batch(), torch.tensor([[True, False, True, False], [False, True, False, True]])
+    batch, mask = (
+        two_box_batch(),
+        torch.tensor([[True, False, True, False], [False, True, False, True]]),
+    )
     results = []
     for given_forward in (False, True):
         student = copy.deepcopy(tiny_student)

@@ -7,12 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from rlpkd.data.build import build_datasets
-from rlpkd.flops.kd_flops import flops_model_from_config
-from rlpkd.models.factory import build_teacher
-from rlpkd.models.lazy_pyramid import freeze_teacher
-from rlpkd.training.distill_run import distill_student
 from rlpkd.training.level_selection import RandomLevels
+from tests.conftest import distil_on_cpu, tiny_distillation_inputs
 
 
 class Interrupt(Exception):
@@ -23,22 +19,12 @@ def test_resume_continues_from_checkpoint_without_redoing_steps(tiny_config, tmp
     config = dataclasses.replace(
         tiny_config, student_schedule=dataclasses.replace(tiny_config.student_schedule, epochs=2)
     )
-    datasets = build_datasets(config.data, progress=False)
-    teacher = freeze_teacher(build_teacher(config, datasets.num_classes))
-    flops = flops_model_from_config(config, datasets.num_classes).subset_kd_flops()
+    datasets, teacher, flops = tiny_distillation_inputs(config)
 
     def run(checkpoint, on_step=None):
-        return distill_student(
-            config,
-            datasets,
-            teacher,
-            RandomLevels(0.5, 0.5, seed=3),
-            seed=0,
-            device=torch.device("cpu"),
-            subset_kd_flops=flops,
-            progress=False,
-            on_step=on_step,
-            checkpoint_path=checkpoint,
+        selector = RandomLevels(0.5, 0.5, seed=3)
+        return distil_on_cpu(
+            config, datasets, teacher, selector, flops, on_step=on_step, checkpoint_path=checkpoint
         )
 
     clean, _, clean_stats = run(tmp_path / "clean.pt")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -15,7 +12,7 @@ from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.size_bins import dominant_size_bin
 from rlpkd.report.decision_log import DecisionLog, read_decisions
 from rlpkd.viz.heatmaps import selection_tables
-from tests.conftest import REPO
+from tests.conftest import run_script
 
 
 def _batch():
@@ -49,15 +46,7 @@ def test_heatmap_counts_match_the_decision_log(tmp_path):
         log(step, _batch(), mask)
     records = read_decisions(log.path)
     assert len(records) == 6 and records[0]["classes"] == ["a", "b"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "scripts/plot_heatmap.py", "--run", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("scripts/plot_heatmap.py", "--run", str(tmp_path), timeout_s=120)
     assert result.returncode == 0, result.stderr
     for key in ("size", "class", "progress"):
         assert (tmp_path / "plots" / f"selection_by_{key}.png").stat().st_size > 1000
@@ -83,15 +72,7 @@ def test_heatmap_counts_match_the_decision_log(tmp_path):
 
 @pytest.mark.slow
 def test_plot_heatmap_without_log_is_a_clear_error(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "scripts/plot_heatmap.py", "--run", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("scripts/plot_heatmap.py", "--run", str(tmp_path), timeout_s=120)
     assert result.returncode == 2 and "decisions.jsonl" in result.stderr
 
 

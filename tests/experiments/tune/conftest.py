@@ -6,7 +6,7 @@ import pytest
 import ray
 
 from rlpkd.config import load_config
-from tests.conftest import REPO, fresh_local_ray, tiny_overrides
+from tests.conftest import REPO, fresh_local_ray, run_script, tiny_overrides
 
 DEBUG_CONFIG = REPO / "configs" / "debug.yaml"
 
@@ -23,6 +23,14 @@ def tiny_sweep_overrides(data_root, out, *extra: str) -> list[str]:
         "sweep.seeds=[0]",
         *extra,
     ]
+
+
+def run_sweep_script(overrides: list[str], *args: str, timeout_s: float = 300):
+    """scripts/sweep.py on the debug config with ``--set`` ``overrides`` and the options ``args``."""
+    sets = [f"--set={item}" for item in overrides]
+    return run_script(
+        "scripts/sweep.py", "--config", str(DEBUG_CONFIG), *sets, *args, timeout_s=timeout_s
+    )
 
 
 @pytest.fixture

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO
-from tests.experiments.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
+from tests.conftest import one_error_line
+from tests.experiments.tune.conftest import run_sweep_script, tiny_sweep_overrides
 
 pytestmark = pytest.mark.slow  # every test here trains, starts Ray or runs a script
 
@@ -45,17 +41,6 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         "asha": ["sweep.scheduler=asha", "sweep.rl_lams=[0.1]", "sweep.asha_grace_period=9"],
     }[case]
     overrides = tiny_sweep_overrides(tiny_data_root, sweep, *extra)
-    result = subprocess.run(
-        [sys.executable, "scripts/sweep.py", "--config", str(DEBUG_CONFIG)]
-        + [f"--set={item}" for item in overrides],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
+    one_error_line(run_sweep_script(overrides), expected)
     assert sorted(p.name for p in sweep.iterdir()) == ["report.md"]
     assert (sweep / "report.md").read_text() == "an earlier report\n"

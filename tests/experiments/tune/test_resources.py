@@ -3,9 +3,6 @@ with one line, before anything in the sweep directory is written or deleted."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,9 +13,9 @@ from experiments.tune.trials import absolute_paths
 from policies.ray_runtime import check_address
 from rlpkd.config import save_config
 from rlpkd.errors import ResourceError, ResumeMismatchError
-from tests.conftest import REPO
+from tests.conftest import one_error_line
 from tests.dir_snapshot import directory_snapshot
-from tests.experiments.tune.conftest import DEBUG_CONFIG, tiny_sweep_overrides
+from tests.experiments.tune.conftest import run_sweep_script, tiny_sweep_overrides
 
 UNREACHABLE = "127.0.0.1:1"
 """A port nobody listens on (binding it needs root)."""
@@ -36,24 +33,7 @@ def _earlier_sweep(sweep: Path, config) -> None:
 
 
 def _sweep_cli(data_root, sweep: Path, *args: str, timeout_s: float = 300):
-    overrides = tiny_sweep_overrides(data_root, sweep)
-    return subprocess.run(
-        [sys.executable, "scripts/sweep.py", "--config", str(DEBUG_CONFIG)]
-        + [f"--set={item}" for item in overrides]
-        + list(args),
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-
-
-def _only_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
+    return run_sweep_script(tiny_sweep_overrides(data_root, sweep), *args, timeout_s=timeout_s)
 
 
 @pytest.mark.slow
@@ -65,7 +45,7 @@ def test_gpu_sweep_on_a_cpu_machine_is_one_line_and_leaves_the_old_sweep_alone(
     _earlier_sweep(sweep, make_sweep_config(out=sweep))
     before = directory_snapshot(sweep)
     args = ["--set=sweep.trial_gpus=1"] + (["--resume"] if resume else [])
-    line = _only_line(_sweep_cli(tiny_data_root, sweep, *args))
+    line = one_error_line(_sweep_cli(tiny_data_root, sweep, *args))
     assert "1 GPU" in line and "sweep.trial_gpus" in line and "0 GPUs" in line, line
     assert directory_snapshot(sweep) == before
 
@@ -97,7 +77,7 @@ def test_an_unreachable_address_is_one_line_within_seconds(tiny_data_root, tmp_p
     start = time.monotonic()
     result = _sweep_cli(tiny_data_root, sweep, f"--address={UNREACHABLE}", timeout_s=60)
     elapsed = time.monotonic() - start
-    line = _only_line(result)
+    line = one_error_line(result)
     assert f"--address {UNREACHABLE}: nothing answers" in line, line
     assert elapsed < 15, f"took {elapsed:.0f} s"
     assert not sweep.exists()
