@@ -15,7 +15,7 @@ from policies.learner_gpus import (
     learner_cuda_sight,
     learner_gpu_problem,
 )
-from policies.ppo_setup import build_algorithm, build_ppo_config
+from policies.ppo_setup import build_algorithm
 from rlpkd.errors import ConfigError, ResourceError
 from tests.policies import TOY_ENV_NAME, register_toy_env, toy_config, toy_env_config
 
@@ -118,13 +118,7 @@ def test_more_learner_gpus_than_a_node_has_are_refused_instead_of_waiting(logica
         check_learner_gpus(toy_config(num_learners=1, num_gpus_per_learner=2.0))
 
 
-@pytest.mark.slow
-@without_cuda
-def test_rllib_has_no_cpu_fallback_for_a_remote_learner_gpu(logical_gpu_ray):
-    # Why the platform refuses: RLlib's learner actor gets the GPU bundle, then Ray Train's
-    # torch backend opens an NCCL process group, which needs CUDA. (Should a later RLlib fall
-    # back to the CPU here, check_learner_gpus may let this configuration through.)
-    config = toy_config(num_learners=1, num_gpus_per_learner=1.0)
-    ppo = build_ppo_config(config, toy_env_config(config), TOY_ENV_NAME)
-    with pytest.raises(Exception, match="ProcessGroupNCCL is only supported with GPUs"):
-        ppo.build_algo().stop()
+# A remote learner's own failure without CUDA (Ray Train's NCCL set-up: "ProcessGroupNCCL is only
+# supported with GPUs") was pinned here once (2026-12-06) and is documented in docs/usage.md; it
+# is not rerun in CI (a Ray Train worker group costs about 30 s on 2 cores), while the refusal
+# that keeps a user from reaching it is (test_a_remote_learner_is_placed_on_the_gpu_...).
