@@ -1,5 +1,6 @@
-"""One check of a GPU machine (``scripts/gpu_check.py``): how fast a KD step runs against what the
-card can do, whether bf16 gives fp32's losses, and whether four sweep trials share one GPU well.
+"""One check of a GPU machine (``scripts/gpu_check.py``, sized for at most 10 minutes on one GPU;
+not yet run on one): how fast a KD step runs against what the card can do, whether bf16 gives
+fp32's losses, and whether four sweep trials share one GPU well.
 
 Three measurements, each in this one process so that ratios are side by side:
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ import torch
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps, build_kd_bench
 from experiments.full_size_path import PARITY_ATOL, PARITY_RTOL, precision_context
 from experiments.tune.sweep import run_sweep
-from experiments.tune.trials import trial_dir
+from experiments.tune.trials import teacher_path, trial_dir
 from policies.ray_runtime import start_ray
 from rlpkd.config import Config, ModelConfig
 from rlpkd.levels import LEVELS, levels_to_mask
@@ -186,6 +188,9 @@ def sweep_sharing(config: Config, out: Path, cuda: bool, cpus: int) -> dict[str,
     result: dict[str, Any] = {"trials": list(SWEEP_TRIALS), "trial_cpus": trial_cpus}
     for mode, concurrent in (("shared", True), ("serial", False)):
         sweep_config = _sweep_config(config, out / mode, concurrent, trial_cpus)
+        if mode == "serial" and not (out / mode / "teacher").exists():
+            # the same teacher (its fingerprint holds): trained once, not once per mode
+            shutil.copytree(teacher_path(out / "shared").parents[1], out / mode / "teacher")
         start = time.perf_counter()
         outcome = run_sweep(sweep_config, progress=False)
         wall_s = time.perf_counter() - start

@@ -1,6 +1,6 @@
-"""One check of a GPU machine in at most 10 minutes: KD step throughput against the card's bf16
-matmul rate and torchvision's FCOS, bf16 vs fp32 loss parity, and four sweep trials sharing one GPU
-against the same four run one at a time (``experiments.gpu_check``). Writes one JSON.
+"""One check of a GPU machine, sized for at most 10 minutes: KD step throughput against the card's
+bf16 matmul rate and torchvision's FCOS, bf16 vs fp32 loss parity, and four sweep trials sharing
+one GPU against the same four run one at a time (``experiments.gpu_check``). Writes one JSON.
 
 Example: python scripts/gpu_check.py --out runs/gpu_check
 Without a GPU it runs at CPU sizes (a test of the check, not a measurement).
