@@ -38,6 +38,7 @@ from rlpkd.config import Config, config_to_dict
 from rlpkd.data.batch import DetectionBatch
 from rlpkd.data.build import DetectionDatasets, build_datasets
 from rlpkd.data.coco import collate_detection
+from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.levels import LEVELS, levels_to_mask, subset_to_index
 from rlpkd.models.detector import DetectorOutput, PyramidDetector
 from rlpkd.models.factory import build_teacher
@@ -56,6 +57,7 @@ __all__ = [
     "precision_context",
     "run_full_size_path",
     "compare_precisions",
+    "kd_loss_values",
     "results_document",
     "check_overrides",
     "run_full_size_check",
@@ -131,7 +133,8 @@ def _first_batch(datasets: DetectionDatasets, batch_size: int) -> DetectionBatch
     return collate_detection([datasets.train[i] for i in range(batch_size)])
 
 
-def _kd_values(terms) -> dict[str, float]:
+def kd_loss_values(terms: ObjectiveTerms) -> dict[str, float]:
+    """The losses of one KD step that the two precisions are compared on."""
     return {
         "total_loss": float(terms.total.detach()),
         "detection_loss": float(terms.detection),
@@ -186,7 +189,7 @@ def _kd_update(
         step=1,
         output=output,
     )
-    return _kd_values(terms)
+    return kd_loss_values(terms)
 
 
 def _kd_step(inputs: _PathInputs) -> StepRun:

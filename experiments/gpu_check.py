@@ -31,7 +31,13 @@ from typing import Any
 import torch
 
 from experiments.bench.kd_step_speed import StepBenchSettings, benchmark_kd_steps, build_kd_bench
-from experiments.full_size_path import PARITY_ATOL, PARITY_RTOL, precision_context
+from experiments.full_size_path import (
+    PRECISIONS,
+    StepResult,
+    compare_precisions,
+    kd_loss_values,
+    precision_context,
+)
 from experiments.tune.sweep import run_sweep
 from experiments.tune.trials import teacher_path, trial_dir
 from policies.ray_runtime import start_ray
@@ -121,26 +127,17 @@ def kd_step_parity(device: torch.device, sizes: CheckSizes) -> list[dict[str, An
     and mean KD loss of each, their relative difference and whether they agree within
     ``full_size_path``'s tolerance."""
     settings = StepBenchSettings(TEACHER, STUDENT, sizes.image_size, sizes.batch_size, device)
-    losses = {}
-    for precision in ("fp32", "bf16"):
+    results = {}
+    for precision in PRECISIONS:
         seed_everything(0)
         bench = build_kd_bench(settings)
         mask = levels_to_mask(LEVELS).expand(sizes.batch_size, len(LEVELS)).clone()
         with precision_context(device, precision) as amp:
             terms = bench.kd_step(mask, amp=amp)
-        losses[precision] = {
-            "total_loss": float(terms.total.detach()),
-            "detection_loss": float(terms.detection.detach()),
-            "kd_raw_mean": float(terms.kd_raw.float().mean()),
-        }
-    rows = []
-    for name, fp32 in losses["fp32"].items():
-        bf16 = losses["bf16"][name]
-        diff = abs(bf16 - fp32)
-        agrees = diff <= PARITY_RTOL * abs(fp32) + PARITY_ATOL
-        rel = diff / max(abs(fp32), 1e-12)
-        rows.append({"value": name, "fp32": fp32, "bf16": bf16, "rel_diff": rel, "agrees": agrees})
-    return rows
+        results[precision] = [
+            StepResult("kd_step_all_levels", precision, 0.0, 0.0, kd_loss_values(terms))
+        ]
+    return [asdict(row) for row in compare_precisions(results["fp32"], results["bf16"])]
 
 
 def _sweep_config(config: Config, out: Path, concurrent: bool, trial_cpus: float) -> Config:

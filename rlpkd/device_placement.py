@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlpkd.errors import ConfigError
+from rlpkd.runtime import resolve_device
 
 __all__ = ["DevicePlacement", "placed_device"]
 
@@ -29,19 +29,6 @@ class DevicePlacement:
 
 def _gpus_text(gpu_ids: Sequence[int | str]) -> str:
     return f"GPU{'s' if len(gpu_ids) > 1 else ''} {', '.join(str(i) for i in gpu_ids)}"
-
-
-def _requested_device(requested: str, cuda_available: bool) -> torch.device:
-    """``runtime.device`` as ``rlpkd.runtime.resolve_device`` reads it, for a given CUDA
-    availability: 'auto' is CUDA when available, else the CPU; 'cuda' without CUDA is an error."""
-    if requested == "auto":
-        return torch.device("cuda" if cuda_available else "cpu")
-    if requested.startswith("cuda") and not cuda_available:
-        raise ConfigError(f"runtime.device is {requested!r} but no CUDA GPU is visible; use 'cpu'")
-    try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"runtime.device {requested!r} is not a torch device") from None
 
 
 def placed_device(
@@ -67,10 +54,10 @@ def placed_device(
             and no CUDA visible.
     """
     if not assigned_gpu_ids:
-        return DevicePlacement(_requested_device(requested, cuda_available))
+        return DevicePlacement(resolve_device(requested, cuda_available))
     assigned = f"Ray assigned {_gpus_text(assigned_gpu_ids)}"
     if requested != "auto" and not requested.startswith("cuda"):
-        device = _requested_device(requested, cuda_available)
+        device = resolve_device(requested, cuda_available)
         return DevicePlacement(
             device, f"{assigned} but runtime.device is {requested!r}: trained on {device}"
         )

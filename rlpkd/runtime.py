@@ -25,11 +25,14 @@ _CPU_AUTOCAST = False
 """Whether ``autocast_for`` also autocasts on CPU (only inside ``cpu_autocast``)."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available else CPU; 'cuda' without a GPU is a ConfigError."""
+def resolve_device(name: str, cuda_available: bool | None = None) -> torch.device:
+    """'auto' -> CUDA when available else CPU; 'cuda' without a GPU is a ConfigError.
+    ``cuda_available``: what torch reports (``torch.cuda.is_available()``) unless given."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cuda" if cuda_available else "cpu")
+    if name.startswith("cuda") and not cuda_available:
         raise ConfigError(f"runtime.device is {name!r} but no CUDA GPU is visible; use 'cpu'")
     try:
         return torch.device(name)

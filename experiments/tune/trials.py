@@ -19,7 +19,6 @@ Four kinds share one schedule, seeds and teacher, so the report compares them on
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import sys
 import time
@@ -35,6 +34,7 @@ from experiments.policy_learning import learn_policy
 from experiments.policy_students import decision_log_hook, phase3_selector, static_pair_finder
 from experiments.run_setup import check_trainable
 from experiments.search_retrain import search_and_retrain
+from policies.learner_gpus import cuda_sight
 from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets
 from rlpkd.device_placement import DevicePlacement, placed_device
@@ -296,17 +296,6 @@ def _node_id() -> str:
         return ""
 
 
-def _ray_gpu_ids() -> list[int | str]:
-    """The GPU ids Ray assigned to this process (none outside Ray)."""
-    try:
-        import ray
-
-        ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    except Exception:  # a trial outside Ray holds no GPU
-        return []
-    return [int(i) if str(i).isdigit() else str(i) for i in ids]
-
-
 def trial_device(config: Config, gpu_ids: list[int | str]) -> DevicePlacement:
     """Where a trial trains: on no GPU when it asked for none (``sweep.trial_gpus`` 0), else
     where Ray's assignment ``gpu_ids`` and ``runtime.device`` put it (``placed_device``: with
@@ -356,7 +345,8 @@ def run_trial(
     if failure is not None:
         raise failure  # deterministic: training again would diverge again
     _forget_other_inputs(run_dir, fingerprint)
-    gpu_ids = _ray_gpu_ids()
+    sight = cuda_sight()
+    gpu_ids = list(sight.gpu_ids)
     placement = trial_device(config, gpu_ids)
     if placement.note:
         print(f"warning: trial {spec.trial_id}: {placement.note}", file=sys.stderr, flush=True)
@@ -389,7 +379,7 @@ def run_trial(
         "seed": spec.seed,
         "node_id": _node_id(),
         "gpu_ids": gpu_ids,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_visible_devices": sight.cuda_visible_devices,
         "device": str(device),
         "device_note": placement.note,
         "trial_attempts": attempts,
