@@ -6,9 +6,13 @@ difference is paired). The teacher, the snapshot pool and the decision bank do n
 budget: the first run makes them, the later ones reuse them (hard links), and the no-KD and
 all-level students, which do not depend on it either, are reused the same way.
 
-Writes ``<out>/budget_study.json`` (every budget's comparison), ``budget_study.md`` (per budget:
-the sentence and the paired-difference table, with 95% t intervals) and ``budget_study.png``
-(AP against kd FLOPs: the static subsets, the policy at each budget, each control).
+After the budgets, the static front (``experiments.static_front``): every fixed level subset
+over the same seeds, trained once in the first budget's run.
+
+Writes ``<out>/budget_study.json`` (every budget's comparison and the static front),
+``budget_study.md`` (per budget: the sentence and the paired-difference table, with 95% t
+intervals; then the static subsets) and ``budget_study.png`` (AP against kd FLOPs: the static
+subsets and their front, the policy at each budget, each control).
 """
 
 from __future__ import annotations
@@ -16,18 +20,26 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments.controls import POLICY_METHOD, control_kind
 from experiments.rl_pipeline import run_rl_experiment
+from experiments.static_front import ALL_STATIC_SPECS, static_front_record, train_static_front
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config
 from rlpkd.report.budget_comparison import budget_report_lines
 from rlpkd.rundir import write_json
 from rlpkd.viz.budget_plot import budget_plot
 
-__all__ = ["budget_config", "reuse_budget_free_work", "run_budget_study", "budget_study_markdown"]
+__all__ = [
+    "budget_config",
+    "reuse_budget_free_work",
+    "run_budget_study",
+    "budget_study_markdown",
+    "static_front_markdown",
+]
 
 SHARED_CHECKPOINTS = ("teacher.pt", "snapshots")
 """What every budget's run shares (none of it depends on ``rl.budget``)."""
@@ -70,8 +82,11 @@ def reuse_budget_free_work(first: Path, later: Path, seeds: list[int]) -> None:
                 _link_tree(student, later / "students" / student.name)
 
 
-def run_budget_study(config: Config, budgets: list[float]) -> dict[str, Any]:
-    """Run every budget (module docstring) into ``config.runtime.out``; returns the record."""
+def run_budget_study(
+    config: Config, budgets: list[float], static_specs: Sequence[str] = ALL_STATIC_SPECS
+) -> dict[str, Any]:
+    """Run every budget, then the static subsets ``static_specs`` (module docstring; none: no
+    static front) into ``config.runtime.out``; returns the record."""
     out = Path(config.runtime.out)
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"budgets": [], "seeds": list(config.experiment.seeds)}
@@ -100,6 +115,13 @@ def run_budget_study(config: Config, budgets: list[float]) -> dict[str, Any]:
             }
         )
         write_json(out / "budget_study.json", record)  # after every budget: a partial study shows
+    if first is not None and static_specs:
+        first_config = budget_config(config, budgets[0], first)
+        weights = first / "checkpoints" / "policy_weights.pt"
+        runs = train_static_front(first_config, first, static_specs, weights)
+        all_levels = record["budgets"][0]["kd_gflops_all_levels"]
+        record["static_front"] = static_front_record(runs, all_levels)
+        write_json(out / "budget_study.json", record)
     budget_plot(record, out / "budget_study.png")
     atomic_write_text(out / "budget_study.md", budget_study_markdown(record))
     return record
@@ -125,4 +147,42 @@ def budget_study_markdown(record: dict[str, Any]) -> str:
                 f"image against {entry['kd_gflops_all_levels']:.3g} for all-level KD."
             )
         lines.append("")
+    if record.get("static_front"):
+        lines += static_front_markdown(record)
     return "\n".join(lines)
+
+
+def static_front_markdown(record: dict[str, Any]) -> list[str]:
+    """The static subsets as a table (those on the Pareto front in bold), and per budget the
+    best static AP at or below the policy's cost."""
+    front = record["static_front"]
+    lines = [
+        "**The static subsets** (each fixed for every sample; in bold: the Pareto front):",
+        "",
+        "| subset | kd FLOPs (fraction) | AP (%) |",
+        "|---|---|---|",
+    ]
+    for row in front["rows"]:
+        name = f"**{row['method']}**" if row["method"] in front["front"] else row["method"]
+        lines.append(
+            f"| {name} | {row['kd_fraction_mean']:.3f} | "
+            f"{100 * row['AP_mean']:.1f} ± {100 * row['AP_std']:.1f} |"
+        )
+    lines.append("")
+    for entry in record["budgets"]:
+        policy = next((r for r in entry["methods"] if r["method"] == POLICY_METHOD), None)
+        if policy is None:
+            continue
+        cost = policy["kd_gflops_mean"] * (1 + 1e-9)
+        cheaper = [r for r in front["rows"] if r["kd_gflops_mean"] <= cost]
+        if not cheaper:
+            continue
+        best = max(cheaper, key=lambda row: row["AP_mean"])
+        lines.append(
+            f"At budget {entry['budget']:.2f} the best static subset at or below the policy's "
+            f"cost is {best['method']} ({100 * best['AP_mean']:.1f} AP, "
+            f"{best['kd_fraction_mean']:.3f} of all-level kd FLOPs); the policy: "
+            f"{100 * policy['AP_mean']:.1f}."
+        )
+    lines.append("")
+    return lines

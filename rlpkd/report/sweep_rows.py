@@ -299,7 +299,7 @@ def _point(row: dict[str, Any]) -> dict[str, Any]:
         "AP_mean": row["AP_mean"],
         "AP_std": row["AP_std"],
         "kd_gflops_mean": row["kd_gflops_mean"],
-        "score": row["score"],
+        "score": row.get("score", math.nan),  # a sweep's rows have one, a study's not
         "seeds": row["seeds"],
     }
 

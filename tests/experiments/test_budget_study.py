@@ -17,7 +17,7 @@ def test_a_study_of_two_budgets_shares_the_teacher_and_pairs_every_control(tiny_
     config = dataclasses.replace(
         config, experiment=dataclasses.replace(config.experiment, seeds=[0, 1])
     )
-    record = run_budget_study(config, [0.4, 0.7])
+    record = run_budget_study(config, [0.4, 0.7], static_specs=["P3", "P4,P3", "none", "all"])
     out = Path(config.runtime.out)
     first, second = out / "budget-0.40", out / "budget-0.70"
     # the teacher and the all-level students were made once
@@ -30,8 +30,20 @@ def test_a_study_of_two_budgets_shares_the_teacher_and_pairs_every_control(tiny_
     for entry in record["budgets"]:
         controls = entry["comparison"]["controls"]
         assert all(row["policy_minus_n"] == 2 for row in controls), entry["budget"]
+    # the static front: P3 and P3,P4 trained once in the first run, none and all reused there
+    static = record["static_front"]
+    assert [row["method"] for row in static["rows"]] == ["none", "static:P3", "static:P3,P4", "all"]
+    assert all(row["n"] == 2 for row in static["rows"])
+    assert (first / "students" / "static:P3,P4-seed1" / "metrics.json").is_file()
+    assert not (second / "students" / "static:P3-seed0").exists()
+    assert "none" in static["front"]  # nothing is cheaper than no KD
+    fractions = [row["kd_fraction_mean"] for row in static["rows"]]
+    assert fractions[0] == 0 and fractions[-1] == pytest.approx(1.0)
+    assert fractions == sorted(fractions)
     text = (out / "budget_study.md").read_text()
     assert "**At budget 0.40**" in text and "**At budget 0.70**" in text
+    assert "| static:P3,P4 |" in text or "| **static:P3,P4** |" in text
+    assert "best static subset at or below the policy's cost" in text
     assert (out / "budget_study.png").stat().st_size > 0
 
 
@@ -39,4 +51,19 @@ def test_a_budget_outside_zero_one_is_one_line(tmp_path):
     out = tmp_path / "study"
     result = run_script("scripts/budget_study.py", "--debug", "--budgets", "1.5", "--out", str(out))
     one_error_line(result, "--budgets 1.5")
+    assert not out.exists()
+
+
+def test_a_static_front_subset_that_is_not_fixed_is_one_line(tmp_path):
+    out = tmp_path / "study"
+    result = run_script(
+        "scripts/budget_study.py",
+        "--debug",
+        "--static-front",
+        "P3",
+        "random:0.5",
+        "--out",
+        str(out),
+    )
+    one_error_line(result, "random:0.5")
     assert not out.exists()
