@@ -20,24 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from experiments.controls import control_record, control_runs, controls_beside
 from experiments.policy_learning import learn_policy
 from experiments.policy_students import decision_log_hook, phase3_selector, static_pair_finder
 from experiments.run_setup import check_trainable
 from experiments.search_retrain import search_and_retrain
-from policies.learner_gpus import cuda_sight
+from experiments.tune.trial_placement import place_trial
 from rlpkd.config import Config, save_config
 from rlpkd.data.build import build_datasets
-from rlpkd.device_placement import DevicePlacement, placed_device
 from rlpkd.errors import ConfigError, DivergenceError, divergence_in
 from rlpkd.fingerprint import file_digest, fingerprint
 from rlpkd.flops.kd_flops import flops_model_from_config
@@ -74,7 +70,6 @@ __all__ = [
     "teacher_path",
     "trial_dir",
     "trial_fingerprint",
-    "trial_device",
     "run_trial",
 ]
 
@@ -287,23 +282,6 @@ def _recorded_failure(run_dir: RunDirectory, fingerprint: str) -> TrialDivergedE
         return None
 
 
-def _node_id() -> str:
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-    except Exception:  # a trial outside Ray has no node
-        return ""
-
-
-def trial_device(config: Config, gpu_ids: list[int | str]) -> DevicePlacement:
-    """Where a trial trains: on no GPU when it asked for none (``sweep.trial_gpus`` 0), else
-    where Ray's assignment ``gpu_ids`` and ``runtime.device`` put it (``placed_device``: with
-    a GPU assigned and no CUDA visible, the CPU, and a note saying so)."""
-    requested = config.runtime.device if config.sweep.trial_gpus > 0 else "cpu"
-    return placed_device(requested, gpu_ids, torch.cuda.is_available())
-
-
 def run_trial(
     spec: TrialSpec,
     config: Config,
@@ -318,7 +296,7 @@ def run_trial(
 
     The metrics say where the trial ran: ``node_id``, ``gpu_ids`` (``ray.get_gpu_ids()`` in the
     trial), ``cuda_visible_devices`` (as Ray set it; None when unset), ``device`` (what it
-    trained on, ``trial_device``), ``device_note`` (why that is not Ray's GPU; '' when it is,
+    trained on, ``experiments.tune.trial_placement``), ``device_note`` (why that is not Ray's GPU; '' when it is,
     also printed once as a warning) and ``trial_start_unix_s`` / ``trial_end_unix_s``
     (``time.time()``, comparable across the trials of one machine).
 
@@ -345,15 +323,8 @@ def run_trial(
     if failure is not None:
         raise failure  # deterministic: training again would diverge again
     _forget_other_inputs(run_dir, fingerprint)
-    sight = cuda_sight()
-    gpu_ids = list(sight.gpu_ids)
-    placement = trial_device(config, gpu_ids)
-    if placement.note:
-        print(f"warning: trial {spec.trial_id}: {placement.note}", file=sys.stderr, flush=True)
-    # every phase of the trial (the RL env too) reads the device from the config
-    config = dataclasses.replace(
-        config, runtime=dataclasses.replace(config.runtime, device=str(placement.device))
-    )
+    placement = place_trial(spec.trial_id, config)
+    config = placement.config
     device = configure_runtime(config.runtime)
     progress = config.runtime.progress
     datasets = build_datasets(config.data, progress)
@@ -377,11 +348,7 @@ def run_trial(
         "kind": spec.kind,
         "method": spec.method,
         "seed": spec.seed,
-        "node_id": _node_id(),
-        "gpu_ids": gpu_ids,
-        "cuda_visible_devices": sight.cuda_visible_devices,
-        "device": str(device),
-        "device_note": placement.note,
+        **placement.record,
         "trial_attempts": attempts,
         "trial_wall_time_s": time.perf_counter() - start,
         "trial_start_unix_s": start_unix_s,

@@ -12,7 +12,7 @@ import ray
 import torch
 
 from experiments.tune.sweep import run_sweep
-from experiments.tune.trials import trial_device
+from experiments.tune.trial_placement import trial_device
 from rlpkd.config import load_config
 from rlpkd.errors import ConfigError
 from rlpkd.rundir import read_json
