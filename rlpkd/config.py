@@ -18,34 +18,15 @@ from typing import Any
 
 import yaml
 
+from rlpkd import config_schema
 from rlpkd.config_rules import Rule
-from rlpkd.config_schema import (
-    FIELD_RULES,
-    Config,
-    DataConfig,
-    DistillConfig,
-    EvalConfig,
-    ExperimentConfig,
-    MetaConfig,
-    ModelConfig,
-    RLConfig,
-    RuntimeConfig,
-    ScheduleConfig,
-)
+from rlpkd.config_schema import *  # noqa: F403  (its __all__: the sections, re-exported)
+from rlpkd.config_schema import Config
 from rlpkd.config_validation import validate_config
 from rlpkd.errors import ConfigError
 
 __all__ = [
-    "DataConfig",
-    "ModelConfig",
-    "ScheduleConfig",
-    "DistillConfig",
-    "EvalConfig",
-    "ExperimentConfig",
-    "RLConfig",
-    "MetaConfig",
-    "RuntimeConfig",
-    "Config",
+    *config_schema.__all__,  # the schema's sections and rules, re-exported
     "load_config",
     "apply_overrides",
     "config_to_dict",
@@ -55,7 +36,6 @@ __all__ = [
     "parse_config_yaml",
     "ConfigYamlLoader",
     "Rule",
-    "FIELD_RULES",
 ]
 
 
