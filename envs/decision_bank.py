@@ -38,6 +38,7 @@ from rlpkd.levels import NUM_LEVELS, NUM_SUBSETS, subsets_to_masks
 
 __all__ = [
     "SUBSET_LEVELS",
+    "PROGRESS_QUARTERS",
     "DecisionBank",
     "BankSplit",
     "split_by_image",
@@ -45,6 +46,9 @@ __all__ = [
     "decision_bank_path",
     "collect_decision_bank",
 ]
+
+PROGRESS_QUARTERS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Default bins of ``DecisionBank.value_by_progress``: the schedule's quarters."""
 
 SUBSET_LEVELS: np.ndarray = subsets_to_masks(torch.arange(NUM_SUBSETS)).numpy().astype(np.float64)
 """[16, 4] membership: row a holds 1 at the levels of subset a (``rlpkd.levels`` encoding)."""
@@ -91,6 +95,32 @@ class DecisionBank:
         if not unit > 0:
             raise ValueError(f"the decision bank's values give no unit (mean |Σ_l v| = {unit})")
         return unit
+
+    def value_by_progress(self, edges: Sequence[float] = PROGRESS_QUARTERS) -> list[dict[str, Any]]:
+        """When the value signal says KD pays: per training-progress bin ``[lo, hi)`` (the last
+        bin closed), its contexts, their mean all-level value ``Σ_l v_il`` in units of the whole
+        bank's ``value_unit`` (1: the typical all-level value), and ``share_of_value``: the bin's
+        mean over the sum of the bins' means, i.e. its share of the value when every bin holds
+        as many decisions (equal bins of the schedule do), whatever the bank's own mix."""
+        totals = self.level_values.sum(axis=1) / self.value_unit()
+        rows = []
+        for index, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            last = index == len(edges) - 2
+            inside = (self.progress >= lo) & (
+                (self.progress <= hi) if last else (self.progress < hi)
+            )
+            count = int(inside.sum())
+            rows.append(
+                {
+                    "progress": [float(lo), float(hi)],
+                    "contexts": count,
+                    "mean_value": float(totals[inside].mean()) if count else float("nan"),
+                }
+            )
+        means = sum(row["mean_value"] for row in rows if row["contexts"])
+        for row in rows:
+            row["share_of_value"] = row["mean_value"] / means if row["contexts"] else 0.0
+        return rows
 
     def reward_table(self, lam: float, unit: float) -> np.ndarray:
         """[N, 16] the exact reward of every subset of every context:

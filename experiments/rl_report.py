@@ -30,6 +30,7 @@ from rlpkd.report.budget_comparison import (
     budget_comparison,
     budget_report_lines,
     phase2_budget_sentence,
+    value_by_progress_sentence,
 )
 from rlpkd.report.decision_log import read_decisions
 from rlpkd.report.learning_verdict import phase2_report_lines
@@ -223,6 +224,9 @@ def _budget_report(
         bank.get("contexts", 0), 1
     )
     lines = [phase2_budget_sentence(extra["phase2_budget"]), ""] if extra["phase2_budget"] else []
+    if bank.get("value_by_progress"):
+        extra["value_by_progress"] = bank["value_by_progress"]
+        lines += [value_by_progress_sentence(bank["value_by_progress"]), ""]
     lines += budget_report_lines(extra["budget"])
     lines += spending_lines(config, datasets, run_dir, phases.runs)
     return extra, lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rlpkd.report.paired_differences import paired_difference
@@ -15,6 +15,7 @@ __all__ = [
     "budget_comparison",
     "budget_report_lines",
     "phase2_budget_sentence",
+    "value_by_progress_sentence",
 ]
 
 COST_TOLERANCE = 0.02
@@ -116,6 +117,22 @@ def budget_report_lines(comparison: dict[str, Any]) -> list[str]:
             f"{_signed(row['policy_minus_high'])}] | {row['policy_minus_n']} |"
         )
     return [*lines, ""]
+
+
+def value_by_progress_sentence(rows: Sequence[Mapping[str, Any]]) -> str:
+    """When the value signal says KD pays, from the decision bank's ``value_by_progress`` rows:
+    each progress bin's mean all-level value (1: the bank's typical value) and share."""
+    parts = [
+        f"{row['progress'][0]:g}–{row['progress'][1]:g}: {row['mean_value']:.2f} "
+        f"({100 * row['share_of_value']:.0f}%, {row['contexts']} contexts)"
+        for row in rows
+    ]
+    return (
+        "**When the value signal says KD pays**: the decision bank's mean all-level value by "
+        f"training progress (1 = its typical value; share of the value at equal steps per bin) "
+        f"{'; '.join(parts)}. A budget held per batch spends the same in every bin; the "
+        "temporal controls spend by progress alone."
+    )
 
 
 def phase2_budget_sentence(budget: Mapping[str, Any]) -> str:

@@ -98,6 +98,24 @@ def test_split_by_image_keeps_every_image_on_one_side():
     assert split.heldout_images.tolist() == split_by_image(bank, 0.25, 3).heldout_images.tolist()
 
 
+def test_value_by_progress_bins_the_all_level_value_by_training_progress():
+    # two contexts early (all-level values 4 and 2), none in the middle, one at the very end (0)
+    bank = DecisionBank(
+        observations=np.zeros((3, 2), dtype=np.float32),
+        level_values=np.array([[1.0, 1.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]),
+        image_ids=np.arange(3),
+        progress=np.array([0.0, 0.4, 1.0]),
+        updates=np.arange(3),
+        subset_costs=np.linspace(0, 1, 16),
+    )
+    rows = bank.value_by_progress((0.0, 0.5, 0.75, 1.0))
+    unit = 2.0  # mean |Σ_l v| over the three contexts
+    assert [row["contexts"] for row in rows] == [2, 0, 1]  # progress 1.0 falls in the last bin
+    assert rows[0]["mean_value"] == pytest.approx(3.0 / unit)
+    assert np.isnan(rows[1]["mean_value"]) and rows[2]["mean_value"] == 0.0
+    assert [row["share_of_value"] for row in rows] == pytest.approx([1.0, 0.0, 0.0])
+
+
 def test_the_bank_fingerprint_ignores_the_price_and_ppo_but_not_what_decides_the_contexts(
     tmp_path,
 ):

@@ -44,6 +44,8 @@ def test_a_study_of_two_budgets_shares_the_teacher_and_pairs_every_control(tiny_
     assert "**At budget 0.40**" in text and "**At budget 0.70**" in text
     assert "| static:P3,P4 |" in text or "| **static:P3,P4** |" in text
     assert "best static subset at or below the policy's cost" in text
+    # each budget's report says when the value signal says KD pays
+    assert "When the value signal says KD pays" in (first / "report.md").read_text()
     assert (out / "budget_study.png").stat().st_size > 0
 
 
