@@ -179,7 +179,7 @@ def static_front_markdown(record: dict[str, Any]) -> list[str]:
             continue
         best = max(cheaper, key=lambda row: row["AP_mean"])
         lines.append(
-            f"At budget {entry['budget']:.2f} the best static subset at or below the policy's "
+            f"- At budget {entry['budget']:.2f} the best static subset at or below the policy's "
             f"cost is {best['method']} ({100 * best['AP_mean']:.1f} AP, "
             f"{best['kd_fraction_mean']:.3f} of all-level kd FLOPs); the policy: "
             f"{100 * policy['AP_mean']:.1f}."

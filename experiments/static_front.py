@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from experiments.policy_students import distil_job
 from experiments.student_workers import StudentJob, StudentWorkerPool
 from rlpkd.config import Config
@@ -84,9 +86,15 @@ def train_static_front(
     )
     config = dataclasses.replace(config, runtime=runtime)
     print(f"[static front] {len(jobs)} students in {run / 'students'}", flush=True)
-    with StudentWorkerPool(config, distil_job, weights) as pool:
-        futures = pool.submit(jobs)
-        return [future.result() for future in futures]
+    bar = tqdm(total=len(jobs), desc="static front", unit="student", disable=not runtime.progress)
+    try:
+        with StudentWorkerPool(config, distil_job, weights) as pool:
+            futures = pool.submit(jobs)
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update(1))
+            return [future.result() for future in futures]
+    finally:
+        bar.close()
 
 
 def static_front_record(runs: list[dict[str, Any]], all_levels_gflops: float) -> dict[str, Any]:
