@@ -96,13 +96,17 @@ class DecisionBank:
             raise ValueError(f"the decision bank's values give no unit (mean |Σ_l v| = {unit})")
         return unit
 
-    def value_by_progress(self, edges: Sequence[float] = PROGRESS_QUARTERS) -> list[dict[str, Any]]:
+    def value_by_progress(
+        self, edges: Sequence[float] = PROGRESS_QUARTERS, unit: float | None = None
+    ) -> list[dict[str, Any]]:
         """When the value signal says KD pays: per training-progress bin ``[lo, hi)`` (the last
-        bin closed), its contexts, their mean all-level value ``Σ_l v_il`` in units of the whole
-        bank's ``value_unit`` (1: the typical all-level value), and ``share_of_value``: the bin's
-        mean over the sum of the bins' means, i.e. its share of the value when every bin holds
-        as many decisions (equal bins of the schedule do), whatever the bank's own mix."""
-        totals = self.level_values.sum(axis=1) / self.value_unit()
+        bin closed), its contexts, their mean all-level value ``Σ_l v_il`` in units of ``unit``
+        (default: this bank's ``value_unit``, the typical all-level value; NaN for an empty
+        bin), and ``share_of_value``: the bin's mean over the sum of the bins' means, i.e. its
+        share of the value when every bin holds as many decisions (equal bins of the schedule
+        do), whatever the bank's own mix. Shares are NaN when a bin's mean is negative or no
+        bin's is positive (a share of a signed sum means nothing); an empty bin's is 0."""
+        totals = self.level_values.sum(axis=1) / (self.value_unit() if unit is None else unit)
         rows = []
         for index, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
             last = index == len(edges) - 2
@@ -117,9 +121,15 @@ class DecisionBank:
                     "mean_value": float(totals[inside].mean()) if count else float("nan"),
                 }
             )
-        means = sum(row["mean_value"] for row in rows if row["contexts"])
+        means = [row["mean_value"] for row in rows if row["contexts"]]
+        shares_mean_something = sum(means) > 0 and min(means) >= 0
         for row in rows:
-            row["share_of_value"] = row["mean_value"] / means if row["contexts"] else 0.0
+            if not row["contexts"]:
+                row["share_of_value"] = 0.0
+            elif shares_mean_something:
+                row["share_of_value"] = row["mean_value"] / sum(means)
+            else:
+                row["share_of_value"] = float("nan")
         return rows
 
     def reward_table(self, lam: float, unit: float) -> np.ndarray:

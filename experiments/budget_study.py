@@ -18,6 +18,7 @@ subsets and their front, the policy at each budget, each control).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -26,16 +27,24 @@ from typing import Any
 
 from experiments.controls import POLICY_METHOD, control_kind
 from experiments.rl_pipeline import run_rl_experiment
-from experiments.static_front import ALL_STATIC_SPECS, static_front_record, train_static_front
+from experiments.static_front import (
+    ALL_STATIC_SPECS,
+    STATIC_PREFIX,
+    static_front_jobs,
+    static_front_record,
+    train_static_front,
+)
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config
 from rlpkd.report.budget_comparison import budget_report_lines
+from rlpkd.report.verification import best_static_at_or_below
 from rlpkd.rundir import write_json
 from rlpkd.viz.budget_plot import budget_plot
 
 __all__ = [
     "budget_config",
     "reuse_budget_free_work",
+    "reuse_static_students",
     "run_budget_study",
     "budget_study_markdown",
     "static_front_markdown",
@@ -82,11 +91,21 @@ def reuse_budget_free_work(first: Path, later: Path, seeds: list[int]) -> None:
                 _link_tree(student, later / "students" / student.name)
 
 
+def reuse_static_students(out: Path, first: Path) -> None:
+    """Give the first budget's run the static-front students another budget's run of the study
+    holds (a study rerun with another first budget), each reused only by its fingerprint."""
+    for run in sorted(out.glob("budget-*")):
+        if run != first:
+            for student in sorted((run / "students").glob(f"{STATIC_PREFIX}*")):
+                _link_tree(student, first / "students" / student.name)
+
+
 def run_budget_study(
     config: Config, budgets: list[float], static_specs: Sequence[str] = ALL_STATIC_SPECS
 ) -> dict[str, Any]:
     """Run every budget, then the static subsets ``static_specs`` (module docstring; none: no
     static front) into ``config.runtime.out``; returns the record."""
+    static_front_jobs(static_specs, config.experiment.seeds)  # a bad subset: before any work
     out = Path(config.runtime.out)
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"budgets": [], "seeds": list(config.experiment.seeds)}
@@ -117,6 +136,7 @@ def run_budget_study(
         write_json(out / "budget_study.json", record)  # after every budget: a partial study shows
     if first is not None and static_specs:
         first_config = budget_config(config, budgets[0], first)
+        reuse_static_students(out, first)
         weights = first / "checkpoints" / "policy_weights.pt"
         runs = train_static_front(first_config, first, static_specs, weights)
         all_levels = record["budgets"][0]["kd_gflops_all_levels"]
@@ -173,11 +193,11 @@ def static_front_markdown(record: dict[str, Any]) -> list[str]:
         policy = next((r for r in entry["methods"] if r["method"] == POLICY_METHOD), None)
         if policy is None:
             continue
-        cost = policy["kd_gflops_mean"] * (1 + 1e-9)
-        cheaper = [r for r in front["rows"] if r["kd_gflops_mean"] <= cost]
-        if not cheaper:
+        measured = [row for row in front["rows"] if math.isfinite(row["AP_mean"])]
+        methods = [row["method"] for row in measured]
+        best = best_static_at_or_below(measured, methods, policy["kd_gflops_mean"])
+        if best is None:
             continue
-        best = max(cheaper, key=lambda row: row["AP_mean"])
         lines.append(
             f"- At budget {entry['budget']:.2f} the best static subset at or below the policy's "
             f"cost is {best['method']} ({100 * best['AP_mean']:.1f} AP, "

@@ -253,7 +253,7 @@ class PolicyEnvironment:
             "value_unit": self.value_unit,
             "collection_time_s": meta.get("collection_time_s", float("nan")),
             "value_gflops": meta.get("value_gflops", float("nan")),
-            "value_by_progress": self.bank.value_by_progress(),
+            "value_by_progress": self.bank.value_by_progress(unit=self.value_unit),
         }
 
 

@@ -60,8 +60,9 @@ def static_method(spec: str) -> str:
 
 
 def static_front_jobs(specs: Sequence[str], seeds: Sequence[int]) -> list[StudentJob]:
-    """One student job per (subset, seed), the subsets of more levels first (the workers finish
-    together), each subset once however the specs spell it."""
+    """One student job per (subset, seed), each subset once however the specs spell it, the
+    subsets of more levels first (roughly the costlier first, so that the workers finish
+    together). A spec that is not a fixed level set is a ``ConfigError`` (``static_levels``)."""
     subsets = {static_method(spec): static_levels(spec) for spec in specs}
     by_cost = sorted(subsets.items(), key=lambda item: -len(item[1]))
     return [

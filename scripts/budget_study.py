@@ -7,9 +7,10 @@ python scripts/budget_study.py --config configs/default.yaml [--budgets 0.3 0.5 
 Runs train_rl once per budget (rl.budget) into <out>/budget-<b>, every control of
 experiments/controls.py on every seed, the teacher, snapshot pool, decision bank and the no-KD and
 all-level students made once and shared; then the static front: every fixed level subset (or
-those of --static-front; --static-front alone: none) over the same seeds, once. Writes <out>/budget_study.{json,md,png}: per budget, the
-policy's measured cost, policy − each control in AP paired by seed with a 95% t interval, and AP
-against kd FLOPs for every method.
+those of --static-front; --static-front alone: none) over the same seeds, once. Writes
+<out>/budget_study.{json,md,png}: per budget, the policy's measured cost, policy − each control
+in AP paired by seed with a 95% t interval; the static subsets and their front; and AP against
+kd FLOPs for every method.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import dataclasses
 
 from experiments.budget_study import run_budget_study
 from experiments.cli import config_argument_parser, config_from_args, run_cli
-from experiments.static_front import ALL_STATIC_SPECS, static_levels
+from experiments.static_front import ALL_STATIC_SPECS, static_front_jobs
 from rlpkd.errors import ConfigError
 from rlpkd.rundir import run_lock
 
@@ -56,8 +57,7 @@ def main() -> int:
         experiment = dataclasses.replace(config.experiment, seeds=list(args.seeds))
         config = dataclasses.replace(config, experiment=experiment)
     static_specs = ALL_STATIC_SPECS if args.static_front is None else args.static_front
-    for spec in static_specs:
-        static_levels(spec)  # a bad subset stops here, before anything is trained
+    static_front_jobs(static_specs, [])  # a bad subset: one line, before the lock or any write
     with run_lock(config.runtime.out):
         record = run_budget_study(config, args.budgets, static_specs)
     for entry in record["budgets"]:

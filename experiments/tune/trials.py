@@ -296,8 +296,9 @@ def run_trial(
 
     The metrics say where the trial ran: ``node_id``, ``gpu_ids`` (``ray.get_gpu_ids()`` in the
     trial), ``cuda_visible_devices`` (as Ray set it; None when unset), ``device`` (what it
-    trained on, ``experiments.tune.trial_placement``), ``device_note`` (why that is not Ray's GPU; '' when it is,
-    also printed once as a warning) and ``trial_start_unix_s`` / ``trial_end_unix_s``
+    trained on, ``experiments.tune.trial_placement``), ``device_note`` (why that is not Ray's
+    GPU; '' when it is, also printed once as a warning) and ``trial_start_unix_s`` /
+    ``trial_end_unix_s``
     (``time.time()``, comparable across the trials of one machine).
 
     Raises:

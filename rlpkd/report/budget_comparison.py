@@ -121,17 +121,22 @@ def budget_report_lines(comparison: dict[str, Any]) -> list[str]:
 
 def value_by_progress_sentence(rows: Sequence[Mapping[str, Any]]) -> str:
     """When the value signal says KD pays, from the decision bank's ``value_by_progress`` rows:
-    each progress bin's mean all-level value (1: the bank's typical value) and share."""
-    parts = [
-        f"{row['progress'][0]:g}–{row['progress'][1]:g}: {row['mean_value']:.2f} "
-        f"({100 * row['share_of_value']:.0f}%, {row['contexts']} contexts)"
-        for row in rows
-    ]
+    each progress bin's mean all-level value (in the value reward's unit) and share."""
+
+    def part(row: Mapping[str, Any]) -> str:
+        span = f"{row['progress'][0]:g}–{row['progress'][1]:g}"
+        if not row["contexts"]:
+            return f"{span}: no contexts"
+        share = row["share_of_value"]
+        share_text = f"{100 * share:.0f}%, " if math.isfinite(share) else ""
+        return f"{span}: {row['mean_value']:.2f} ({share_text}{row['contexts']} contexts)"
+
     return (
         "**When the value signal says KD pays**: the decision bank's mean all-level value by "
-        f"training progress (1 = its typical value; share of the value at equal steps per bin) "
-        f"{'; '.join(parts)}. A budget held per batch spends the same in every bin; the "
-        "temporal controls spend by progress alone."
+        "training progress (1 = the value reward's unit, a typical all-level value; in brackets "
+        f"the bin's share of the value at equal steps per bin): {'; '.join(map(part, rows))}. A "
+        "budget held per batch spends the same in every bin; the temporal controls spend by "
+        "progress alone."
     )
 
 

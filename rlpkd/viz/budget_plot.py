@@ -1,4 +1,4 @@
-"""AP against kd FLOPs for a budget study: static subsets, the policy at each budget, the controls."""
+"""AP against kd FLOPs in a budget study: static subsets, their front, the policy, the controls."""
 
 from __future__ import annotations
 

@@ -114,6 +114,12 @@ def test_value_by_progress_bins_the_all_level_value_by_training_progress():
     assert rows[0]["mean_value"] == pytest.approx(3.0 / unit)
     assert np.isnan(rows[1]["mean_value"]) and rows[2]["mean_value"] == 0.0
     assert [row["share_of_value"] for row in rows] == pytest.approx([1.0, 0.0, 0.0])
+    # in a unit of choice; a negative bin mean makes shares of a signed sum: NaN, not 1000%
+    assert bank.value_by_progress((0.0, 0.5, 1.0), unit=1.0)[0]["mean_value"] == pytest.approx(3.0)
+    bank.level_values[2] = -2.0  # the last context: all-level value -8
+    signed = bank.value_by_progress((0.0, 0.5, 1.0))
+    assert signed[1]["mean_value"] < 0
+    assert all(np.isnan(row["share_of_value"]) for row in signed)
 
 
 def test_the_bank_fingerprint_ignores_the_price_and_ppo_but_not_what_decides_the_contexts(

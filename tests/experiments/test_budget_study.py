@@ -36,10 +36,23 @@ def test_a_study_of_two_budgets_shares_the_teacher_and_pairs_every_control(tiny_
     assert all(row["n"] == 2 for row in static["rows"])
     assert (first / "students" / "static:P3,P4-seed1" / "metrics.json").is_file()
     assert not (second / "students" / "static:P3-seed0").exists()
+    # no KD and all levels are Phase 3's students, not trained again (written before the report)
+    report_time = (first / "report.md").stat().st_mtime_ns
+    for method in ("none", "all"):
+        metrics = first / "students" / f"{method}-seed1" / "metrics.json"
+        assert metrics.stat().st_mtime_ns < report_time, method
     assert "none" in static["front"]  # nothing is cheaper than no KD
     fractions = [row["kd_fraction_mean"] for row in static["rows"]]
     assert fractions[0] == 0 and fractions[-1] == pytest.approx(1.0)
-    assert fractions == sorted(fractions)
+    for name in static["front"]:  # the front: no row is as good for less, or better for as much
+        point = next(row for row in static["rows"] if row["method"] == name)
+        assert not any(
+            row["AP_mean"] >= point["AP_mean"]
+            and row["kd_gflops_mean"] <= point["kd_gflops_mean"]
+            and (row["AP_mean"], row["kd_gflops_mean"])
+            != (point["AP_mean"], point["kd_gflops_mean"])
+            for row in static["rows"]
+        ), name
     text = (out / "budget_study.md").read_text()
     assert "**At budget 0.40**" in text and "**At budget 0.70**" in text
     assert "| static:P3,P4 |" in text or "| **static:P3,P4** |" in text

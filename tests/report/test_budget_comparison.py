@@ -7,7 +7,11 @@ import math
 
 import pytest
 
-from rlpkd.report.budget_comparison import budget_comparison, budget_report_lines
+from rlpkd.report.budget_comparison import (
+    budget_comparison,
+    budget_report_lines,
+    value_by_progress_sentence,
+)
 from rlpkd.report.paired_differences import paired_difference
 
 
@@ -52,3 +56,16 @@ def test_the_sentence_compares_with_all_levels_and_says_when_no_control_ran():
     sentence = budget_report_lines(budget_comparison(runs, 0.65, "rl-policy", kinds, 1.0))[2]
     assert "No control trained at its cost" in sentence
     assert "Against all levels: -2.0 AP points, 95% CI [" in sentence
+
+
+def test_the_value_by_progress_sentence_names_each_bin_and_says_when_one_is_empty():
+    rows = [
+        {"progress": [0.0, 0.5], "contexts": 0, "mean_value": math.nan, "share_of_value": 0.0},
+        {"progress": [0.5, 1.0], "contexts": 3, "mean_value": 0.25, "share_of_value": 1.0},
+    ]
+    text = value_by_progress_sentence(rows)
+    assert "0–0.5: no contexts" in text
+    assert "0.5–1: 0.25 (100%, 3 contexts)" in text
+    assert "nan" not in text
+    unshared = value_by_progress_sentence([{**rows[1], "share_of_value": math.nan}])
+    assert "0.5–1: 0.25 (3 contexts)" in unshared
