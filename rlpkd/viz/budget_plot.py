@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from rlpkd.viz.pareto import draw_static_subsets, static_subset_points  # noqa: E402
+
 __all__ = ["KIND_STYLES", "budget_plot"]
 
 KIND_STYLES: dict[str, tuple[str, str]] = {
@@ -29,11 +31,12 @@ every other method has its own colour."""
 def budget_plot(record: dict[str, Any], path: Path) -> Path:
     """One point per (budget, method): mean AP (%) with its std over seeds against mean kd GFLOPs
     per image; the marker says the method's kind, the colour the method (labelled by name
-    without the budget). A record with a ``static_front`` adds every static subset (grey
-    squares, named) and a line through the Pareto front among them."""
+    without the budget). A record with a ``static_front`` adds every static subset and the step
+    through their front as the sweep's Pareto plot draws them (``draw_static_subsets``)."""
     figure, axes = plt.subplots(figsize=(8, 5))
     if record.get("static_front"):
-        _draw_static_front(axes, record["static_front"])
+        static = record["static_front"]
+        draw_static_subsets(axes, *static_subset_points(static["rows"], static["front"]))
     labelled: set[str] = set()
     names = sorted({row["method"].split("@")[0] for e in record["budgets"] for row in e["methods"]})
     palette = matplotlib.colormaps["tab20"]
@@ -62,34 +65,3 @@ def budget_plot(record: dict[str, Any], path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
-
-
-def _draw_static_front(axes: plt.Axes, static: dict[str, Any]) -> None:
-    rows = static["rows"]
-    axes.errorbar(
-        [row["kd_gflops_mean"] for row in rows],
-        [100 * row["AP_mean"] for row in rows],
-        yerr=[100 * row["AP_std"] for row in rows],
-        fmt="s",
-        color="tab:gray",
-        alpha=0.45,
-        label="static subsets",
-    )
-    for row in rows:
-        axes.annotate(
-            row["method"].removeprefix("static:"),
-            (row["kd_gflops_mean"], 100 * row["AP_mean"]),
-            fontsize=5,
-            color="dimgray",
-            xytext=(3, -6),
-            textcoords="offset points",
-        )
-    front = [row for row in rows if row["method"] in static["front"]]
-    axes.plot(
-        [row["kd_gflops_mean"] for row in front],
-        [100 * row["AP_mean"] for row in front],
-        color="tab:gray",
-        linestyle="--",
-        linewidth=1,
-        label="static front",
-    )

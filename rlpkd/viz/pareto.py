@@ -20,7 +20,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from rlpkd.atomic_files import atomic_write  # noqa: E402
 
-__all__ = ["pareto_series", "draw_pareto", "pareto_plot"]
+__all__ = [
+    "pareto_series",
+    "draw_pareto",
+    "pareto_plot",
+    "static_subset_points",
+    "draw_static_subsets",
+]
 
 NAS_MARKERS: tuple[str, ...] = ("^", "v", "o", "h", "p", "<", ">")
 CONTROL_KIND = "rl-control"
@@ -140,17 +146,35 @@ def _label_point(
     )
 
 
-def _draw_static(axes: plt.Axes, series: dict[str, Any]) -> None:
-    if series["static"]:
-        x, y = _xy(series["static"])
+def static_subset_points(
+    rows: list[dict[str, Any]], front_methods: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The points of static-subset rows (method, ``AP_mean``, ``kd_gflops_mean``, stds; labelled
+    by their levels) and of those whose method is in ``front_methods``, by cost, as
+    ``draw_static_subsets`` draws them; rows without a finite AP or cost are left out."""
+    plotted = [row for row in rows if _plottable(row)]
+    static = [_point(row, row["method"].removeprefix("static:")) for row in plotted]
+    front = [
+        point for row, point in zip(plotted, static, strict=True) if row["method"] in front_methods
+    ]
+    return static, sorted(front, key=lambda point: point["kd_gflops"])
+
+
+def draw_static_subsets(
+    axes: plt.Axes, static: list[dict[str, Any]], front: list[dict[str, Any]]
+) -> None:
+    """Grey labelled points for the static subsets and a dashed step through their front (the
+    best AP of one fixed subset at or below each cost)."""
+    if static:
+        x, y = _xy(static)
         grid = axes.scatter(x, y, s=18, color="0.6", zorder=2, label="static subsets")
         grid.set_gid("static")
-        for point in series["static"]:
+        for point in static:
             if point["label"] in REFERENCE_LABELS:  # labelled as a reference point instead
                 continue
             _label_point(axes, point, (3, 3), 5.5, "0.35")
-    if series["front"]:
-        x, y = _xy(series["front"])
+    if front:
+        x, y = _xy(front)
         (line,) = axes.step(x, y, where="post", color="0.3", lw=1.2, ls="--", label="static front")
         line.set_gid("static-front")
 
@@ -244,7 +268,7 @@ def _draw_nas(axes: plt.Axes, series: dict[str, Any]) -> None:
 def draw_pareto(series: dict[str, Any], title: str) -> plt.Figure:
     """The Pareto figure of ``pareto_series`` output (the caller closes it)."""
     figure, axes = plt.subplots(figsize=(8.0, 5.5))
-    _draw_static(axes, series)
+    draw_static_subsets(axes, series["static"], series["front"])
     _draw_reference_and_baselines(axes, series)
     _draw_rl(axes, series)
     _draw_nas(axes, series)
