@@ -109,6 +109,7 @@ def run_budget_study(
     out = Path(config.runtime.out)
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"budgets": [], "seeds": list(config.experiment.seeds)}
+    record["budget_pace"] = list(config.rl.budget_pace)
     first: Path | None = None
     for budget in budgets:
         run_out = out / f"budget-{budget:.2f}"
@@ -156,6 +157,8 @@ def budget_study_markdown(record: dict[str, Any]) -> str:
         "points, paired by seed, with 95% t intervals. AP against kd FLOPs: `budget_study.png`.",
         "",
     ]
+    if record.get("budget_pace"):
+        lines += [f"Budget pace (rl.budget_pace): {record['budget_pace']}.", ""]
     for entry in record["budgets"]:
         lines += budget_report_lines(entry["comparison"])[2:]  # without the section heading
         policy = next((r for r in entry["methods"] if r["method"] == POLICY_METHOD), None)

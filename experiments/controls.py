@@ -124,6 +124,7 @@ def budgeted_policy_selector(
         budget,
         POLICY_METHOD,
         fingerprint=f"{policy.fingerprint}:budget={budget:.6f}",
+        pace=config.rl.budget_pace,
     )
 
 
@@ -139,6 +140,7 @@ def _budgeted(
             fraction,
             control_method(name, fraction),
             fingerprint=f"{name}:{fraction:.6f}:seed={inputs.seed}",
+            pace=inputs.config.rl.budget_pace,
         )
 
     return build
@@ -187,6 +189,7 @@ def _static_mix(inputs: ControlInputs, fraction: float, argument: str) -> LevelS
         fraction,
         control_method("static-mix", fraction),
         fingerprint=f"static-mix:{argument}:{fraction:.6f}",
+        pace=inputs.config.rl.budget_pace,
     )
 
 

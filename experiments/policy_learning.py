@@ -68,14 +68,15 @@ def policy_fingerprint(config: Config) -> str:
     """A hash of everything that determines the PPO policy of Phase 2.
 
     The data, both models and schedules, the KD objective (the env distils the snapshot
-    students with it), the rl section (less Phase 3's ``greedy`` and ``static_baselines``), the
-    warm start's bytes and the seed; not where the data lives or how progress is shown.
+    students with it), the rl section (less Phase 3's ``greedy``, ``static_baselines`` and
+    ``budget_pace``), the warm start's bytes and the seed; not where the data lives or how
+    progress is shown.
     """
     return fingerprint(
         config,
         ("data", "teacher", "student", "teacher_schedule", "student_schedule", "distill", "rl"),
         {"warm_start": file_digest(config.meta.warm_start), "seed": config.runtime.seed},
-        drop={"rl": ("greedy", "static_baselines")},
+        drop={"rl": ("greedy", "static_baselines", "budget_pace")},
     )
 
 

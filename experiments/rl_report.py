@@ -214,7 +214,12 @@ def _budget_report(
     all_gflops = phases.flops.kd_flops(LEVELS) / 1e9
     extra: dict[str, Any] = {
         "budget": budget_comparison(
-            phases.runs, config.rl.budget, POLICY_METHOD, kinds, all_gflops
+            phases.runs,
+            config.rl.budget,
+            POLICY_METHOD,
+            kinds,
+            all_gflops,
+            config.rl.budget_pace,
         ),
         "phase2_budget": phases.learning.get("budget", {}),
     }

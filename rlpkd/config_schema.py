@@ -226,7 +226,12 @@ class RLConfig:
     """A KD budget: the policy's mean kd FLOPs per image as a fraction of all levels'. Phase 2
     moves λ as a dual variable to hold it (PID Lagrangian, ``policies.budget_dual``; ``lam`` is
     its start), Phase 3 meets it in every epoch and trains the controls of
-    ``rlpkd.training.controls`` at the policy's measured cost. Empty (null): the fixed price."""
+    ``experiments.controls`` at the policy's measured cost. Empty (null): the fixed price."""
+    budget_pace: list[float] = ruled(NON_NEGATIVE, factory=list)
+    """With rl.budget: how Phase 3 spreads the run's budget over the schedule, as weights of equal
+    stretches of training progress (``[2, 1, 1, 0]``: half of it in the first quarter, none in
+    the last), for the policy and every budgeted control alike; the run then holds the budget,
+    its epochs do not. Empty: evenly, every epoch within ±2% (``BudgetAccount``)."""
     heldout_size: int = ruled(COUNT, 16)
     """With rl.reward 'value': images in the fixed held-out batch V (the first, at most all, of
     ``heldout_split(…, search.holdout_fraction, runtime.seed).val``; the env trains on the rest)."""

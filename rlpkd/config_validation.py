@@ -102,6 +102,12 @@ def validate_config(config: Config, source: str = "config") -> None:
             f"{source}: 'experiment.control_seeds' is {experiment.control_seeds}; allowed: empty, "
             f"or seeds of experiment.seeds ({experiment.seeds}) starting with its first"
         )
+    pace = config.rl.budget_pace
+    if pace and (config.rl.budget is None or sum(pace) <= 0):
+        raise ConfigError(
+            f"{source}: 'rl.budget_pace' is {pace}; allowed: empty, or weights not all 0 "
+            "with rl.budget set"
+        )
     if config.rl.minibatch_size > config.rl.train_batch_size:
         raise ConfigError(
             f"{source}: 'rl.minibatch_size' is {config.rl.minibatch_size}; allowed: at most "

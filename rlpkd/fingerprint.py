@@ -34,7 +34,7 @@ PLANTED_RULE_KEYS = ("planted_class", "planted_levels", "planted_corruption")
 
 LATER_FIELD_DEFAULTS: dict[str, dict[str, Any]] = {
     "distill": {"planted_corruption": "rotate"},
-    "rl": {"policy_head": "joint", "budget": None},
+    "rl": {"policy_head": "joint", "budget": None, "budget_pace": []},
     "teacher": {"init": ""},
     "student": {"init": ""},
 }

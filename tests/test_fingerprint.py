@@ -151,3 +151,15 @@ def test_a_factorised_policy_head_changes_the_policy_only():
     assert policy_fingerprint(factorised) != policy_fingerprint(base)
     assert snapshot_fingerprint(factorised) == snapshot_fingerprint(base)
     assert student_fingerprint(factorised, 5, "all") == student_fingerprint(base, 5, "all")
+
+
+def test_a_budget_pace_changes_phase_3_and_the_trials_not_the_policy():
+    """Phase 2 does not read ``rl.budget_pace`` (its policy is reused across paces); a sweep's RL
+    trial, whose students spend by it, does."""
+    budgeted = config_from_dict(VALUES | {"rl": {**VALUES["rl"], "budget": 0.5}})
+    paced = config_from_dict(
+        VALUES | {"rl": {**VALUES["rl"], "budget": 0.5, "budget_pace": [2.0, 1.0]}}
+    )
+    assert policy_fingerprint(paced) == policy_fingerprint(budgeted)
+    spec = SPECS["rl"]
+    assert trial_fingerprint(spec, paced) != trial_fingerprint(spec, budgeted)

@@ -33,10 +33,11 @@ def budget_comparison(
     policy_method: str,
     kinds: Mapping[str, str],
     all_gflops: float,
+    pace: Sequence[float] = (),
 ) -> dict[str, Any]:
     """The policy's measured cost against ``budget`` and, for every other method of ``runs``
     (``kinds``: method -> kind), its measured cost and ``policy − method`` AP paired by seed
-    (``paired_difference``)."""
+    (``paired_difference``); ``pace``: the run's ``rl.budget_pace``, recorded as it is."""
     policy_fraction = _fraction(runs, policy_method, all_gflops)
     rows = []
     for method, kind in kinds.items():
@@ -57,6 +58,7 @@ def budget_comparison(
         )
     return {
         "budget": budget,
+        "pace": [float(w) for w in pace],
         "policy_kd_fraction": policy_fraction,
         "policy_holds_budget": bool(abs(policy_fraction - budget) <= COST_TOLERANCE * budget),
         "controls": rows,
@@ -85,6 +87,13 @@ def budget_report_lines(comparison: dict[str, Any]) -> list[str]:
         f"**At budget {budget:.2f}** the policy spent {spent:.3f} of all-level kd FLOPs "
         f"({held}, ±{100 * COST_TOLERANCE:.0f}%). "
     )
+    if comparison.get("pace"):
+        shares = ", ".join(f"{w / sum(comparison['pace']):.2f}" for w in comparison["pace"])
+        sentence += (
+            f"It and every budgeted control spread the run's budget over equal stretches of "
+            f"training by the pace {shares} (rl.budget_pace): the run holds it, its epochs "
+            "do not. "
+        )
     if controls:
         sentence += (
             "Against the controls at its cost, beyond the 95% interval of the paired difference, "

@@ -3,7 +3,9 @@
 A budget is a fraction ``b`` of all-level KD FLOPs per training image. ``BudgetAccount`` keeps what
 a run may spend so far (``b`` times the images it has seen, plus this batch) against what it spent,
 so a batch that spends less leaves the difference to the next one and every epoch's kd FLOPs end
-within one sample's cost of ``b``.
+within one sample's cost of ``b``. With a *pace* (``rl.budget_pace``: weights of equal stretches of
+training progress) an image seen in stretch ``j`` adds ``b · k · w_j / Σw`` instead of ``b``: the
+run as a whole spends ``b`` (to within the steps' rounding into stretches), its epochs do not.
 
 ``allocate_subsets`` picks each sample's subset from per-(sample, subset) scores under a batch
 allowance: the Lagrangian choice ``argmax_a score(i, a) − μ · cost(a)``, with ``μ`` found by
@@ -14,11 +16,12 @@ FLOP first, while the allowance lasts (the greedy knapsack step).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["allocate_subsets", "BudgetAccount"]
+__all__ = ["allocate_subsets", "BudgetAccount", "pace_rate"]
 
 _BISECTION_STEPS = 60
 
@@ -91,32 +94,56 @@ def _spend_what_is_left(
         chosen[row] = subset
 
 
+def pace_rate(pace: Sequence[float], progress: float) -> float:
+    """The budget's rate at ``progress`` (in [0, 1]) under ``pace``, relative to an even spread:
+    ``k · w_j / Σw`` for the stretch ``j`` of the ``k`` equal stretches that holds ``progress``;
+    1 with no pace (an empty ``pace``)."""
+    if not pace:
+        return 1.0
+    stretch = min(max(int(progress * len(pace)), 0), len(pace) - 1)
+    return len(pace) * float(pace[stretch]) / float(sum(pace))
+
+
 class BudgetAccount:
-    """What a run may still spend: ``budget`` × images seen (this batch included) − spent.
+    """What a run may still spend: ``budget`` × images seen (this batch included) − spent, each
+    image weighted by ``pace_rate(pace, progress)`` when the run has a pace.
 
     Costs are fractions of all-level KD FLOPs per image, so ``budget`` is one too.
     """
 
-    def __init__(self, budget: float) -> None:
+    def __init__(self, budget: float, pace: Sequence[float] = ()) -> None:
         if not 0.0 <= budget <= 1.0:
             raise ValueError(f"a KD budget is a fraction of all-level kd FLOPs; got {budget}")
+        if pace and (min(pace) < 0 or sum(pace) <= 0):
+            raise ValueError(f"a budget pace is non-negative weights, not all 0; got {list(pace)}")
         self.budget = float(budget)
+        self.pace = tuple(float(w) for w in pace)
         self.images = 0
         self.spent = 0.0
+        self.allowed = 0.0
+        """With a pace: what the images seen so far were allowed (``budget × images`` without)."""
 
-    def allowance(self, batch_size: int) -> float:
-        """What a batch of ``batch_size`` images may spend now."""
-        return self.budget * (self.images + batch_size) - self.spent
+    def allowance(self, batch_size: int, progress: float = 0.0) -> float:
+        """What a batch of ``batch_size`` images at training ``progress`` may spend now."""
+        if not self.pace:
+            return self.budget * (self.images + batch_size) - self.spent
+        return self.allowed + self._added(batch_size, progress) - self.spent
 
-    def charge(self, batch_size: int, cost: float) -> None:
-        """Record a batch of ``batch_size`` images that spent ``cost``."""
+    def charge(self, batch_size: int, cost: float, progress: float = 0.0) -> None:
+        """Record a batch of ``batch_size`` images at ``progress`` that spent ``cost``."""
+        self.allowed += self._added(batch_size, progress)
         self.images += int(batch_size)
         self.spent += float(cost)
 
+    def _added(self, batch_size: int, progress: float) -> float:
+        return self.budget * batch_size * pace_rate(self.pace, progress)
+
     def state_dict(self) -> dict[str, Any]:
         """The counts (for a resumed run)."""
-        return {"budget": self.budget, "images": self.images, "spent": self.spent}
+        state = {"budget": self.budget, "images": self.images, "spent": self.spent}
+        return state | ({"allowed": self.allowed} if self.pace else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
         self.images, self.spent = int(state["images"]), float(state["spent"])
+        self.allowed = float(state.get("allowed", self.budget * self.images))

@@ -52,6 +52,7 @@ __all__ = [
     "ValueGreedyScores",
     "TemporalLevels",
     "all_or_nothing_scores",
+    "pace_suffix",
     "static_pair_scores",
     "SUBSET_MASKS",
 ]
@@ -83,6 +84,15 @@ def static_pair_scores(count: int, low: int, high: int) -> torch.Tensor:
     return scores
 
 
+def pace_suffix(pace: Sequence[float]) -> str:
+    """What a budget ``pace`` adds to a selector's fingerprint: its shares of the run's budget
+    (``''`` for an even spread, so students from before paces keep their fingerprints)."""
+    if not pace:
+        return ""
+    total = float(sum(pace))
+    return ":pace=" + ",".join(f"{float(w) / total:.4f}" for w in pace)
+
+
 def all_or_nothing_scores(priority: torch.Tensor) -> torch.Tensor:
     """[B, 16] scores with two options per sample: no KD (0) or all levels (``priority``)."""
     scores = torch.full((len(priority), NUM_SUBSETS), float("-inf"), dtype=torch.float64)
@@ -97,7 +107,8 @@ class BudgetedLevels:
 
     It reads the step's own student forward (``OutputObservingSelector``), passes every finished
     step to a scorer that learns from it (``observe_step``) and keeps the account and the
-    scorer's state across a resume.
+    scorer's state across a resume. With a ``pace`` (``rl.budget_pace``) the account spreads the
+    run's budget over the schedule by those weights, and the fingerprint says so.
     """
 
     def __init__(
@@ -107,27 +118,30 @@ class BudgetedLevels:
         budget: float,
         name: str,
         fingerprint: str | None = None,
+        pace: Sequence[float] = (),
     ) -> None:
         self.scorer = scorer
         self.subset_costs = subset_costs.double().cpu()
-        self.account = BudgetAccount(budget)
+        self.account = BudgetAccount(budget, pace)
         self.name = name
-        self.fingerprint = fingerprint or f"{name}:budget={budget:.6f}"
+        self.fingerprint = (fingerprint or f"{name}:budget={budget:.6f}") + pace_suffix(pace)
 
     def select(self, batch: DetectionBatch, progress: float) -> torch.Tensor:
         """The mask for ``batch`` without the step's forward (scorers that need it fail)."""
-        return self._allocate(batch, self.scorer.scores(batch, None, progress))
+        return self._allocate(batch, self.scorer.scores(batch, None, progress), progress)
 
     def select_from_output(
         self, batch: DetectionBatch, output: DetectorOutput, progress: float
     ) -> torch.Tensor:
         """The mask for ``batch`` from the step's own student forward ``output`` (detached)."""
-        return self._allocate(batch, self.scorer.scores(batch, output, progress))
+        return self._allocate(batch, self.scorer.scores(batch, output, progress), progress)
 
-    def _allocate(self, batch: DetectionBatch, scores: torch.Tensor) -> torch.Tensor:
-        allowance = self.account.allowance(len(batch))
+    def _allocate(
+        self, batch: DetectionBatch, scores: torch.Tensor, progress: float
+    ) -> torch.Tensor:
+        allowance = self.account.allowance(len(batch), progress)
         chosen = allocate_subsets(scores, self.subset_costs, allowance).cpu()
-        self.account.charge(len(batch), float(self.subset_costs[chosen].sum()))
+        self.account.charge(len(batch), float(self.subset_costs[chosen].sum()), progress)
         return subsets_to_masks(chosen).to(batch.images.device)
 
     def set_student(self, student: torch.nn.Module) -> None:

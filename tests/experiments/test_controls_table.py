@@ -8,7 +8,13 @@ import dataclasses
 
 import pytest
 
-from experiments.controls import BUDGET_CONTROLS, Control, control_kind, control_record
+from experiments.controls import (
+    BUDGET_CONTROLS,
+    Control,
+    ControlInputs,
+    control_kind,
+    control_record,
+)
 from experiments.policy_students import student_runs
 from experiments.tune.trials import TrialSpec, trial_fingerprint
 from experiments.validation import validate_config_names
@@ -16,7 +22,9 @@ from rlpkd.config import apply_overrides, config_from_dict, config_to_dict
 from rlpkd.errors import ConfigError
 from rlpkd.report.comparison import summary_sentences
 from rlpkd.report.sweep_rows import comparison_rows, comparison_summary
+from rlpkd.training.budget_selection import BudgetedLevels
 from rlpkd.viz.pareto import pareto_series
+from tests.conftest import tiny_distillation_inputs
 
 NEW = Control(
     "every-other",
@@ -85,3 +93,19 @@ def test_experiment_controls_chooses_which_entries_train(tiny_config):
     assert [method for method, _ in student_runs(alone, 0.4)] == ["rl-policy", "none", "all"]
     with pytest.raises(ConfigError, match="experiment.controls.*'nope'"):
         validate_config_names(_with(tiny_config, "experiment.controls=[nope]"))
+
+
+def test_every_budgeted_control_spends_by_the_runs_pace(tiny_config, tmp_path):
+    """``rl.budget_pace`` reaches every control that spends through a budget account (and its
+    fingerprint); the temporal controls keep their own schedule."""
+    config = _with(tiny_config, "rl.budget=0.5", "rl.budget_pace=[3, 1]")
+    datasets, _, flops = tiny_distillation_inputs(config)
+    inputs = ControlInputs(config, flops, tmp_path / "unused.pt", 0, datasets)
+    arguments = {"static-mix": "P5/P2,P3,P4,P5"}
+    for name in ("random-samples", "random-subsets", "gap-ranked", "loss-ranked", "static-mix"):
+        selector = BUDGET_CONTROLS[name].build(inputs, 0.5, arguments.get(name, ""))
+        assert isinstance(selector, BudgetedLevels), name
+        assert selector.account.pace == (3.0, 1.0), name
+        assert selector.fingerprint.endswith(":pace=0.7500,0.2500"), name
+    early = BUDGET_CONTROLS["early"].build(inputs, 0.5, "")
+    assert "pace" not in early.fingerprint

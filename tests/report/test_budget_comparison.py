@@ -46,6 +46,10 @@ def test_the_sentence_names_only_controls_at_the_policys_cost():
     assert rows["same@0.50"]["holds_policy_cost"] and not rows["cheap"]["holds_policy_cost"]
     sentence = budget_report_lines(comparison)[2]
     assert "above same@0.50" in sentence and "cheap" not in sentence
+    assert "pace" not in sentence
+    paced = budget_comparison(runs, 0.5, "rl-policy", kinds, 1.0, pace=[3.0, 1.0])
+    assert paced["pace"] == [3.0, 1.0]
+    assert "by the pace 0.75, 0.25 (rl.budget_pace)" in budget_report_lines(paced)[2]
 
 
 def test_the_sentence_compares_with_all_levels_and_says_when_no_control_ran():

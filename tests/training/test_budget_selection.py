@@ -9,7 +9,7 @@ import torch
 
 from rlpkd.levels import NUM_SUBSETS, subset_to_index
 from rlpkd.training import budget_selection as selection
-from rlpkd.training.budget_allocation import BudgetAccount, allocate_subsets
+from rlpkd.training.budget_allocation import BudgetAccount, allocate_subsets, pace_rate
 from tests.conftest import distil_on_cpu, tiny_distillation_inputs
 
 COSTS = torch.tensor([0.0] + [0.55 + 0.03 * i for i in range(1, NUM_SUBSETS - 1)] + [1.0])
@@ -69,6 +69,40 @@ def test_the_account_carries_what_a_batch_left_to_the_next():
     assert restored.allowance(4) == pytest.approx(2.6)
     with pytest.raises(ValueError, match="fraction"):
         BudgetAccount(1.5)
+
+
+def test_a_paced_account_spends_the_run_budget_by_its_weights():
+    """With pace [3, 1] a run spends three quarters of its budget in its first half, and the
+    run's budget to within one sample's cost; the even account spends each half alike."""
+    steps, batch = 100, 16
+    generator = torch.Generator().manual_seed(2)
+    for pace, first_share in (((3.0, 1.0), 0.75), ((), 0.5)):
+        account = BudgetAccount(0.4, pace)
+        halves = [0.0, 0.0]
+        for step in range(steps):
+            progress = step / steps
+            scores = torch.rand(batch, NUM_SUBSETS, generator=generator, dtype=torch.float64)
+            chosen = allocate_subsets(scores, COSTS, account.allowance(batch, progress))
+            cost = float(COSTS[chosen].sum())
+            account.charge(batch, cost, progress)
+            halves[int(progress >= 0.5)] += cost
+        assert account.spent == pytest.approx(0.4 * steps * batch, abs=1.0)
+        assert halves[0] / account.spent == pytest.approx(first_share, abs=0.01)
+    restored = BudgetAccount(0.4, (3.0, 1.0))
+    restored.load_state_dict(account.state_dict() | {"allowed": 5.0})
+    assert restored.allowance(batch, 0.9) == pytest.approx(5.0 + 0.4 * batch * 0.5 - account.spent)
+    assert pace_rate((3.0, 1.0), 0.2) == 1.5
+    assert pace_rate((), 0.2) == 1.0
+    with pytest.raises(ValueError, match="pace"):
+        BudgetAccount(0.4, (0.0, 0.0))
+
+
+def test_a_pace_is_in_the_fingerprint_and_no_pace_keeps_it():
+    scorer = selection.RandomSampleScores(0)
+    even = selection.BudgetedLevels(scorer, COSTS, 0.5, "random-samples", fingerprint="f")
+    paced = selection.BudgetedLevels(scorer, COSTS, 0.5, "r", fingerprint="f", pace=[2, 1, 1])
+    assert even.fingerprint == "f"
+    assert paced.fingerprint == "f:pace=0.5000,0.2500,0.2500"
 
 
 @pytest.mark.parametrize("budget", [0.3, 0.7])
