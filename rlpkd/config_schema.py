@@ -231,7 +231,8 @@ class RLConfig:
     """With rl.budget: how Phase 3 spreads the run's budget over the schedule, as weights of equal
     stretches of training progress (``[2, 1, 1, 0]``: half of it in the first quarter, none in
     the last), for the policy and every budgeted control alike; the run then holds the budget,
-    its epochs do not. Empty: evenly, every epoch within ±2% (``BudgetAccount``)."""
+    its epochs do not. Empty: evenly, every epoch within ±2% (``BudgetAccount``). Without
+    rl.budget it has no effect."""
     heldout_size: int = ruled(COUNT, 16)
     """With rl.reward 'value': images in the fixed held-out batch V (the first, at most all, of
     ``heldout_split(…, search.holdout_fraction, runtime.seed).val``; the env trains on the rest)."""

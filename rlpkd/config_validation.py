@@ -103,10 +103,9 @@ def validate_config(config: Config, source: str = "config") -> None:
             f"or seeds of experiment.seeds ({experiment.seeds}) starting with its first"
         )
     pace = config.rl.budget_pace
-    if pace and (config.rl.budget is None or sum(pace) <= 0):
+    if pace and sum(pace) <= 0:
         raise ConfigError(
-            f"{source}: 'rl.budget_pace' is {pace}; allowed: empty, or weights not all 0 "
-            "with rl.budget set"
+            f"{source}: 'rl.budget_pace' is {pace}; allowed: empty, or weights not all 0"
         )
     if config.rl.minibatch_size > config.rl.train_batch_size:
         raise ConfigError(

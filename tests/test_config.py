@@ -89,7 +89,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("data.image_size=100", "data.image_size", "multiple of 32"),
         ("meta.regimes=[]", "meta.regimes", "at least one"),
         ("rl.minibatch_size=512", "rl.minibatch_size", "rl.train_batch_size"),
-        ("rl.budget_pace=[2, 1]", "rl.budget_pace", "with rl.budget set"),
+        ("rl.budget_pace=[0, 0]", "rl.budget_pace", "weights not all 0"),
         ("rl.budget_pace=[1, -1]", "rl.budget_pace[1]", ">= 0"),
         ("sweep.asha_reduction_factor=1", "sweep.asha_reduction_factor", ">= 2"),
         ("student.init=fcos.pth", "student.init", "only the teacher"),
