@@ -23,8 +23,8 @@ per class, so a policy's input size fixes K (``num_classes_of_observation_dim``)
 
 In training (the env and Phase 3) the student statistics come from the KD step's own training-mode
 forward (``observations_from_features`` on its detached features: no second forward); see
-docs/decision_process.md. ``sample_observations`` runs a separate no-grad eval-mode forward, for
-use outside training. Nothing here needs the teacher.
+docs/decision_process.md. Outside training ``eval_pyramid`` gives those features from a separate
+no-grad eval-mode forward. Nothing here needs the teacher.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ __all__ = [
     "object_scale_histogram",
     "class_histogram",
     "observations_from_features",
-    "sample_observations",
+    "eval_pyramid",
 ]
 
 BASE_OBSERVATION_FEATURES: tuple[str, ...] = (
@@ -153,8 +153,8 @@ def observations_from_features(
     """Observations [B, observation_dim(num_classes)] float32 from the student's pyramid
     ``features`` of ``batch``.
 
-    Use this when a student forward of the batch already exists (detach it first); otherwise
-    ``sample_observations`` runs one.
+    Use this on a student forward of the batch that already exists (detach it first), or on
+    ``eval_pyramid``'s.
     """
     size = len(batch)
     shared = torch.cat(
@@ -175,32 +175,13 @@ def observations_from_features(
     return rows.numpy().astype(np.float32)
 
 
-def sample_observations(
-    student: PyramidDetector,
-    batch: DetectionBatch,
-    running_gap: Tensor,
-    progress: float,
-    thresholds: Sequence[float],
-    num_classes: int,
-) -> np.ndarray:
-    """Observations [B, observation_dim(num_classes)] float32 of the samples of ``batch`` (see the
-    module docstring).
-
-    Args:
-        student: the student being distilled; run in eval mode under no_grad, mode restored.
-        batch: the samples about to be distilled.
-        running_gap: [4] running per-level KD gap (``new_running_gap().scale``).
-        progress: training progress of the student in [0, 1].
-        thresholds: the FCOS level boundaries (``config.data.level_thresholds``).
-        num_classes: the dataset's number of classes (the class histogram's length).
-    """
+def eval_pyramid(student: PyramidDetector, images: Tensor) -> dict[str, Tensor]:
+    """The student's pyramid features of ``images`` from a separate no-grad forward in eval
+    mode (its mode restored): what ``observations_from_features`` reads outside training."""
     was_training = student.training
     student.eval()
     try:
         with torch.no_grad():
-            features = student.pyramid(batch.images)
+            return student.pyramid(images)
     finally:
         student.train(was_training)
-    return observations_from_features(
-        features, batch, running_gap, progress, thresholds, num_classes
-    )

@@ -17,7 +17,6 @@ the running gap), so the running-gap features evolve as they did in the env.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,10 +24,10 @@ import numpy as np
 import torch
 
 from envs.observation import (
+    eval_pyramid,
     new_running_gap,
     num_classes_of_observation_dim,
     observations_from_features,
-    sample_observations,
 )
 from policies.level_policy_module import LevelSelectionModule
 from rlpkd.data.batch import DetectionBatch
@@ -46,9 +45,23 @@ ObservationFn = Callable[
 
 
 def default_observation_fn(num_classes: int) -> ObservationFn:
-    """The env's own observation builder, ``envs.observation.sample_observations``, for a dataset
-    of ``num_classes`` classes."""
-    return functools.partial(sample_observations, num_classes=num_classes)
+    """The env's own observations (``envs.observation.observations_from_features``) of a
+    separate no-grad eval-mode student forward (``eval_pyramid``), for a dataset of
+    ``num_classes`` classes."""
+
+    def observe(
+        student: Any,
+        batch: DetectionBatch,
+        running_gap: torch.Tensor,
+        progress: float,
+        thresholds: Sequence[float],
+    ) -> np.ndarray:
+        features = eval_pyramid(student, batch.images)
+        return observations_from_features(
+            features, batch, running_gap, progress, thresholds, num_classes
+        )
+
+    return observe
 
 
 class PolicyLevels:
@@ -65,7 +78,7 @@ class PolicyLevels:
         running_gap: The running per-level KD gap shown in the observation (the env's
             ``envs.observation.new_running_gap()`` by default); keep it current with
             ``update_running_gap`` after every student step, as the env does.
-        observe: Observation builder; defaults to ``envs.observation.sample_observations``.
+        observe: Observation builder; defaults to ``default_observation_fn``'s.
         name: Method name in reports.
         fingerprint: What identifies the policy's choices beyond its name (e.g. a hash of its
             weights file), so a finished run is reused only for the same policy; defaults to
