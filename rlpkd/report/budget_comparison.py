@@ -140,13 +140,18 @@ def value_by_progress_sentence(rows: Sequence[Mapping[str, Any]]) -> str:
         share_text = f"{100 * share:.0f}%, " if math.isfinite(share) else ""
         return f"{span}: {row['mean_value']:.2f} ({share_text}{row['contexts']} contexts)"
 
-    return (
+    text = (
         "**When the value signal says KD pays**: the decision bank's mean all-level value by "
         "training progress (1 = the value reward's unit, a typical all-level value; in brackets "
         f"the bin's share of the value at equal steps per bin): {'; '.join(map(part, rows))}. A "
         "budget held per batch spends the same in every bin; the temporal controls spend by "
         "progress alone."
     )
+    shares = [row["share_of_value"] for row in rows]
+    if all(math.isfinite(share) and share >= 0 for share in shares) and sum(shares) > 0:
+        pace = ", ".join(f"{share:.3f}" for share in shares)
+        text += f" To spend the budget by this value instead: `--set rl.budget_pace=[{pace}]`."
+    return text
 
 
 def phase2_budget_sentence(budget: Mapping[str, Any]) -> str:

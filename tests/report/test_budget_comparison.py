@@ -71,5 +71,7 @@ def test_the_value_by_progress_sentence_names_each_bin_and_says_when_one_is_empt
     assert "0–0.5: no contexts" in text
     assert "0.5–1: 0.25 (100%, 3 contexts)" in text
     assert "nan" not in text
+    assert "`--set rl.budget_pace=[0.000, 1.000]`" in text
     unshared = value_by_progress_sentence([{**rows[1], "share_of_value": math.nan}])
     assert "0.5–1: 0.25 (3 contexts)" in unshared
+    assert "budget_pace" not in unshared  # no shares (mixed signs): no pace to suggest
