@@ -34,12 +34,7 @@ from rlpkd.levels import LEVELS, NUM_LEVELS, NUM_SUBSETS, subset_to_index, subse
 from rlpkd.models.detector import DetectorOutput
 from rlpkd.models.fcos_loss import fcos_losses
 from rlpkd.training.budget_allocation import BudgetAccount, allocate_subsets
-from rlpkd.training.level_selection import (
-    StatefulSelector,
-    StepObservingSelector,
-    StudentObservingSelector,
-    TrainingObservingSelector,
-)
+from rlpkd.training.level_selection import DelegatingSelector
 
 __all__ = [
     "SubsetScorer",
@@ -101,13 +96,13 @@ def all_or_nothing_scores(priority: torch.Tensor) -> torch.Tensor:
     return scores
 
 
-class BudgetedLevels:
+class BudgetedLevels(DelegatingSelector):
     """A level selector that spends ``budget`` (a fraction of all-level kd FLOPs per image) with
     the choices ``scorer`` values most, batch by batch (``allocate_subsets``, ``BudgetAccount``).
 
-    It reads the step's own student forward (``OutputObservingSelector``), passes every finished
-    step to a scorer that learns from it (``observe_step``) and keeps the account and the
-    scorer's state across a resume. With a ``pace`` (``rl.budget_pace``) the account spreads the
+    It reads the step's own student forward (``OutputObservingSelector``), hands the scorer the
+    student, the training state and every finished step where it takes them
+    (``DelegatingSelector``) and keeps the account and the scorer's state across a resume. With a ``pace`` (``rl.budget_pace``) the account spreads the
     run's budget over the schedule by those weights, and the fingerprint says so.
     """
 
@@ -144,33 +139,19 @@ class BudgetedLevels:
         self.account.charge(len(batch), float(self.subset_costs[chosen].sum()), progress)
         return subsets_to_masks(chosen).to(batch.images.device)
 
-    def set_student(self, student: torch.nn.Module) -> None:
-        """Hand the scorer the student when it observes one (a policy)."""
-        if isinstance(self.scorer, StudentObservingSelector):
-            self.scorer.set_student(student)
-
-    def set_training(self, training: DistillationState) -> None:
-        """Hand the scorer the training state when it probes it (value-greedy)."""
-        if isinstance(self.scorer, TrainingObservingSelector):
-            self.scorer.set_training(training)
-
-    def observe_step(
-        self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
-    ) -> None:
-        """Pass a finished step to the scorer when it learns from steps."""
-        if isinstance(self.scorer, StepObservingSelector):
-            self.scorer.observe_step(batch, mask, terms)
+    @property
+    def wrapped(self) -> SubsetScorer:
+        """The scorer (``DelegatingSelector``)."""
+        return self.scorer
 
     def state_dict(self) -> dict[str, Any]:
         """The account and the scorer's state."""
-        scorer = self.scorer.state_dict() if isinstance(self.scorer, StatefulSelector) else {}
-        return {"account": self.account.state_dict(), "scorer": scorer}
+        return {"account": self.account.state_dict(), "scorer": self.wrapped_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
         self.account.load_state_dict(state["account"])
-        if isinstance(self.scorer, StatefulSelector):
-            self.scorer.load_state_dict(state["scorer"])
+        self.load_wrapped_state(state["scorer"])
 
 
 class _SeededScorer:

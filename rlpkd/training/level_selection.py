@@ -28,6 +28,7 @@ __all__ = [
     "OutputObservingSelector",
     "StepObservingSelector",
     "TrainingObservingSelector",
+    "DelegatingSelector",
     "StatefulSelector",
     "FingerprintedSelector",
     "FixedLevels",
@@ -124,6 +125,44 @@ class FingerprintedSelector(Protocol):
     ``fingerprint`` says what, so a finished run is only reused when it is the same."""
 
     fingerprint: str
+
+
+class DelegatingSelector:
+    """Base of a selector that wraps another object, ``wrapped`` (a selector or a scorer), and
+    hands on to it whichever of the loop's calls it takes: the student, the training state and
+    every finished step. ``wrapped_state`` / ``load_wrapped_state`` carry its state through a
+    resume (``{}`` when it has none)."""
+
+    @property
+    def wrapped(self) -> Any:
+        """The object the calls go on to."""
+        raise NotImplementedError
+
+    def set_student(self, student: torch.nn.Module) -> None:
+        """Hand ``wrapped`` the student when it observes one (a policy)."""
+        if isinstance(self.wrapped, StudentObservingSelector):
+            self.wrapped.set_student(student)
+
+    def set_training(self, training: DistillationState) -> None:
+        """Hand ``wrapped`` the training state when it probes it (value-greedy)."""
+        if isinstance(self.wrapped, TrainingObservingSelector):
+            self.wrapped.set_training(training)
+
+    def observe_step(
+        self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
+    ) -> None:
+        """Pass a finished step to ``wrapped`` when it learns from steps (a running gap)."""
+        if isinstance(self.wrapped, StepObservingSelector):
+            self.wrapped.observe_step(batch, mask, terms)
+
+    def wrapped_state(self) -> dict[str, Any]:
+        """``wrapped``'s state, ``{}`` when it keeps none."""
+        return self.wrapped.state_dict() if isinstance(self.wrapped, StatefulSelector) else {}
+
+    def load_wrapped_state(self, state: dict[str, Any]) -> None:
+        """Restore ``wrapped_state()``."""
+        if isinstance(self.wrapped, StatefulSelector):
+            self.wrapped.load_state_dict(state)
 
 
 class FixedLevels:

@@ -13,14 +13,11 @@ from typing import Any
 import torch
 
 from rlpkd.data.batch import DetectionBatch
-from rlpkd.distill.objective import ObjectiveTerms
 from rlpkd.training.level_selection import (
+    DelegatingSelector,
     FeatureObservingSelector,
     FingerprintedSelector,
     LevelSelector,
-    StatefulSelector,
-    StepObservingSelector,
-    StudentObservingSelector,
 )
 
 __all__ = ["ShuffledMaskLevels", "SHUFFLED_SUFFIX"]
@@ -29,11 +26,12 @@ SHUFFLED_SUFFIX = ":shuffled"
 """Appended to the wrapped selector's name (e.g. ``rl-policy:shuffled``)."""
 
 
-class ShuffledMaskLevels:
+class ShuffledMaskLevels(DelegatingSelector):
     """Wraps ``inner``: each batch's [B, 4] mask is ``inner``'s, rows permuted at random (seeded).
 
-    It observes and keeps state exactly as ``inner`` does (the permutation is applied after
-    ``inner`` chose), so a policy's running statistics evolve from the masks actually used.
+    It observes and keeps state exactly as ``inner`` does (``DelegatingSelector``; the permutation
+    is applied after ``inner`` chose), so a policy's running statistics evolve from the masks
+    actually used.
     """
 
     def __init__(self, inner: LevelSelector, seed: int) -> None:
@@ -59,25 +57,16 @@ class ShuffledMaskLevels:
             return self._shuffle(self.inner.select_from_features(batch, features, progress))
         return self.select(batch, progress)
 
-    def set_student(self, student: torch.nn.Module) -> None:
-        """Hand ``inner`` the student (when it observes one)."""
-        if isinstance(self.inner, StudentObservingSelector):
-            self.inner.set_student(student)
-
-    def observe_step(
-        self, batch: DetectionBatch, mask: torch.Tensor, terms: ObjectiveTerms
-    ) -> None:
-        """Pass a finished step to ``inner`` (a policy's running gap), when it observes steps."""
-        if isinstance(self.inner, StepObservingSelector):
-            self.inner.observe_step(batch, mask, terms)
+    @property
+    def wrapped(self) -> LevelSelector:
+        """The selector whose masks are permuted (``DelegatingSelector``)."""
+        return self.inner
 
     def state_dict(self) -> dict[str, Any]:
         """The permutation RNG and ``inner``'s state."""
-        inner = self.inner.state_dict() if isinstance(self.inner, StatefulSelector) else {}
-        return {"generator": self._generator.get_state(), "inner": inner}
+        return {"generator": self._generator.get_state(), "inner": self.wrapped_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
         self._generator.set_state(state["generator"])
-        if isinstance(self.inner, StatefulSelector):
-            self.inner.load_state_dict(state["inner"])
+        self.load_wrapped_state(state["inner"])
