@@ -17,6 +17,7 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,11 @@ class StudentWorkerPool:
         for process in processes:
             process.terminate()
         for process in processes:
-            process.join(timeout_s)
-            if process.is_alive():
+            # the sentinel, not is_alive: the executor's own thread may reap the worker first,
+            # and is_alive then says True for a process that has ended
+            if not wait([process.sentinel], timeout_s):
                 process.kill()
-                process.join()
+                wait([process.sentinel])
 
     def __enter__(self) -> StudentWorkerPool:
         return self
