@@ -102,8 +102,9 @@ class BudgetedLevels(DelegatingSelector):
 
     It reads the step's own student forward (``OutputObservingSelector``), hands the scorer the
     student, the training state and every finished step where it takes them
-    (``DelegatingSelector``) and keeps the account and the scorer's state across a resume. With a ``pace`` (``rl.budget_pace``) the account spreads the
-    run's budget over the schedule by those weights, and the fingerprint says so.
+    (``DelegatingSelector``) and keeps the account and the scorer's state across a resume. With
+    a ``pace`` (``rl.budget_pace``) the account spreads the run's budget over the schedule by
+    those weights, and the fingerprint says so.
     """
 
     def __init__(
