@@ -11,13 +11,15 @@ over the same seeds, trained once in the first budget's run.
 
 Writes ``<out>/budget_study.json`` (every budget's comparison and the static front),
 ``budget_study.md`` (per budget: the sentence and the paired-difference table, with 95% t
-intervals; then the static subsets) and ``budget_study.png`` (AP against kd FLOPs: the static
+intervals; then each control pooled over the budgets, ``rlpkd.report.pooled_budgets``; then the
+static subsets) and ``budget_study.png`` (AP against kd FLOPs: the static
 subsets and their front, the policy at each budget, each control).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -36,7 +38,8 @@ from experiments.static_front import (
 )
 from rlpkd.atomic_files import atomic_write_text
 from rlpkd.config import Config
-from rlpkd.report.budget_comparison import budget_report_lines
+from rlpkd.report.budget_comparison import budget_comparison, budget_report_lines
+from rlpkd.report.pooled_budgets import pooled_budget_lines, pooled_over_budgets
 from rlpkd.report.verification import best_static_at_or_below
 from rlpkd.rundir import write_json
 from rlpkd.viz.budget_plot import budget_plot
@@ -48,6 +51,7 @@ __all__ = [
     "run_budget_study",
     "budget_study_markdown",
     "static_front_markdown",
+    "comparison_from_students",
 ]
 
 SHARED_CHECKPOINTS = ("teacher.pt", "snapshots")
@@ -134,6 +138,7 @@ def run_budget_study(
                 ),
             }
         )
+        record["pooled"] = pooled_over_budgets([entry["comparison"] for entry in record["budgets"]])
         write_json(out / "budget_study.json", record)  # after every budget: a partial study shows
     if first is not None and static_specs:
         first_config = budget_config(config, budgets[0], first)
@@ -170,6 +175,7 @@ def budget_study_markdown(record: dict[str, Any]) -> str:
                 f"image against {entry['kd_gflops_all_levels']:.3g} for all-level KD."
             )
         lines.append("")
+    lines += pooled_budget_lines(record.get("pooled", []))
     if record.get("static_front"):
         lines += static_front_markdown(record)
     return "\n".join(lines)
@@ -209,3 +215,22 @@ def static_front_markdown(record: dict[str, Any]) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def comparison_from_students(run: Path) -> dict[str, Any]:
+    """A budget run's comparison rebuilt from what is on disk: its ``report.json`` (the budget,
+    the pace, all-level kd GFLOPs) and every student's ``metrics.json`` under ``students/``.
+    For a study whose seeds were added in pieces (each piece's report pairs only its own seeds),
+    this pairs every seed the students directory holds; ``pooled_over_budgets`` pools these."""
+    report = json.loads((run / "report.json").read_text())
+    runs = [json.loads(path.read_text()) for path in sorted(run.glob("students/*/metrics.json"))]
+    kinds = {r["method"]: control_kind(r["method"]) for r in runs}
+    stored = report["budget"]
+    return budget_comparison(
+        runs,
+        stored["budget"],
+        POLICY_METHOD,
+        kinds,
+        report["kd_gflops_all_levels"],
+        stored.get("pace", []),
+    )

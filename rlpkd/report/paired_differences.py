@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["t_quantile_975", "paired_difference"]
+__all__ = ["t_quantile_975", "difference_interval", "paired_difference"]
 
 _T_975 = (
     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -27,6 +27,24 @@ def t_quantile_975(degrees_of_freedom: int) -> float:
     return 1.96
 
 
+def difference_interval(differences: Sequence[float]) -> dict[str, Any]:
+    """The paired ``differences``' count, mean, sample std and the 95% t interval of the mean
+    (NaN with fewer than 2)."""
+    values = [float(d) for d in differences]
+    n = len(values)
+    mean = statistics.fmean(values) if n else math.nan
+    std = statistics.stdev(values) if n > 1 else math.nan
+    half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {
+        "n": n,
+        "differences": values,
+        "mean": mean,
+        "std": std,
+        "low": mean - half,
+        "high": mean + half,
+    }
+
+
 def paired_difference(
     runs: Iterable[dict[str, Any]], method: str, reference: str, metric: str = "AP"
 ) -> dict[str, Any]:
@@ -38,19 +56,12 @@ def paired_difference(
             by_seed[run["method"]][int(run["seed"])] = float(run[metric])
     seeds = sorted(by_seed[method].keys() & by_seed[reference].keys())
     differences = [by_seed[method][s] - by_seed[reference][s] for s in seeds]
-    n = len(differences)
-    mean = statistics.fmean(differences) if n else math.nan
-    std = statistics.stdev(differences) if n > 1 else math.nan
-    half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    interval = difference_interval(differences)
     return {
         "method": method,
         "reference": reference,
         "metric": metric,
-        "n": n,
+        "n": interval.pop("n"),
         "seeds": seeds,
-        "differences": differences,
-        "mean": mean,
-        "std": std,
-        "low": mean - half,
-        "high": mean + half,
+        **interval,
     }

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.budget_study import run_budget_study
+from experiments.budget_study import comparison_from_students, run_budget_study
+from rlpkd.report.pooled_budgets import pooled_over_budgets
 from tests.conftest import one_error_line, run_script, tiny_rl_config
 
 
@@ -57,6 +58,16 @@ def test_a_study_of_two_budgets_shares_the_teacher_and_pairs_every_control(tiny_
     assert "**At budget 0.40**" in text and "**At budget 0.70**" in text
     assert "| static:P3,P4 |" in text or "| **static:P3,P4** |" in text
     assert "best static subset at or below the policy's cost" in text
+    # each control at both budgets, pooled over its 2 x 2 (budget, seed) pairs
+    pooled = {row["control"]: row for row in record["pooled"]}
+    assert pooled["random-subsets"]["budgets"] == [0.4, 0.7]
+    assert pooled["random-subsets"]["n"] == 4
+    assert "## Over the budgets" in text and "| random-subsets | random | 0.40, 0.70 | 4 |" in text
+    # rebuilt from the students on disk, each budget's comparison pools to the same pairs
+    rebuilt = pooled_over_budgets([comparison_from_students(run) for run in (first, second)])
+    assert [(r["control"], r["pairs"], r["differences"]) for r in rebuilt] == [
+        (r["control"], r["pairs"], r["differences"]) for r in record["pooled"]
+    ]
     # each budget's report says when the value signal says KD pays
     assert "When the value signal says KD pays" in (first / "report.md").read_text()
     assert (out / "budget_study.png").stat().st_size > 0

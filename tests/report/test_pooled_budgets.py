@@ -1,0 +1,80 @@
+"""Over the budgets: each control's paired differences pooled across (budget, seed) pairs."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from rlpkd.report.budget_comparison import budget_comparison
+from rlpkd.report.paired_differences import t_quantile_975
+from rlpkd.report.pooled_budgets import control_family, pooled_budget_lines, pooled_over_budgets
+
+
+def _run(method, seed, ap, gflops):
+    return {"method": method, "seed": seed, "AP": ap, "kd_gflops": gflops}
+
+
+def _comparison(budget, policy_aps, control_aps, off_cost_aps=None):
+    """A budget's comparison: the policy and ``random@b`` at the budget, ``all`` as reference,
+    and (when given) ``cheap@b`` that spends a tenth of the budget."""
+    tag = f"{budget:.2f}"
+    runs, kinds = [], {"rl-policy": "policy", f"random@{tag}": "random", "all": "reference"}
+    for seed, (p, c) in enumerate(zip(policy_aps, control_aps, strict=True)):
+        runs += [_run("rl-policy", seed, p, budget), _run(f"random@{tag}", seed, c, budget)]
+        runs.append(_run("all", seed, 0.2, 1.0))
+    if off_cost_aps is not None:
+        kinds[f"cheap@{tag}"] = "heuristic"
+        runs += [_run(f"cheap@{tag}", s, ap, budget / 10) for s, ap in enumerate(off_cost_aps)]
+    return budget_comparison(runs, budget, "rl-policy", kinds, all_gflops=1.0)
+
+
+def test_a_control_family_drops_only_the_cost_tag():
+    assert control_family("random-samples@0.50") == "random-samples"
+    assert control_family("static-mix") == "static-mix"
+
+
+def test_pairs_of_every_budget_are_pooled_and_the_interval_is_hand_computed():
+    low = _comparison(0.3, [0.10, 0.11, 0.12], [0.09, 0.11, 0.10], off_cost_aps=[0, 0, 0])
+    high = _comparison(0.5, [0.13, 0.12, 0.14], [0.12, 0.13, 0.12])
+    pooled = {row["control"]: row for row in pooled_over_budgets([low, high])}
+    assert set(pooled) == {"random"}  # no reference, no control off the policy's cost
+    row = pooled["random"]
+    differences = [0.01, 0.0, 0.02, 0.01, -0.01, 0.02]
+    assert row["n"] == 6 and row["budgets"] == [0.3, 0.5]
+    assert row["pairs"] == [(0.3, 0), (0.3, 1), (0.3, 2), (0.5, 0), (0.5, 1), (0.5, 2)]
+    assert row["differences"] == pytest.approx(differences)
+    assert row["mean"] == pytest.approx(statistics.fmean(differences))
+    half = t_quantile_975(5) * statistics.stdev(differences) / math.sqrt(6)
+    assert row["high"] - row["mean"] == pytest.approx(half)
+    # over the seeds: each seed's mean over the two budgets, then a t interval with 2 d.o.f.
+    seed_means = [0.01, -0.005, 0.02]
+    assert row["seeds"] == [0, 1, 2] and row["seed_means"] == pytest.approx(seed_means)
+    half = t_quantile_975(2) * statistics.stdev(seed_means) / math.sqrt(3)
+    assert row["seed_high"] == pytest.approx(statistics.fmean(seed_means) + half)
+
+
+def test_the_markdown_says_above_level_or_below_and_skips_one_budget_controls():
+    above = pooled_over_budgets(
+        [_comparison(0.3, [0.11, 0.12], [0.09, 0.11]), _comparison(0.5, [0.13, 0.14], [0.12, 0.12])]
+    )
+    text = "\n".join(pooled_budget_lines(above))
+    assert "the policy is above random and below no control; level with none." in text
+    assert "| random | random | 0.30, 0.50 | 4 | +1.50 |" in text
+    below = pooled_over_budgets(
+        [_comparison(0.3, [0.09, 0.10], [0.11, 0.11]), _comparison(0.5, [0.1, 0.1], [0.12, 0.13])]
+    )
+    assert "above no control and below random;" in "\n".join(pooled_budget_lines(below))
+    # beyond the interval over pairs, not over seeds (seed 3 is below at every budget): level
+    mixed = pooled_over_budgets(
+        [
+            _comparison(b, [0.13, 0.13, 0.13, 0.10], [0.10, 0.10, 0.10, 0.11])
+            for b in (0.3, 0.5, 0.7)
+        ]
+    )
+    assert mixed[0]["low"] > 0 > mixed[0]["seed_low"]
+    assert "level with random." in "\n".join(pooled_budget_lines(mixed))
+    assert (
+        pooled_budget_lines(pooled_over_budgets([_comparison(0.5, [0.1, 0.1], [0.1, 0.2])])) == []
+    )
