@@ -107,6 +107,8 @@ class BudgetedLevels(DelegatingSelector):
     those weights, and the fingerprint says so.
     """
 
+    wrapped_attribute = "scorer"
+
     def __init__(
         self,
         scorer: SubsetScorer,
@@ -140,19 +142,13 @@ class BudgetedLevels(DelegatingSelector):
         self.account.charge(len(batch), float(self.subset_costs[chosen].sum()), progress)
         return subsets_to_masks(chosen).to(batch.images.device)
 
-    @property
-    def wrapped(self) -> SubsetScorer:
-        """The scorer (``DelegatingSelector``)."""
-        return self.scorer
+    def own_state(self) -> dict[str, Any]:
+        """The account (``DelegatingSelector`` adds the scorer's state)."""
+        return {"account": self.account.state_dict()}
 
-    def state_dict(self) -> dict[str, Any]:
-        """The account and the scorer's state."""
-        return {"account": self.account.state_dict(), "scorer": self.wrapped_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
+    def load_own_state(self, state: dict[str, Any]) -> None:
+        """Restore the account."""
         self.account.load_state_dict(state["account"])
-        self.load_wrapped_state(state["scorer"])
 
 
 class _SeededScorer:

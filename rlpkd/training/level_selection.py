@@ -10,7 +10,7 @@ student being distilled), ``StatefulSelector`` (has state a resumed run must res
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -130,13 +130,19 @@ class FingerprintedSelector(Protocol):
 class DelegatingSelector:
     """Base of a selector that wraps another object, ``wrapped`` (a selector or a scorer), and
     hands on to it whichever of the loop's calls it takes: the student, the training state and
-    every finished step. ``wrapped_state`` / ``load_wrapped_state`` carry its state through a
-    resume (``{}`` when it has none)."""
+    every finished step.
+
+    A subclass names the attribute that holds the wrapped object in ``wrapped_attribute``, and
+    its own resume state in ``own_state`` / ``load_own_state``; ``state_dict`` is that state with
+    the wrapped object's under the same name (``{}`` when it keeps none)."""
+
+    wrapped_attribute: ClassVar[str]
+    """The attribute holding ``wrapped``, and the key of its state in ``state_dict()``."""
 
     @property
     def wrapped(self) -> Any:
         """The object the calls go on to."""
-        raise NotImplementedError
+        return getattr(self, self.wrapped_attribute)
 
     def set_student(self, student: torch.nn.Module) -> None:
         """Hand ``wrapped`` the student when it observes one (a policy)."""
@@ -155,14 +161,23 @@ class DelegatingSelector:
         if isinstance(self.wrapped, StepObservingSelector):
             self.wrapped.observe_step(batch, mask, terms)
 
-    def wrapped_state(self) -> dict[str, Any]:
-        """``wrapped``'s state, ``{}`` when it keeps none."""
-        return self.wrapped.state_dict() if isinstance(self.wrapped, StatefulSelector) else {}
+    def own_state(self) -> dict[str, Any]:
+        """This selector's own resume state, without ``wrapped``'s."""
+        return {}
 
-    def load_wrapped_state(self, state: dict[str, Any]) -> None:
-        """Restore ``wrapped_state()``."""
+    def load_own_state(self, state: dict[str, Any]) -> None:
+        """Restore ``own_state()`` from ``state`` (``state_dict()``'s)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """``own_state()`` and, under ``wrapped_attribute``, ``wrapped``'s state."""
+        wrapped = self.wrapped.state_dict() if isinstance(self.wrapped, StatefulSelector) else {}
+        return {**self.own_state(), self.wrapped_attribute: wrapped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
+        self.load_own_state(state)
         if isinstance(self.wrapped, StatefulSelector):
-            self.wrapped.load_state_dict(state)
+            self.wrapped.load_state_dict(state[self.wrapped_attribute])
 
 
 class FixedLevels:

@@ -34,6 +34,8 @@ class ShuffledMaskLevels(DelegatingSelector):
     actually used.
     """
 
+    wrapped_attribute = "inner"
+
     def __init__(self, inner: LevelSelector, seed: int) -> None:
         self.inner = inner
         self.name = f"{inner.name}{SHUFFLED_SUFFIX}"
@@ -57,16 +59,10 @@ class ShuffledMaskLevels(DelegatingSelector):
             return self._shuffle(self.inner.select_from_features(batch, features, progress))
         return self.select(batch, progress)
 
-    @property
-    def wrapped(self) -> LevelSelector:
-        """The selector whose masks are permuted (``DelegatingSelector``)."""
-        return self.inner
+    def own_state(self) -> dict[str, Any]:
+        """The permutation RNG (``DelegatingSelector`` adds ``inner``'s state)."""
+        return {"generator": self._generator.get_state()}
 
-    def state_dict(self) -> dict[str, Any]:
-        """The permutation RNG and ``inner``'s state."""
-        return {"generator": self._generator.get_state(), "inner": self.wrapped_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
+    def load_own_state(self, state: dict[str, Any]) -> None:
+        """Restore the permutation RNG."""
         self._generator.set_state(state["generator"])
-        self.load_wrapped_state(state["inner"])
