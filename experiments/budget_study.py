@@ -154,7 +154,8 @@ def run_budget_study(
 
 
 def budget_study_markdown(record: dict[str, Any]) -> str:
-    """The study as Markdown: per budget its sentence and paired-difference table."""
+    """The study as Markdown: per budget its sentence and paired-difference table, then each
+    control pooled over the budgets and the static subsets."""
     lines = [
         "# Budget study: the policy against every control at the same KD cost",
         "",
@@ -219,12 +220,19 @@ def static_front_markdown(record: dict[str, Any]) -> list[str]:
 
 def comparison_from_students(run: Path) -> dict[str, Any]:
     """A budget run's comparison rebuilt from what is on disk: its ``report.json`` (the budget,
-    the pace, all-level kd GFLOPs) and every student's ``metrics.json`` under ``students/``.
-    For a study whose seeds were added in pieces (each piece's report pairs only its own seeds),
-    this pairs every seed the students directory holds; ``pooled_over_budgets`` pools these."""
+    the pace, all-level kd GFLOPs, the methods its last invocation ran) and the ``metrics.json``
+    of every student of those methods under ``students/``, whatever invocation trained each
+    seed. For a study whose seeds were added in pieces (each piece's report pairs only its own
+    seeds); ``pooled_over_budgets`` pools these.
+
+    Only the methods of the last report count: a student of another method may have been
+    trained under another config (a copied run, another ``rl.budget_pace``), and only the last
+    invocation checked its fingerprint.
+    """
     report = json.loads((run / "report.json").read_text())
-    runs = [json.loads(path.read_text()) for path in sorted(run.glob("students/*/metrics.json"))]
-    kinds = {r["method"]: control_kind(r["method"]) for r in runs}
+    kinds = {row["method"]: control_kind(row["method"]) for row in report["methods"]}
+    students = [json.loads(p.read_text()) for p in sorted(run.glob("students/*/metrics.json"))]
+    runs = [student for student in students if student["method"] in kinds]
     stored = report["budget"]
     return budget_comparison(
         runs,

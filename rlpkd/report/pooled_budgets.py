@@ -7,10 +7,10 @@ same cost, on average over the budgets studied" with more pairs than any one bud
 95% t intervals, because the pairs of one seed share its initialisation and data order:
 
 - over the pairs, as if they were one sample (the spread between budgets counts as noise);
-- over the seeds, each seed's mean over its budgets (robust to pairs of a seed being alike, with
-  fewer degrees of freedom).
+- over the seeds, each seed's mean over the budgets, for the seeds present at all of them
+  (robust to pairs of a seed being alike, with fewer degrees of freedom).
 
-A control is above (below) the policy only when both intervals exclude 0. Each is a 95% interval
+The policy is above (below) a control only when both intervals exclude 0. Each is a 95% interval
 per control, not corrected for the number of controls compared.
 """
 
@@ -34,40 +34,52 @@ def control_family(method: str) -> str:
 def pooled_over_budgets(comparisons: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per control family, the policy − control differences of every budget at which that
     control held the policy's cost, pooled over the pairs and over the seeds (module
-    docstring); families in first-seen order."""
+    docstring); families in first-seen order. The interval over seeds uses the seeds present at
+    every one of the family's budgets (``seeds``; the others are in ``seeds_dropped``), so each
+    seed's mean is over the same budgets.
+
+    Raises:
+        ValueError: a (budget, seed) pair of a control comes twice (one budget's run given
+            twice).
+    """
     pooled: dict[str, dict[str, Any]] = {}
     for comparison in comparisons:
+        budget = comparison["budget"]
         for row in comparison["controls"]:
             if row["kind"] == "reference" or not row["holds_policy_cost"]:
                 continue
-            family = pooled.setdefault(
-                control_family(row["method"]),
-                {"kind": row["kind"], "budgets": [], "pairs": [], "differences": []},
-            )
-            family["budgets"].append(comparison["budget"])
-            family["pairs"] += [(comparison["budget"], seed) for seed in row["policy_minus_seeds"]]
-            family["differences"] += row["policy_minus_differences"]
-    rows = []
-    for name, family in pooled.items():
-        by_seed: dict[int, list[float]] = {}
-        for (_, seed), difference in zip(family["pairs"], family["differences"], strict=True):
-            by_seed.setdefault(seed, []).append(difference)
-        seed_means = [statistics.fmean(by_seed[seed]) for seed in sorted(by_seed)]
-        over_seeds = difference_interval(seed_means)
-        rows.append(
-            {
-                "control": name,
-                "kind": family["kind"],
-                "budgets": family["budgets"],
-                "pairs": family["pairs"],
-                **difference_interval(family["differences"]),
-                "seeds": sorted(by_seed),
-                "seed_means": seed_means,
-                "seed_low": over_seeds["low"],
-                "seed_high": over_seeds["high"],
-            }
-        )
-    return rows
+            name = control_family(row["method"])
+            family = pooled.setdefault(name, {"kind": row["kind"], "by_pair": {}})
+            for seed, difference in zip(
+                row["policy_minus_seeds"], row["policy_minus_differences"], strict=True
+            ):
+                if (budget, seed) in family["by_pair"]:
+                    raise ValueError(
+                        f"pooled_over_budgets: {name} at budget {budget:g}, seed {seed} comes "
+                        "twice (the same budget's run given twice?)"
+                    )
+                family["by_pair"][(budget, seed)] = difference
+    return [_pooled_row(name, family["kind"], family["by_pair"]) for name, family in pooled.items()]
+
+
+def _pooled_row(name: str, kind: str, by_pair: dict[tuple[float, int], float]) -> dict[str, Any]:
+    budgets = list(dict.fromkeys(budget for budget, _ in by_pair))
+    all_seeds = sorted({seed for _, seed in by_pair})
+    seeds = [s for s in all_seeds if all((b, s) in by_pair for b in budgets)]
+    seed_means = [statistics.fmean(by_pair[(b, s)] for b in budgets) for s in seeds]
+    over_seeds = difference_interval(seed_means)
+    return {
+        "control": name,
+        "kind": kind,
+        "budgets": budgets,
+        "pairs": list(by_pair),
+        **difference_interval(list(by_pair.values())),
+        "seeds": seeds,
+        "seeds_dropped": [s for s in all_seeds if s not in seeds],
+        "seed_means": seed_means,
+        "seed_low": over_seeds["low"],
+        "seed_high": over_seeds["high"],
+    }
 
 
 def _signed(value: float) -> str:
@@ -75,33 +87,44 @@ def _signed(value: float) -> str:
 
 
 def pooled_budget_lines(pooled: Sequence[dict[str, Any]]) -> list[str]:
-    """Markdown: one sentence (above / below / level: beyond both pooled 95% intervals or not)
-    and the table of pooled differences; nothing when no control ran at two budgets or more."""
+    """Markdown: one sentence (above / below / level: beyond both pooled 95% intervals or not;
+    untested: fewer than 2 seeds at every budget) and the table of pooled differences; nothing
+    when no control ran at two budgets or more."""
     rows = [row for row in pooled if len(row["budgets"]) > 1 and row["n"] > 1]
     if not rows:
         return []
-    above = [r["control"] for r in rows if r["low"] > 0 and r["seed_low"] > 0]
-    below = [r["control"] for r in rows if r["high"] < 0 and r["seed_high"] < 0]
-    level = [r["control"] for r in rows if r["control"] not in above + below]
+    bounds = ("low", "high", "seed_low", "seed_high")
+    tested = [r for r in rows if all(math.isfinite(r[k]) for k in bounds)]
+    above = [r["control"] for r in tested if r["low"] > 0 and r["seed_low"] > 0]
+    below = [r["control"] for r in tested if r["high"] < 0 and r["seed_high"] < 0]
+    level = [r["control"] for r in tested if r["control"] not in above + below]
+    untested = [r["control"] for r in rows if r not in tested]
+    sentence = (
+        "Each control's policy − control differences pooled over every (budget, seed) pair at "
+        "which it held the policy's cost, with a 95% t interval over the pairs and one over the "
+        "seeds (each seed's mean over the budgets, for the seeds present at all of them). Beyond "
+        f"both intervals, the policy is above {', '.join(above) or 'no control'} and below "
+        f"{', '.join(below) or 'no control'}; level with {', '.join(level) or 'none'}."
+    )
+    if untested:
+        sentence += f" Fewer than 2 seeds at every budget, no verdict: {', '.join(untested)}."
     lines = [
         "## Over the budgets",
         "",
-        "Each control's policy − control differences pooled over every (budget, seed) pair at "
-        "which it held the policy's cost, with a 95% t interval over the pairs and one over the "
-        "seeds (each seed's mean over its budgets). Beyond both intervals, the policy is above "
-        f"{', '.join(above) or 'no control'} and below {', '.join(below) or 'no control'}; "
-        f"level with {', '.join(level) or 'none'}. One interval per control, not corrected for "
-        f"the {len(rows)} compared.",
+        f"{sentence} One interval per control, not corrected for the {len(rows)} compared.",
         "",
         "| control | kind | budgets | pairs | policy − control AP (points) | 95% CI over pairs "
-        "| 95% CI over seeds |",
-        "|---|---|---|---|---|---|---|",
+        "| 95% CI over seeds | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         budgets = ", ".join(f"{b:.2f}" for b in row["budgets"])
+        seeds = ", ".join(map(str, row["seeds"])) or "none"
+        if row["seeds_dropped"]:
+            seeds += f" (not at every budget: {', '.join(map(str, row['seeds_dropped']))})"
         lines.append(
             f"| {row['control']} | {row['kind']} | {budgets} | {row['n']} | "
             f"{_signed(row['mean'])} | [{_signed(row['low'])}, {_signed(row['high'])}] | "
-            f"[{_signed(row['seed_low'])}, {_signed(row['seed_high'])}] |"
+            f"[{_signed(row['seed_low'])}, {_signed(row['seed_high'])}] | {seeds} |"
         )
     return [*lines, ""]

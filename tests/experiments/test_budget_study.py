@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,28 @@ def test_a_static_front_subset_that_is_not_fixed_is_one_line(tmp_path):
     )
     one_error_line(result, "random:0.5")
     assert not out.exists()
+
+
+def _student(run: Path, method: str, seed: int, ap: float, kd_gflops: float) -> None:
+    metrics = {"method": method, "seed": seed, "AP": ap, "kd_gflops": kd_gflops}
+    path = run / "students" / f"{method}-seed{seed}" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(metrics))
+
+
+def test_a_comparison_from_students_pairs_only_the_last_reports_methods(tmp_path):
+    report = {
+        "methods": [{"method": "rl-policy"}, {"method": "random-samples@0.50"}],
+        "budget": {"budget": 0.5, "pace": [3.0, 1.0]},
+        "kd_gflops_all_levels": 2.0,
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    for seed, (policy, random) in enumerate([(0.12, 0.10), (0.13, 0.10), (0.11, 0.10)]):
+        _student(tmp_path, "rl-policy", seed, policy, 1.0)
+        _student(tmp_path, "random-samples@0.50", seed, random, 1.0)
+        _student(tmp_path, "value-greedy@0.50", seed, 0.5, 1.0)  # from a copied run: not paired
+    comparison = comparison_from_students(tmp_path)
+    assert comparison["pace"] == [3.0, 1.0] and comparison["policy_kd_fraction"] == 0.5
+    (row,) = comparison["controls"]
+    assert row["method"] == "random-samples@0.50" and row["policy_minus_n"] == 3
+    assert row["policy_minus_mean"] == pytest.approx(0.02)

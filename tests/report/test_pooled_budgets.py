@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from rlpkd.report.budget_comparison import budget_comparison
-from rlpkd.report.paired_differences import t_quantile_975
+from rlpkd.report.paired_differences import difference_interval, t_quantile_975
 from rlpkd.report.pooled_budgets import control_family, pooled_budget_lines, pooled_over_budgets
 
 
@@ -78,3 +78,39 @@ def test_the_markdown_says_above_level_or_below_and_skips_one_budget_controls():
     assert (
         pooled_budget_lines(pooled_over_budgets([_comparison(0.5, [0.1, 0.1], [0.1, 0.2])])) == []
     )
+
+
+def test_the_interval_over_seeds_keeps_the_seeds_present_at_every_budget():
+    low = _comparison(0.3, [0.10, 0.10, 0.10, 0.10], [0.10, 0.10, 0.10, 0.10])
+    high = _comparison(0.7, [0.12, 0.12, 0.12], [0.10, 0.10, 0.10])  # seed 3 missing
+    (row,) = pooled_over_budgets([low, high])
+    assert row["n"] == 7 and row["seeds"] == [0, 1, 2] and row["seeds_dropped"] == [3]
+    assert row["seed_means"] == pytest.approx([0.01, 0.01, 0.01])  # no spread made by seed 3
+    assert "| 0, 1, 2 (not at every budget: 3) |" in "\n".join(pooled_budget_lines([row]))
+
+
+def test_one_budgets_run_given_twice_is_an_error():
+    twice = _comparison(0.5, [0.1, 0.1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="random at budget 0.5, seed 0 comes twice"):
+        pooled_over_budgets([twice, twice])
+
+
+def test_a_control_with_one_seed_gets_no_verdict():
+    rows = pooled_over_budgets([_comparison(0.3, [0.12], [0.10]), _comparison(0.5, [0.13], [0.10])])
+    assert rows[0]["n"] == 2 and math.isnan(rows[0]["seed_low"])
+    text = "\n".join(pooled_budget_lines(rows))
+    assert "level with none. Fewer than 2 seeds at every budget, no verdict: random." in text
+
+
+def test_a_difference_that_is_not_finite_gives_nan_not_an_error():
+    interval = difference_interval([0.01, math.nan, 0.02])
+    assert interval["n"] == 3 and math.isnan(interval["mean"]) and math.isnan(interval["low"])
+
+
+def test_the_t_quantile_beyond_the_table_follows_students_t():
+    # Student's t 0.975 quantiles (any table): 31 -> 2.0395, 40 -> 2.0211, 120 -> 1.9799
+    assert t_quantile_975(30) == 2.042
+    assert t_quantile_975(31) == pytest.approx(2.0395, abs=1e-4)
+    assert t_quantile_975(40) == pytest.approx(2.0211, abs=1e-4)
+    assert t_quantile_975(120) == pytest.approx(1.9799, abs=1e-4)
+    assert t_quantile_975(10**6) == pytest.approx(1.95997, abs=1e-4)

@@ -153,6 +153,7 @@ def test_the_gap_memory_ranks_by_the_last_measured_gap(tiny_config):
     assert scorer.gaps, "no gap was remembered"
     assert all(gap >= 0 for gap in scorer.gaps.values())
     state = selector.state_dict()
+    assert list(state) == ["account", "scorer"]  # the keys resume files were written with
     again = selection.BudgetedLevels(
         selection.GapRankedScores(0), flops.subset_kd_fractions(), 0.5, "gap-ranked"
     )

@@ -39,6 +39,7 @@ def test_state_restores_the_same_permutations() -> None:
     a = ShuffledMaskLevels(ScaleRuleLevels([10.0, 20.0, 40.0]), seed=3)
     a.select(batch, 0.0)
     state = a.state_dict()
+    assert list(state) == ["generator", "inner"]  # the keys resume files were written with
     expected = a.select(batch, 0.0)
     b = ShuffledMaskLevels(ScaleRuleLevels([10.0, 20.0, 40.0]), seed=99)
     b.load_state_dict(state)
