@@ -16,9 +16,11 @@ from tests.conftest import one_error_line, run_script, tiny_rl_config
 @pytest.mark.slow
 def test_a_study_of_two_budgets_shares_the_teacher_and_pairs_every_control(tiny_config):
     config = tiny_rl_config(tiny_config, decisions=32)
-    config = dataclasses.replace(
-        config, experiment=dataclasses.replace(config.experiment, seeds=[0, 1])
+    # two controls keep the suite short; every control at a budget: test_budget_run.py
+    experiment = dataclasses.replace(
+        config.experiment, seeds=[0, 1], controls=["random-subsets", "shuffled"]
     )
+    config = dataclasses.replace(config, experiment=experiment)
     record = run_budget_study(config, [0.4, 0.7], static_specs=["P3", "P4,P3", "none", "all"])
     out = Path(config.runtime.out)
     first, second = out / "budget-0.40", out / "budget-0.70"
