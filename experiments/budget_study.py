@@ -12,8 +12,8 @@ over the same seeds, trained once in the first budget's run.
 Writes ``<out>/budget_study.json`` (every budget's comparison and the static front),
 ``budget_study.md`` (per budget: the sentence and the paired-difference table, with 95% t
 intervals; then each control pooled over the budgets, ``rlpkd.report.pooled_budgets``; then the
-static subsets) and ``budget_study.png`` (AP against kd FLOPs: the static
-subsets and their front, the policy at each budget, each control).
+static subsets) and ``budget_study.png`` (AP against kd FLOPs: the static subsets and their front,
+the policy at each budget, each control).
 """
 
 from __future__ import annotations
