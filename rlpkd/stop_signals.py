@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker
 from types import FrameType
 
 __all__ = [
@@ -185,15 +186,24 @@ def stop_message(stop: RunStopped, hint: str | None = None) -> str:
 
 @contextlib.contextmanager
 def ctrl_c_ignored_by_children() -> Iterator[None]:
-    """Processes started inside the block ignore SIGINT (an ignored signal stays ignored across
-    exec; a Python handler does not): a terminal's Ctrl-C reaches the whole process group, and
-    workers that the main process stops itself should not each print a traceback. Keep the
-    block to the start itself: a Ctrl-C inside it is ignored by this process too."""
+    """Processes started inside the block never see SIGINT: a terminal's Ctrl-C reaches the whole
+    process group, and workers that the main process stops itself should not each print a
+    traceback.
+
+    The block blocks SIGINT in this thread (a signal mask survives fork and exec, and every
+    thread a child starts inherits it, so a Ctrl-C stays pending in the children forever); it
+    does not ignore it here. A Ctrl-C that arrives inside the block is not lost: this process
+    raises it when the block ends (at once, when another thread takes it). CPython protects
+    its resource tracker the same way (bpo-33613), but unblocks SIGINT unconditionally after
+    starting it, so the tracker is started before the mask is set.
+    """
     if not _in_main_thread():
         yield
         return
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    resource_tracker.ensure_running()  # not inside: its first start unblocks SIGINT
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler if handler is None else handler)
+        # a SIGINT that arrived inside the block is delivered here, and its handler runs
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

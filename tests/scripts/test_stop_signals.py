@@ -134,11 +134,46 @@ def test_run_cli_ends_a_stop_with_one_line_and_the_signal_status_after_the_clean
 def test_processes_started_in_ctrl_c_ignored_by_children_ignore_sigint(fresh_stop_state):
     install_stop_handlers()
     handler = _handler()
-    probe = "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"
+    probe = "import signal; signal.raise_signal(signal.SIGINT); print('still running')"
     with ctrl_c_ignored_by_children():
         child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert child.stdout.strip() == "True", child.stderr
+    assert child.stdout.strip() == "still running", child.stderr
     assert signal.getsignal(signal.SIGINT) is handler  # this process's Ctrl-C is back
+
+
+def test_a_ctrl_c_while_workers_start_stops_this_process_at_the_blocks_end_and_not_the_workers():
+    # a fresh interpreter: the first spawn also starts multiprocessing's resource tracker,
+    # which (CPython 3.11) unblocks SIGINT after it starts
+    body = textwrap.dedent(
+        """
+        import multiprocessing, signal
+        from rlpkd.stop_signals import RunStopped, ctrl_c_ignored_by_children, install_stop_handlers
+
+        install_stop_handlers()
+        worker = multiprocessing.get_context("spawn").Process(
+            target=signal.raise_signal, args=(signal.SIGINT,)
+        )
+        reached_end = False
+        try:
+            with ctrl_c_ignored_by_children():
+                worker.start()
+                worker.join()
+                signal.raise_signal(signal.SIGINT)  # a Ctrl-C while the workers start
+                reached_end = True
+        except RunStopped as stop:
+            print("stopped", stop.signum, reached_end, worker.exitcode)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", body],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.split() == ["stopped", str(int(signal.SIGINT)), "True", "0"], result
+    assert "Traceback" not in result.stderr, result.stderr
 
 
 def test_ray_init_keeps_the_stop_handler_it_would_replace(fresh_stop_state):
