@@ -9,11 +9,13 @@ one line before anything in ``--out`` is written.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from experiments.validation import validate_config_names
 from rlpkd.checkpoint_io import load_checkpoint
@@ -232,10 +234,19 @@ def run_cli(main: Callable[[], int | None], resumable: bool = False) -> None:
         code = main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _exit(2)
     except KeyboardInterrupt as interrupt:
         stop = interrupt if isinstance(interrupt, RunStopped) else RunStopped(signal.SIGINT)
         finish_stop(stop)
         print(stop_message(stop, RESUME_HINT if resumable else None), file=sys.stderr)
-        sys.exit(stop.exit_status)
-    sys.exit(code or 0)
+        _exit(stop.exit_status)
+    _exit(code or 0)
+
+
+def _exit(status: int) -> NoReturn:
+    """``sys.exit(status)`` with every object alive now frozen (``gc.freeze``): the interpreter's
+    last garbage collections then skip the millions that importing torch, torchvision and Ray
+    made, which took about 1.5 s of every script's exit on 2 cores. ``atexit`` handlers
+    (``ray.shutdown``) and the modules' clean-up run as before."""
+    gc.freeze()
+    sys.exit(status)
