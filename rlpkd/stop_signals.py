@@ -192,18 +192,20 @@ def ctrl_c_ignored_by_children() -> Iterator[None]:
 
     The block blocks SIGINT in this thread (a signal mask survives fork and exec, and every
     thread a child starts inherits it, so a Ctrl-C stays pending in the children forever); it
-    does not ignore it here. A Ctrl-C that arrives inside the block is not lost: this process
-    raises it when the block ends (at once, when another thread takes it). CPython protects
-    its resource tracker the same way (bpo-33613), but unblocks SIGINT unconditionally after
-    starting it, so the tracker is started before the mask is set.
+    does not ignore it here. A stop that arrives inside the block (a Ctrl-C, or SIGTERM) is
+    raised when the block ends (:func:`stops_deferred`), once every process it started is
+    registered with whoever stops them. CPython protects its resource tracker the same way
+    (bpo-33613), but unblocks SIGINT unconditionally after starting it, so the tracker is
+    started before the mask is set.
     """
     if not _in_main_thread():
         yield
         return
     resource_tracker.ensure_running()  # not inside: its first start unblocks SIGINT
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        # a SIGINT that arrived inside the block is delivered here, and its handler runs
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    with stops_deferred():
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            yield
+        finally:
+            # a SIGINT that arrived inside the block is delivered here; stops_deferred raises it
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -141,6 +141,15 @@ def test_processes_started_in_ctrl_c_ignored_by_children_ignore_sigint(fresh_sto
     assert signal.getsignal(signal.SIGINT) is handler  # this process's Ctrl-C is back
 
 
+def test_a_sigterm_while_workers_start_is_raised_when_they_have_started(fresh_stop_state):
+    install_stop_handlers()
+    reached_end = False
+    with pytest.raises(RunStopped) as stopped, ctrl_c_ignored_by_children():
+        signal.raise_signal(signal.SIGTERM)  # mid-start: the workers started must be registered
+        reached_end = True
+    assert reached_end and stopped.value.signum == signal.SIGTERM
+
+
 def test_a_ctrl_c_while_workers_start_stops_this_process_at_the_blocks_end_and_not_the_workers():
     # a fresh interpreter: the first spawn also starts multiprocessing's resource tracker,
     # which (CPython 3.11) unblocks SIGINT after it starts
