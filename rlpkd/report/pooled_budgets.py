@@ -10,8 +10,10 @@ same cost, on average over the budgets studied" with more pairs than any one bud
 - over the seeds, each seed's mean over the budgets, for the seeds present at all of them
   (robust to pairs of a seed being alike, with fewer degrees of freedom).
 
-The policy is above (below) a control only when both intervals exclude 0. Each is a 95% interval
-per control, not corrected for the number of controls compared.
+The policy is above (below) a control only when both intervals exclude 0 and the pairs' t test
+stays below 0.05 after Holm's correction over the controls pooled at two budgets or more
+(``rlpkd.report.multiple_comparisons``): one study compares the policy with about ten controls,
+and at 95% each one alone would call one of twenty level controls above or below by chance.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from rlpkd.report.multiple_comparisons import holm_adjusted, t_test_p_value
 from rlpkd.report.paired_differences import difference_interval
 
 __all__ = ["control_family", "pooled_over_budgets", "pooled_budget_lines"]
@@ -36,7 +39,8 @@ def pooled_over_budgets(comparisons: Sequence[dict[str, Any]]) -> list[dict[str,
     control held the policy's cost, pooled over the pairs and over the seeds (module
     docstring); families in first-seen order. The interval over seeds uses the seeds present at
     every one of the family's budgets (``seeds``; the others are in ``seeds_dropped``), so each
-    seed's mean is over the same budgets.
+    seed's mean is over the same budgets. ``p``: the pairs' two-sided t test; ``holm_p``: ``p``
+    after Holm's correction over the families pooled at two budgets or more (NaN for the others).
 
     Raises:
         ValueError: a (budget, seed) pair of a control comes twice (one budget's run given
@@ -59,7 +63,11 @@ def pooled_over_budgets(comparisons: Sequence[dict[str, Any]]) -> list[dict[str,
                         "twice (the same budget's run given twice?)"
                     )
                 family["by_pair"][(budget, seed)] = difference
-    return [_pooled_row(name, family["kind"], family["by_pair"]) for name, family in pooled.items()]
+    rows = [_pooled_row(name, family["kind"], family["by_pair"]) for name, family in pooled.items()]
+    tested = [row["p"] if len(row["budgets"]) > 1 else math.nan for row in rows]
+    for row, holm_p in zip(rows, holm_adjusted(tested), strict=True):
+        row["holm_p"] = holm_p
+    return rows
 
 
 def _pooled_row(name: str, kind: str, by_pair: dict[tuple[float, int], float]) -> dict[str, Any]:
@@ -74,6 +82,7 @@ def _pooled_row(name: str, kind: str, by_pair: dict[tuple[float, int], float]) -
         "budgets": budgets,
         "pairs": list(by_pair),
         **difference_interval(list(by_pair.values())),
+        "p": t_test_p_value(list(by_pair.values())),
         "seeds": seeds,
         "seeds_dropped": [s for s in all_seeds if s not in seeds],
         "seed_means": seed_means,
@@ -86,36 +95,45 @@ def _signed(value: float) -> str:
     return f"{100 * value:+.2f}" if math.isfinite(value) else "n/a"
 
 
-def pooled_budget_lines(pooled: Sequence[dict[str, Any]]) -> list[str]:
-    """Markdown: one sentence (above / below / level: beyond both pooled 95% intervals or not;
-    untested: fewer than 2 seeds at every budget) and the table of pooled differences; nothing
-    when no control ran at two budgets or more."""
+def _p_text(value: float) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def pooled_budget_lines(pooled: Sequence[dict[str, Any]], level: float = 0.05) -> list[str]:
+    """Markdown: one sentence (above / below / level: beyond both pooled 95% intervals and below
+    ``level`` after Holm's correction, or not; untested: fewer than 2 seeds at every budget) and
+    the table of pooled differences; nothing when no control ran at two budgets or more."""
     rows = [row for row in pooled if len(row["budgets"]) > 1 and row["n"] > 1]
     if not rows:
         return []
     bounds = ("low", "high", "seed_low", "seed_high")
     tested = [r for r in rows if all(math.isfinite(r[k]) for k in bounds)]
-    above = [r["control"] for r in tested if r["low"] > 0 and r["seed_low"] > 0]
-    below = [r["control"] for r in tested if r["high"] < 0 and r["seed_high"] < 0]
-    level = [r["control"] for r in tested if r["control"] not in above + below]
+    significant = [r for r in tested if math.isfinite(r["holm_p"]) and r["holm_p"] < level]
+    above = [r["control"] for r in significant if r["low"] > 0 and r["seed_low"] > 0]
+    below = [r["control"] for r in significant if r["high"] < 0 and r["seed_high"] < 0]
+    level_with = [r["control"] for r in tested if r["control"] not in above + below]
     untested = [r["control"] for r in rows if r not in tested]
     sentence = (
         "Each control's policy − control differences pooled over every (budget, seed) pair at "
         "which it held the policy's cost, with a 95% t interval over the pairs and one over the "
-        "seeds (each seed's mean over the budgets, for the seeds present at all of them). Beyond "
-        f"both intervals, the policy is above {', '.join(above) or 'no control'} and below "
-        f"{', '.join(below) or 'no control'}; level with {', '.join(level) or 'none'}."
+        "seeds (each seed's mean over the budgets, for the seeds present at all of them), and the "
+        f"pairs' t test corrected by Holm over the {len(rows)} controls. Beyond both intervals "
+        f"and with a corrected p below {level:g}, the policy is above "
+        f"{', '.join(above) or 'no control'} and below {', '.join(below) or 'no control'}; level "
+        f"with {', '.join(level_with) or 'none'}."
     )
     if untested:
         sentence += f" Fewer than 2 seeds at every budget, no verdict: {', '.join(untested)}."
     lines = [
         "## Over the budgets",
         "",
-        f"{sentence} One interval per control, not corrected for the {len(rows)} compared.",
+        sentence,
         "",
         "| control | kind | budgets | pairs | policy − control AP (points) | 95% CI over pairs "
-        "| 95% CI over seeds | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| 95% CI over seeds | p (Holm) | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         budgets = ", ".join(f"{b:.2f}" for b in row["budgets"])
@@ -125,6 +143,7 @@ def pooled_budget_lines(pooled: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {row['control']} | {row['kind']} | {budgets} | {row['n']} | "
             f"{_signed(row['mean'])} | [{_signed(row['low'])}, {_signed(row['high'])}] | "
-            f"[{_signed(row['seed_low'])}, {_signed(row['seed_high'])}] | {seeds} |"
+            f"[{_signed(row['seed_low'])}, {_signed(row['seed_high'])}] | "
+            f"{_p_text(row['p'])} ({_p_text(row['holm_p'])}) | {seeds} |"
         )
     return [*lines, ""]

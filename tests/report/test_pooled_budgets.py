@@ -8,6 +8,7 @@ import statistics
 import pytest
 
 from rlpkd.report.budget_comparison import budget_comparison
+from rlpkd.report.multiple_comparisons import holm_adjusted, t_test_p_value
 from rlpkd.report.paired_differences import difference_interval, t_quantile_975
 from rlpkd.report.pooled_budgets import control_family, pooled_budget_lines, pooled_over_budgets
 
@@ -114,3 +115,49 @@ def test_the_t_quantile_beyond_the_table_follows_students_t():
     assert t_quantile_975(40) == pytest.approx(2.0211, abs=1e-4)
     assert t_quantile_975(120) == pytest.approx(1.9799, abs=1e-4)
     assert t_quantile_975(10**6) == pytest.approx(1.95997, abs=1e-4)
+
+
+def _comparison_of_controls(budget, policy_aps, control_ap, names):
+    """A budget's comparison with one control per name, each at the policy's cost with
+    ``control_ap`` on every seed."""
+    tag = f"{budget:.2f}"
+    runs, kinds = [], {"rl-policy": "policy", "all": "reference"}
+    for seed, ap in enumerate(policy_aps):
+        runs += [_run("rl-policy", seed, ap, budget), _run("all", seed, 0.2, 1.0)]
+        for name in names:
+            kinds[f"{name}@{tag}"] = "random"
+            runs.append(_run(f"{name}@{tag}", seed, control_ap, budget))
+    return budget_comparison(runs, budget, "rl-policy", kinds, all_gflops=1.0)
+
+
+def test_holm_over_the_controls_turns_a_lone_above_into_level_among_three():
+    # differences +2, +1, +3 points at 0.3 and +1, +2, 0 at 0.5: p = 0.0172, both intervals > 0
+    def pooled(names):
+        return pooled_over_budgets(
+            [
+                _comparison_of_controls(0.3, [0.12, 0.11, 0.13], 0.10, names),
+                _comparison_of_controls(0.5, [0.11, 0.12, 0.10], 0.10, names),
+            ]
+        )
+
+    (alone,) = pooled(["a"])
+    assert alone["p"] == pytest.approx(0.01722, abs=1e-5) and alone["holm_p"] == alone["p"]
+    assert alone["low"] > 0 and alone["seed_low"] > 0
+    assert "the policy is above a and below no control;" in "\n".join(pooled_budget_lines([alone]))
+    three = pooled(["a", "b", "c"])
+    assert [row["holm_p"] for row in three] == pytest.approx([3 * alone["p"]] * 3)
+    text = "\n".join(pooled_budget_lines(three))
+    assert "above no control and below no control; level with a, b, c." in text
+    assert "| 0.017 (0.052) |" in text
+
+
+def test_the_t_test_p_value_and_holms_adjustment_are_hand_computed():
+    # mean 2, std 1, n 3: t = 2 * sqrt(3) = 3.4641 on 2 d.o.f., two-sided p = 0.07418
+    assert t_test_p_value([1.0, 2.0, 3.0]) == pytest.approx(0.07418, abs=1e-5)
+    assert t_test_p_value([-1.0, -2.0, -3.0]) == pytest.approx(0.07418, abs=1e-5)
+    assert t_test_p_value([0.5, 0.5]) == 0.0 and t_test_p_value([0.0, 0.0]) == 1.0
+    assert math.isnan(t_test_p_value([1.0])) and math.isnan(t_test_p_value([1.0, math.nan]))
+    # sorted 0.005, 0.01, 0.03, 0.04 of m = 4: 4 x 0.005, 3 x 0.01, 2 x 0.03, max(0.06, 0.04)
+    adjusted = holm_adjusted([0.01, 0.04, 0.03, math.nan, 0.005])
+    assert adjusted[:3] + adjusted[4:] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[3]) and holm_adjusted([0.6, 0.5]) == [1.0, 1.0]
