@@ -246,7 +246,7 @@ def run_cli(main: Callable[[], int | None], resumable: bool = False) -> None:
 def _exit(status: int) -> NoReturn:
     """``sys.exit(status)`` with every object alive now frozen (``gc.freeze``): the interpreter's
     last garbage collections then skip the millions that importing torch, torchvision and Ray
-    made, which took about 1.5 s of every script's exit on 2 cores. ``atexit`` handlers
+    made, which took about 1.3 s of every script's exit on 2 cores. ``atexit`` handlers
     (``ray.shutdown``) and the modules' clean-up run as before."""
     gc.freeze()
     sys.exit(status)
